@@ -1,0 +1,156 @@
+import type { ModelConfig } from './model/config.ts';
+import type { ModelSource } from './model/loaded-model.ts';
+import type { DropSpec } from './plan/plan.ts';
+import type { Tokenizer } from './tokenizer/tokenizer.ts';
+
+/**
+ * The one interface transports (HTTP, gRPC) and tools (load tests, shadow scoring) use to reach the
+ * engine. Implemented in-process (engine/engine.ts, for tests and tools) and across a worker thread
+ * (engine/worker/worker-client.ts, for the server: session.run blocks its thread).
+ */
+export interface EngineClient {
+  /** Token-level generation. Cancelling the signal frees the sequence's KV slot within one step. */
+  generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
+  /** Teacher-forced pass: log-probabilities of every position (live fidelity, eval). */
+  score(request: ScoreRequest, signal?: AbortSignal): Promise<ScoreResult>;
+  /** Variants served, with live counters. */
+  variants(): VariantInfo[];
+  /** Model facts the transports need (tokenizer lives on the caller's thread). */
+  readonly model: ServedModelInfo;
+  readonly tokenizer: Tokenizer;
+  isReady(): boolean;
+  /** Stops admitting; cancels whatever is still running after graceMs; releases the worker. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface ServedModelInfo {
+  /** Served name of the full model (--served-model-name or the source id). */
+  name: string;
+  source: ModelSource;
+  config: ModelConfig;
+  /** Unix seconds the model was loaded (OpenAI's `created`). */
+  createdAt: number;
+}
+
+export interface SamplingParams {
+  /** 0 = greedy. */
+  temperature: number;
+  topP: number; // 1 = off
+  topK: number; // 0 or -1 = off
+  minP: number; // 0 = off
+  /** Seeded runs are reproducible; absent = random seed. */
+  seed?: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  repetitionPenalty: number; // 1 = off
+}
+
+export const DEFAULT_SAMPLING: SamplingParams = {
+  temperature: 1,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  repetitionPenalty: 1,
+};
+
+export interface GenerateRequest {
+  requestId: string;
+  /** Variant name as served, e.g. "stories260K" or "stories260K:attn-2". */
+  variant: string;
+  promptTokenIds: number[];
+  maxTokens: number;
+  sampling: SamplingParams;
+  /** Ids that end the sequence in addition to the model's EOS ids. */
+  stopTokenIds?: number[];
+  ignoreEos?: boolean;
+  /** Return this many top alternatives with each token (0 = only the chosen token's logprob). */
+  topLogprobs?: number;
+  /** Also return the chosen token's logprob. */
+  logprobs?: boolean;
+  /** Record the full next-token distribution per generated position (shadow scoring). */
+  recordDistributions?: boolean;
+  /** Background work (shadow scoring) never delays interactive work. */
+  priority?: 'interactive' | 'background';
+  /** For metrics: which transport the request came through. */
+  transport?: 'http' | 'grpc' | 'internal';
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
+
+export type GenerateEvent = TokenEvent | FinishEvent;
+
+export interface TokenEvent {
+  type: 'token';
+  tokenId: number;
+  /** Index of this token among the completion's tokens. */
+  index: number;
+  logprob?: number;
+  topLogprobs?: { tokenId: number; logprob: number }[];
+  /** Log-softmax over the whole vocabulary at this position (only with recordDistributions). */
+  distribution?: Float32Array;
+  /** Epoch milliseconds (performance.timeOrigin-based) when the token was sampled. */
+  timeMs: number;
+}
+
+export interface FinishEvent {
+  type: 'finish';
+  reason: FinishReason;
+  /** The token id that stopped generation (EOS or a stop id), not part of the output. */
+  stopTokenId?: number;
+  usage: Usage;
+  timings: RequestTimings;
+  variant: string;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Epoch milliseconds; absent when the request never reached that stage. */
+export interface RequestTimings {
+  arrivalMs: number;
+  /** Left the waiting queue (admitted with a KV reservation). */
+  scheduledMs?: number;
+  /** Prefill finished. */
+  prefillEndMs?: number;
+  firstTokenMs?: number;
+  lastTokenMs?: number;
+  finishedMs: number;
+}
+
+export interface ScoreRequest {
+  requestId: string;
+  variant: string;
+  tokenIds: number[];
+  /** Score positions from this index on (positions < fromIndex are context only). */
+  fromIndex: number;
+  priority?: 'interactive' | 'background';
+  /** Return full log-softmax rows for scored positions (KL needs them). */
+  returnDistributions?: boolean;
+}
+
+export interface ScoreResult {
+  /** For each position p ≥ fromIndex (predicting tokenIds[p] from the prefix before it). */
+  tokenLogprobs: number[];
+  /** Argmax token id at each scored position. */
+  argmaxIds: number[];
+  argmaxLogprobs: number[];
+  distributions?: Float32Array[];
+}
+
+export interface VariantInfo {
+  /** Served name: "<model>" for the full model, "<model>:<NAME>" for the others. */
+  id: string;
+  base: string;
+  spec: DropSpec;
+  kvBytesPerToken: number;
+  /** 0..1 share of the KV budget this variant's sequences hold. */
+  kvCacheUsagePerc: number;
+  kvCacheBytesUsed: number;
+  kvCacheBudgetBytes: number;
+  requestsRunning: number;
+  requestsWaiting: number;
+}
