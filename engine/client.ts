@@ -1,3 +1,4 @@
+import type { SerializedError } from './errors.ts';
 import type { ModelConfig } from './model/config.ts';
 import type { ModelSource } from './model/loaded-model.ts';
 import type { DropSpec } from './plan/plan.ts';
@@ -102,6 +103,8 @@ export interface FinishEvent {
   usage: Usage;
   timings: RequestTimings;
   variant: string;
+  /** Set when reason is "error": what failed (the sequence's partial output stays valid). */
+  error?: SerializedError;
 }
 
 export interface Usage {

@@ -37,7 +37,9 @@ export const DEFAULT_SYNTHETIC_SHAPE: Required<Omit<SyntheticModelOptions, 'seed
   vocabSize: 512,
   maxSeqLen: 1024,
   hasQkvBias: false,
-  tieWordEmbeddings: true,
+  // Tied random embeddings make the input token's own logit (|e|² ≈ dim) win every step, so the
+  // model only repeats itself; an untied head gives varied, mask-sensitive outputs.
+  tieWordEmbeddings: false,
   ropeInterleaved: false,
   ropeTheta: 10000,
   rmsNormEps: 1e-5,

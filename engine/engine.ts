@@ -1,0 +1,122 @@
+import { totalmem } from 'node:os';
+import type {
+  EngineClient,
+  GenerateEvent,
+  GenerateRequest,
+  ScoreRequest,
+  ScoreResult,
+  ServedModelInfo,
+  VariantInfo,
+} from './client.ts';
+import type { Device } from './device.ts';
+import { ModelSession } from './graph/model-session.ts';
+import type { LoadedModel } from './model/loaded-model.ts';
+import type { DropSpec } from './plan/plan.ts';
+import { EngineCore } from './runtime/engine-core.ts';
+import { EventQueue } from './runtime/event-queue.ts';
+import { type VariantDefinition, variantId } from './runtime/variant.ts';
+import type { Tokenizer } from './tokenizer/tokenizer.ts';
+
+export interface EngineOptions {
+  model: LoadedModel;
+  /** Name the full model is served as (default: the source id). */
+  servedModelName?: string;
+  /** Pruned variants, served as "<model>:<name>" next to the full model. */
+  variants?: { name: string; spec: DropSpec }[];
+  /** KV budget for all variants together (default: a quarter of RAM). */
+  kvCacheBytes?: number;
+  /** Requests allowed to wait for their prefill (default 1024). */
+  maxQueue?: number;
+  device?: Device;
+  threads?: number;
+}
+
+export const DEFAULT_MAX_QUEUE = 1024;
+
+export function defaultKvCacheBytes(): number {
+  return Math.floor(totalmem() / 4);
+}
+
+/** The full model plus the named pruned variants, as the core serves them. */
+export function variantDefinitions(
+  modelName: string,
+  variants: EngineOptions['variants'] = [],
+): VariantDefinition[] {
+  return [
+    { id: modelName, spec: { dropAttention: [], dropMlp: [] } },
+    ...variants.map((v) => ({ id: variantId(modelName, v.name), spec: v.spec })),
+  ];
+}
+
+/**
+ * EngineClient over an EngineCore in this thread. Model runs block this thread: the server uses
+ * the worker-thread client (engine/worker/worker-engine.ts); tests, the CLI and tools use this one.
+ */
+export class InProcessEngine implements EngineClient {
+  readonly model: ServedModelInfo;
+  readonly tokenizer: Tokenizer;
+  readonly core: EngineCore;
+
+  constructor(core: EngineCore, model: ServedModelInfo, tokenizer: Tokenizer) {
+    this.core = core;
+    this.model = model;
+    this.tokenizer = tokenizer;
+  }
+
+  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+    signal?.throwIfAborted();
+    const queue = new EventQueue<GenerateEvent>();
+    this.core.submit(request, (event) => {
+      queue.push(event);
+      if (event.type === 'finish') queue.close();
+    });
+    const onAbort = (): void => this.core.abort(request.requestId);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      yield* queue;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // A consumer that stops early (break, throw) must not leave the sequence running.
+      if (!queue.isDone) this.core.abort(request.requestId);
+    }
+  }
+
+  score(request: ScoreRequest): Promise<ScoreResult> {
+    return this.core.score(request);
+  }
+
+  variants(): VariantInfo[] {
+    return this.core.variants();
+  }
+
+  isReady(): boolean {
+    return true;
+  }
+
+  close(graceMs = 0): Promise<void> {
+    return this.core.close(graceMs);
+  }
+}
+
+export async function createEngine(options: EngineOptions): Promise<InProcessEngine> {
+  const { model } = options;
+  const name = options.servedModelName ?? model.source.id;
+  const runner = await ModelSession.create(model.config, model.weights, {
+    device: options.device ?? 'cpu',
+    threads: options.threads ?? 1,
+  });
+  const core = new EngineCore({
+    config: model.config,
+    runner,
+    variants: variantDefinitions(name, options.variants),
+    kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
+    maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
+  });
+  const info: ServedModelInfo = {
+    name,
+    source: model.source,
+    config: model.config,
+    createdAt: Math.floor(Date.now() / 1000),
+  };
+  return new InProcessEngine(core, info, model.tokenizer);
+}

@@ -1,0 +1,556 @@
+import { HostKvCachePool } from '../../kv-cache/host-pool.ts';
+import type { KvArena, KvCachePool, KvReservation } from '../../kv-cache/kv-pool.ts';
+import type {
+  FinishReason,
+  GenerateEvent,
+  GenerateRequest,
+  RequestTimings,
+  ScoreRequest,
+  ScoreResult,
+  VariantInfo,
+} from '../client.ts';
+import { DropserveError } from '../errors.ts';
+import type { ForwardInput } from '../graph/io.ts';
+import type { ModelConfig } from '../model/config.ts';
+import { argmax, logSoftmax } from '../sampling/log-softmax.ts';
+import { createSamplerState, type SamplerState, sampleToken } from '../sampling/sampler.ts';
+import type { ForwardRunner } from './forward-runner.ts';
+import { type ResolvedVariant, resolveVariant, type VariantDefinition } from './variant.ts';
+
+export interface EngineCoreOptions {
+  config: ModelConfig;
+  runner: ForwardRunner;
+  variants: VariantDefinition[];
+  /** Budget for all variants' KV caches together. */
+  kvCacheBytes: number;
+  /** Requests waiting for their prefill beyond this are rejected with DS_OVERLOADED. */
+  maxQueue: number;
+  /** Prompt tokens prefilled per scheduling round (at least one sequence), bounding decode stalls. */
+  maxPrefillTokensPerRound?: number;
+}
+
+export type EventSink = (event: GenerateEvent) => void;
+
+interface Sequence {
+  id: string;
+  request: GenerateRequest;
+  variant: VariantState;
+  sink: EventSink;
+  sampler: SamplerState;
+  stopIds: Set<number>;
+  /** Prompt + max_tokens, capped at the context: the KV rows this sequence may need. */
+  worstCaseTokens: number;
+  reservation?: KvReservation;
+  outputCount: number;
+  lastToken: number;
+  isAborted: boolean;
+  timings: RequestTimings;
+}
+
+interface VariantState {
+  def: ResolvedVariant;
+  arena: KvArena;
+  /** Sequences admitted, prefilled and decoding, by id. */
+  running: Map<string, Sequence>;
+  waiting: number;
+}
+
+interface PendingScore {
+  request: ScoreRequest;
+  variant: VariantState;
+  resolve: (r: ScoreResult) => void;
+  reject: (e: unknown) => void;
+}
+
+const nowMs = (): number => performance.timeOrigin + performance.now();
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * The serving runtime of one model: admission, continuous batching and sampling. One loop owns
+ * the model session; each round it (1) drops aborted sequences, (2) prefills waiting sequences up
+ * to a token budget, (3) runs one decode step per variant with running sequences — all sequences
+ * of a variant in one session.run, variants in turn — and (4) runs a background score when nothing
+ * interactive waits. Events go out through per-sequence sinks; callers wrap them as they need
+ * (async iterables in-process, batched messages across a worker thread).
+ */
+export class EngineCore {
+  readonly config: ModelConfig;
+  readonly #runner: ForwardRunner;
+  readonly #pool: KvCachePool;
+  readonly #variants = new Map<string, VariantState>();
+  readonly #maxQueue: number;
+  readonly #maxPrefillTokensPerRound: number;
+  /** Not yet prefilled, interactive first then background, FIFO within each. */
+  #waiting: Sequence[] = [];
+  #scores: PendingScore[] = [];
+  readonly #byId = new Map<string, Sequence>();
+  #wake: (() => void) | null = null;
+  #isClosed = false;
+  #isRunningLoop = false;
+  #loopDone: Promise<void> = Promise.resolve();
+  /** Called after every round that changed state (stats for worker snapshots). */
+  onRoundEnd: (() => void) | null = null;
+
+  constructor(options: EngineCoreOptions) {
+    this.config = options.config;
+    this.#runner = options.runner;
+    this.#pool = new HostKvCachePool(options.kvCacheBytes);
+    this.#maxQueue = options.maxQueue;
+    this.#maxPrefillTokensPerRound = options.maxPrefillTokensPerRound ?? 512;
+    if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) {
+      throw new RangeError(`maxQueue must be a non-negative integer, got ${options.maxQueue}`);
+    }
+    for (const definition of options.variants) {
+      if (this.#variants.has(definition.id)) {
+        throw new DropserveError('DS_INVALID_ARGUMENT', `variant "${definition.id}" is defined twice`);
+      }
+      const def = resolveVariant(definition, options.config);
+      const arena = this.#pool.addVariant(def.id, def.kvLayout);
+      this.#variants.set(def.id, { def, arena, running: new Map(), waiting: 0 });
+    }
+  }
+
+  get kvCacheBytes(): number {
+    return this.#pool.budgetBytes;
+  }
+
+  variantIds(): string[] {
+    return [...this.#variants.keys()];
+  }
+
+  variants(): VariantInfo[] {
+    const base = [...this.#variants.keys()][0] ?? '';
+    return [...this.#variants.values()].map((v) => {
+      const stats = this.#pool.stats(v.def.id);
+      return {
+        id: v.def.id,
+        base,
+        spec: v.def.spec,
+        kvBytesPerToken: stats.bytesPerToken,
+        kvCacheUsagePerc: stats.reservedBytes / this.#pool.budgetBytes,
+        kvCacheBytesUsed: stats.reservedBytes,
+        kvCacheBudgetBytes: this.#pool.budgetBytes,
+        requestsRunning: v.running.size,
+        requestsWaiting: v.waiting,
+      };
+    });
+  }
+
+  /**
+   * Queues a generation. Throws (synchronously) a DropserveError for invalid requests, unknown
+   * variants, context overflow and a full queue; afterwards every outcome arrives through the sink.
+   */
+  submit(request: GenerateRequest, sink: EventSink): void {
+    if (this.#isClosed) throw new DropserveError('DS_SHUTTING_DOWN', 'the server is shutting down');
+    const variant = this.#variants.get(request.variant);
+    if (!variant) {
+      throw new DropserveError(
+        'DS_NOT_FOUND',
+        `The model \`${request.variant}\` does not exist. Available: ${[...this.#variants.keys()].join(', ')}`,
+        { param: 'model' },
+      );
+    }
+    if (this.#byId.has(request.requestId)) {
+      throw new DropserveError('DS_INVALID_ARGUMENT', `request id ${request.requestId} is already in use`);
+    }
+    const worstCaseTokens = this.#validate(request);
+    if (this.#waiting.length >= this.#maxQueue) {
+      throw new DropserveError(
+        'DS_OVERLOADED',
+        `server overloaded: ${this.#waiting.length} requests already waiting (--max-queue ${this.#maxQueue})`,
+        { retryAfterSeconds: 1 },
+      );
+    }
+    const needed = worstCaseTokens * variant.arena.bytesPerToken;
+    if (needed > this.#pool.budgetBytes) {
+      throw new DropserveError(
+        'DS_KV_EXHAUSTED',
+        `request needs ${needed} bytes of KV cache (${worstCaseTokens} tokens × ${variant.arena.bytesPerToken} B) but the whole KV budget is ${this.#pool.budgetBytes} bytes`,
+      );
+    }
+    const eos = request.ignoreEos ? [] : this.config.eosTokenIds;
+    const sequence: Sequence = {
+      id: request.requestId,
+      request,
+      variant,
+      sink,
+      sampler: createSamplerState(request.sampling, request.promptTokenIds),
+      stopIds: new Set([...eos, ...(request.stopTokenIds ?? [])]),
+      worstCaseTokens,
+      outputCount: 0,
+      lastToken: -1,
+      isAborted: false,
+      timings: { arrivalMs: nowMs(), finishedMs: 0 },
+    };
+    this.#byId.set(sequence.id, sequence);
+    variant.waiting++;
+    // Background work queues behind every interactive request.
+    if (request.priority === 'background') this.#waiting.push(sequence);
+    else {
+      const firstBackground = this.#waiting.findIndex((s) => s.request.priority === 'background');
+      if (firstBackground < 0) this.#waiting.push(sequence);
+      else this.#waiting.splice(firstBackground, 0, sequence);
+    }
+    this.#ensureLoop();
+  }
+
+  /** Cancels a sequence wherever it is; its slot is freed before the next decode step. */
+  abort(requestId: string): void {
+    const sequence = this.#byId.get(requestId);
+    if (!sequence) return;
+    sequence.isAborted = true;
+    const index = this.#waiting.indexOf(sequence);
+    if (index >= 0) {
+      this.#waiting.splice(index, 1);
+      sequence.variant.waiting--;
+      this.#finish(sequence, 'abort');
+    }
+    this.#wakeLoop();
+  }
+
+  score(request: ScoreRequest): Promise<ScoreResult> {
+    if (this.#isClosed) return Promise.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
+    const variant = this.#variants.get(request.variant);
+    if (!variant) {
+      return Promise.reject(
+        new DropserveError('DS_NOT_FOUND', `The model \`${request.variant}\` does not exist`),
+      );
+    }
+    const n = request.tokenIds.length;
+    if (n < 2 || request.fromIndex < 1 || request.fromIndex >= n || n > this.config.maxSeqLen) {
+      return Promise.reject(
+        new DropserveError(
+          'DS_INVALID_ARGUMENT',
+          `score needs 2..${this.config.maxSeqLen} tokens and 1 ≤ fromIndex < length; got ${n} tokens, fromIndex ${request.fromIndex}`,
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#scores.push({ request, variant, resolve, reject });
+      this.#ensureLoop();
+    });
+  }
+
+  /** Stops admitting; gives running sequences graceMs to finish, then aborts the rest. */
+  async close(graceMs = 0): Promise<void> {
+    this.#isClosed = true;
+    for (const s of [...this.#waiting]) this.abort(s.id);
+    const deadline = Date.now() + graceMs;
+    while (this.#byId.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (const id of [...this.#byId.keys()]) this.abort(id);
+    for (const s of this.#scores.splice(0)) s.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
+    this.#wakeLoop();
+    await this.#loopDone;
+    await this.#runner.release();
+  }
+
+  /** Returns the worst-case token count; throws typed errors with the numbers. */
+  #validate(request: GenerateRequest): number {
+    const context = this.config.maxSeqLen;
+    const promptLength = request.promptTokenIds.length;
+    if (promptLength === 0) {
+      throw new DropserveError('DS_INVALID_ARGUMENT', 'prompt is empty (it tokenized to 0 tokens)', {
+        param: 'prompt',
+      });
+    }
+    for (const id of request.promptTokenIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new DropserveError(
+          'DS_INVALID_ARGUMENT',
+          `prompt token id ${id} is out of range; this model's vocabulary has ${this.config.vocabSize} tokens`,
+          { param: 'prompt' },
+        );
+      }
+    }
+    if (promptLength >= context) {
+      throw new DropserveError(
+        'DS_CONTEXT_OVERFLOW',
+        `prompt has ${promptLength} tokens; this model's context is ${context}, which leaves no room to generate`,
+        { param: 'prompt' },
+      );
+    }
+    if (!Number.isInteger(request.maxTokens) || request.maxTokens < 1) {
+      throw new DropserveError('DS_INVALID_ARGUMENT', `max_tokens must be ≥ 1, got ${request.maxTokens}`, {
+        param: 'max_tokens',
+      });
+    }
+    if (promptLength + request.maxTokens > context) {
+      throw new DropserveError(
+        'DS_CONTEXT_OVERFLOW',
+        `prompt has ${promptLength} tokens and max_tokens is ${request.maxTokens}: ${promptLength + request.maxTokens} tokens exceed this model's context of ${context}`,
+        { param: 'max_tokens' },
+      );
+    }
+    return promptLength + request.maxTokens;
+  }
+
+  #ensureLoop(): void {
+    if (this.#isRunningLoop) {
+      this.#wakeLoop();
+      return;
+    }
+    this.#isRunningLoop = true;
+    this.#loopDone = this.#loop().finally(() => {
+      this.#isRunningLoop = false;
+    });
+  }
+
+  #wakeLoop(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  #hasWork(): boolean {
+    if (this.#waiting.length > 0 || this.#scores.length > 0) return true;
+    for (const v of this.#variants.values()) if (v.running.size > 0) return true;
+    return false;
+  }
+
+  async #loop(): Promise<void> {
+    while (true) {
+      this.#reapAborted();
+      if (!this.#hasWork()) {
+        if (this.#isClosed) return;
+        this.onRoundEnd?.();
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+        });
+        continue;
+      }
+      try {
+        await this.#runRound();
+      } catch (error) {
+        this.#failEverything(error);
+      }
+      this.onRoundEnd?.();
+      // Lets aborts, new requests and worker messages in between model runs.
+      await yieldToEventLoop();
+    }
+  }
+
+  async #runRound(): Promise<void> {
+    await this.#prefillWaiting();
+    for (const variant of this.#variants.values()) {
+      this.#reapAborted();
+      if (variant.running.size > 0) await this.#decodeStep(variant);
+    }
+    const hasInteractiveWaiting = this.#waiting.some((s) => s.request.priority !== 'background');
+    const score = this.#scores.find((s) => s.request.priority !== 'background' || !hasInteractiveWaiting);
+    if (score) {
+      this.#scores.splice(this.#scores.indexOf(score), 1);
+      try {
+        score.resolve(await this.#score(score));
+      } catch (error) {
+        score.reject(error);
+      }
+    }
+  }
+
+  /** Admits and prefills waiting sequences, in order, while KV fits and the round's budget lasts. */
+  async #prefillWaiting(): Promise<void> {
+    let prefilledTokens = 0;
+    while (this.#waiting.length > 0 && prefilledTokens < this.#maxPrefillTokensPerRound) {
+      const sequence = this.#waiting[0]!;
+      const reservation = this.#pool.tryReserve(
+        sequence.variant.def.id,
+        sequence.id,
+        sequence.worstCaseTokens,
+      );
+      // First come, first served: a sequence that does not fit yet blocks those behind it.
+      if (!reservation) return;
+      this.#waiting.shift();
+      sequence.variant.waiting--;
+      sequence.reservation = reservation;
+      sequence.timings.scheduledMs = nowMs();
+      sequence.variant.running.set(sequence.id, sequence);
+      prefilledTokens += sequence.request.promptTokenIds.length;
+      try {
+        await this.#prefill(sequence);
+      } catch (error) {
+        this.#finish(sequence, 'error', undefined, error);
+      }
+      await yieldToEventLoop();
+      this.#reapAborted();
+    }
+  }
+
+  async #prefill(sequence: Sequence): Promise<void> {
+    const { variant } = sequence;
+    const prompt = sequence.request.promptTokenIds;
+    const row = variant.arena.addRow(sequence.id, sequence.worstCaseTokens);
+    const output = await this.#runner.run({
+      batchSize: 1,
+      seqLen: prompt.length,
+      inputIds: prompt,
+      positionIds: prompt.map((_, i) => i),
+      mask: variant.def.mask,
+      pastLengths: [0],
+      past: this.#emptyPast(variant),
+      pastCapacity: 0,
+      logitsIndex: [prompt.length - 1],
+    });
+    this.#writeKv(variant, [row], prompt.length, output.newKeys, output.newValues);
+    sequence.timings.prefillEndMs = nowMs();
+    if (sequence.isAborted) return;
+    this.#acceptToken(sequence, output.logits);
+  }
+
+  async #decodeStep(variant: VariantState): Promise<void> {
+    const { arena } = variant;
+    const rows = Array.from({ length: arena.numRows }, (_, r) => r);
+    const sequences = rows.map((r) => variant.running.get(arena.sequenceIdAt(r))!);
+    const pastLengths = rows.map((r) => arena.length(r));
+    const views = arena.pastViews();
+    let kept = 0;
+    const input: ForwardInput = {
+      batchSize: rows.length,
+      seqLen: 1,
+      inputIds: sequences.map((s) => s.lastToken),
+      positionIds: pastLengths,
+      mask: variant.def.mask,
+      pastLengths,
+      past: variant.def.mask.attnKeep.map((keep) => (keep ? views[kept++]! : null)),
+      pastCapacity: arena.tokenCapacity,
+      logitsIndex: rows,
+    };
+    let output: Awaited<ReturnType<ForwardRunner['run']>>;
+    try {
+      output = await this.#runner.run(input);
+    } catch (error) {
+      for (const s of sequences) this.#finish(s, 'error', undefined, error);
+      return;
+    }
+    this.#writeKv(variant, rows, 1, output.newKeys, output.newValues);
+    const vocab = this.config.vocabSize;
+    // Sampling may finish sequences, which compacts arena rows: rows are resolved before that.
+    sequences.forEach((s, b) => {
+      if (!s.isAborted) this.#acceptToken(s, output.logits.subarray(b * vocab, (b + 1) * vocab));
+    });
+  }
+
+  #emptyPast(variant: VariantState): ({ key: Float32Array; value: Float32Array } | null)[] {
+    return variant.def.mask.attnKeep.map((keep) =>
+      keep ? { key: new Float32Array(0), value: new Float32Array(0) } : null,
+    );
+  }
+
+  #writeKv(
+    variant: VariantState,
+    rows: number[],
+    seqLen: number,
+    newKeys: (Float32Array | null)[],
+    newValues: (Float32Array | null)[],
+  ): void {
+    variant.def.kvLayout.keptLayers.forEach((layer, i) => {
+      variant.arena.append(i, rows, seqLen, newKeys[layer]!, newValues[layer]!);
+    });
+    variant.arena.advance(rows, seqLen);
+  }
+
+  /** Samples the next token from one logits row and decides whether the sequence goes on. */
+  #acceptToken(sequence: Sequence, logits: Float32Array): void {
+    const { request } = sequence;
+    const sampled = sampleToken(logits, request.sampling, sequence.sampler, {
+      wantLogprob: request.logprobs,
+      topLogprobs: request.topLogprobs,
+      wantDistribution: request.recordDistributions,
+    });
+    const time = nowMs();
+    if (sequence.stopIds.has(sampled.tokenId)) {
+      this.#finish(sequence, 'stop', sampled.tokenId);
+      return;
+    }
+    sequence.timings.firstTokenMs ??= time;
+    sequence.timings.lastTokenMs = time;
+    sequence.lastToken = sampled.tokenId;
+    sequence.sink({
+      type: 'token',
+      tokenId: sampled.tokenId,
+      index: sequence.outputCount,
+      logprob: sampled.logprob,
+      topLogprobs: sampled.topLogprobs,
+      distribution: sampled.distribution,
+      timeMs: time,
+    });
+    sequence.outputCount++;
+    const total = request.promptTokenIds.length + sequence.outputCount;
+    if (sequence.outputCount >= request.maxTokens || total >= this.config.maxSeqLen) {
+      this.#finish(sequence, 'length');
+    }
+  }
+
+  #reapAborted(): void {
+    for (const variant of this.#variants.values()) {
+      for (const s of [...variant.running.values()]) if (s.isAborted) this.#finish(s, 'abort');
+    }
+  }
+
+  #finish(sequence: Sequence, reason: FinishReason, stopTokenId?: number, error?: unknown): void {
+    if (!this.#byId.has(sequence.id)) return;
+    this.#byId.delete(sequence.id);
+    sequence.variant.running.delete(sequence.id);
+    if (sequence.reservation) this.#pool.release(sequence.reservation);
+    sequence.timings.finishedMs = nowMs();
+    if (reason === 'error') {
+      const message = error instanceof Error ? error.message : String(error);
+      sequence.sink({
+        type: 'finish',
+        reason,
+        usage: {
+          promptTokens: sequence.request.promptTokenIds.length,
+          completionTokens: sequence.outputCount,
+        },
+        timings: sequence.timings,
+        variant: sequence.variant.def.id,
+        error: { code: 'DS_ORT_RUN_FAILED', message },
+      });
+      return;
+    }
+    sequence.sink({
+      type: 'finish',
+      reason,
+      stopTokenId,
+      usage: { promptTokens: sequence.request.promptTokenIds.length, completionTokens: sequence.outputCount },
+      timings: sequence.timings,
+      variant: sequence.variant.def.id,
+    });
+  }
+
+  #failEverything(error: unknown): void {
+    for (const variant of this.#variants.values()) {
+      for (const s of [...variant.running.values()]) this.#finish(s, 'error', undefined, error);
+    }
+  }
+
+  /** One teacher-forced pass over the whole sequence; nothing is cached. */
+  async #score(pending: PendingScore): Promise<ScoreResult> {
+    const { request, variant } = pending;
+    const tokens = request.tokenIds;
+    const n = tokens.length;
+    const positions = Array.from({ length: n - request.fromIndex }, (_, i) => request.fromIndex - 1 + i);
+    const output = await this.#runner.run({
+      batchSize: 1,
+      seqLen: n,
+      inputIds: tokens,
+      positionIds: tokens.map((_, i) => i),
+      mask: variant.def.mask,
+      pastLengths: [0],
+      past: this.#emptyPast(variant),
+      pastCapacity: 0,
+      logitsIndex: positions,
+    });
+    const vocab = this.config.vocabSize;
+    const result: ScoreResult = { tokenLogprobs: [], argmaxIds: [], argmaxLogprobs: [] };
+    if (request.returnDistributions) result.distributions = [];
+    positions.forEach((_, i) => {
+      const row = logSoftmax(output.logits.subarray(i * vocab, (i + 1) * vocab));
+      const best = argmax(row);
+      result.tokenLogprobs.push(row[tokens[request.fromIndex + i]!]!);
+      result.argmaxIds.push(best);
+      result.argmaxLogprobs.push(row[best]!);
+      result.distributions?.push(row);
+    });
+    return result;
+  }
+}

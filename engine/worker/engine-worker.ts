@@ -1,0 +1,80 @@
+import { parentPort } from 'node:worker_threads';
+import type { GenerateEvent } from '../client.ts';
+import { toDropserveError } from '../errors.ts';
+import { ModelSession } from '../graph/model-session.ts';
+import { EngineCore } from '../runtime/engine-core.ts';
+import type { FromWorker, ToWorker } from './protocol.ts';
+
+/**
+ * Engine worker: owns the ONNX session and the EngineCore, so that session.run never blocks the
+ * server thread. Errors cross as data (code + message); the worker keeps running.
+ */
+const port = parentPort;
+if (!port) throw new Error('engine-worker must run in a worker thread');
+
+let core: EngineCore | null = null;
+let pending: { requestId: string; event: GenerateEvent }[] = [];
+
+const post = (message: FromWorker): void => port.postMessage(message);
+
+function flush(): void {
+  if (!core) return;
+  const events = pending;
+  pending = [];
+  post({ type: 'events', events, variants: core.variants() });
+}
+
+port.on('message', async (message: ToWorker) => {
+  switch (message.type) {
+    case 'init': {
+      try {
+        const runner = await ModelSession.create(message.config, message.weights, {
+          device: message.device,
+          threads: message.threads,
+        });
+        core = new EngineCore({
+          config: message.config,
+          runner,
+          variants: message.variants,
+          kvCacheBytes: message.kvCacheBytes,
+          maxQueue: message.maxQueue,
+        });
+        core.onRoundEnd = flush;
+        post({ type: 'ready', variants: core.variants() });
+      } catch (error) {
+        post({ type: 'initFailed', error: toDropserveError(error).toJSON() });
+      }
+      return;
+    }
+    case 'generate': {
+      const { requestId } = message.request;
+      try {
+        core!.submit(message.request, (event) => {
+          pending.push({ requestId, event });
+        });
+        // Waiting counts change at once; the next round's flush carries the events.
+        flush();
+      } catch (error) {
+        post({ type: 'rejected', requestId, error: toDropserveError(error).toJSON() });
+      }
+      return;
+    }
+    case 'abort':
+      core?.abort(message.requestId);
+      flush();
+      return;
+    case 'score':
+      try {
+        const result = await core!.score(message.request);
+        post({ type: 'scoreResult', id: message.id, result });
+      } catch (error) {
+        post({ type: 'scoreResult', id: message.id, error: toDropserveError(error).toJSON() });
+      }
+      return;
+    case 'close':
+      await core?.close(message.graceMs);
+      flush();
+      post({ type: 'closed' });
+      return;
+  }
+});

@@ -1,0 +1,195 @@
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type {
+  EngineClient,
+  GenerateEvent,
+  GenerateRequest,
+  ScoreRequest,
+  ScoreResult,
+  ServedModelInfo,
+  VariantInfo,
+} from '../client.ts';
+import { DEFAULT_MAX_QUEUE, defaultKvCacheBytes, type EngineOptions, variantDefinitions } from '../engine.ts';
+import { DropserveError } from '../errors.ts';
+import { EventQueue } from '../runtime/event-queue.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import type { FromWorker, ToWorker } from './protocol.ts';
+
+/** The worker runs TypeScript too: it gets tsx's loader, resolved from this package, not the cwd. */
+const tsxLoaderUrl = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+/**
+ * EngineClient whose engine runs in a worker thread. The tokenizer and model facts stay on this
+ * thread (transports need them synchronously); weights are handed to the worker once.
+ */
+export class WorkerEngine implements EngineClient {
+  readonly model: ServedModelInfo;
+  readonly tokenizer: Tokenizer;
+  readonly #worker: Worker;
+  readonly #streams = new Map<string, EventQueue<GenerateEvent>>();
+  readonly #scores = new Map<number, { resolve: (r: ScoreResult) => void; reject: (e: unknown) => void }>();
+  #nextScoreId = 1;
+  #variants: VariantInfo[] = [];
+  #isReady = false;
+  #closed: Promise<void> | null = null;
+  #onClosed: (() => void) | null = null;
+
+  private constructor(worker: Worker, model: ServedModelInfo, tokenizer: Tokenizer) {
+    this.#worker = worker;
+    this.model = model;
+    this.tokenizer = tokenizer;
+  }
+
+  static async create(options: EngineOptions): Promise<WorkerEngine> {
+    const { model } = options;
+    const name = options.servedModelName ?? model.source.id;
+    const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
+      execArgv: ['--import', tsxLoaderUrl],
+    });
+    const info: ServedModelInfo = {
+      name,
+      source: model.source,
+      config: model.config,
+      createdAt: Math.floor(Date.now() / 1000),
+    };
+    const engine = new WorkerEngine(worker, info, model.tokenizer);
+    const ready = new Promise<void>((resolve, reject) => {
+      engine.#onReady = resolve;
+      engine.#onInitFailed = reject;
+      worker.once('error', reject);
+    });
+    worker.on('message', (m: FromWorker) => engine.#handle(m));
+    worker.on('error', (error) => engine.#failAll(error));
+    worker.on('exit', () => engine.#failAll(new DropserveError('DS_INTERNAL', 'engine worker exited')));
+    const init: ToWorker = {
+      type: 'init',
+      config: model.config,
+      weights: model.weights,
+      variants: variantDefinitions(name, options.variants),
+      kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
+      maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
+      device: options.device ?? 'cpu',
+      threads: options.threads ?? 1,
+    };
+    worker.postMessage(init);
+    try {
+      await ready;
+    } catch (error) {
+      await worker.terminate();
+      throw error;
+    }
+    return engine;
+  }
+
+  #onReady: (() => void) | null = null;
+  #onInitFailed: ((e: unknown) => void) | null = null;
+
+  #handle(message: FromWorker): void {
+    switch (message.type) {
+      case 'ready':
+        this.#variants = message.variants;
+        this.#isReady = true;
+        this.#onReady?.();
+        return;
+      case 'initFailed':
+        this.#onInitFailed?.(DropserveError.fromJSON(message.error));
+        return;
+      case 'events':
+        this.#variants = message.variants;
+        for (const { requestId, event } of message.events) {
+          const stream = this.#streams.get(requestId);
+          if (!stream) continue;
+          stream.push(event);
+          if (event.type === 'finish') {
+            stream.close();
+            this.#streams.delete(requestId);
+          }
+        }
+        return;
+      case 'rejected': {
+        const stream = this.#streams.get(message.requestId);
+        this.#streams.delete(message.requestId);
+        stream?.fail(DropserveError.fromJSON(message.error));
+        return;
+      }
+      case 'scoreResult': {
+        const waiter = this.#scores.get(message.id);
+        this.#scores.delete(message.id);
+        if (message.error) waiter?.reject(DropserveError.fromJSON(message.error));
+        else waiter?.resolve(message.result!);
+        return;
+      }
+      case 'closed':
+        this.#onClosed?.();
+        return;
+    }
+  }
+
+  #failAll(error: unknown): void {
+    this.#isReady = false;
+    for (const stream of this.#streams.values()) stream.fail(error);
+    this.#streams.clear();
+    for (const waiter of this.#scores.values()) waiter.reject(error);
+    this.#scores.clear();
+  }
+
+  #post(message: ToWorker): void {
+    this.#worker.postMessage(message);
+  }
+
+  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+    signal?.throwIfAborted();
+    if (!this.#isReady) throw new DropserveError('DS_SHUTTING_DOWN', 'the engine is not running');
+    if (this.#streams.has(request.requestId)) {
+      throw new DropserveError('DS_INVALID_ARGUMENT', `request id ${request.requestId} is already in use`);
+    }
+    const stream = new EventQueue<GenerateEvent>();
+    this.#streams.set(request.requestId, stream);
+    this.#post({ type: 'generate', request });
+    const onAbort = (): void => this.#post({ type: 'abort', requestId: request.requestId });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      yield* stream;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!stream.isDone) {
+        // The worker's finish event for this id is still to come; nobody reads it now.
+        this.#post({ type: 'abort', requestId: request.requestId });
+      }
+    }
+  }
+
+  score(request: ScoreRequest): Promise<ScoreResult> {
+    const id = this.#nextScoreId++;
+    return new Promise((resolve, reject) => {
+      this.#scores.set(id, { resolve, reject });
+      this.#post({ type: 'score', id, request });
+    });
+  }
+
+  variants(): VariantInfo[] {
+    return this.#variants;
+  }
+
+  isReady(): boolean {
+    return this.#isReady;
+  }
+
+  close(graceMs = 0): Promise<void> {
+    this.#closed ??= (async () => {
+      const closed = new Promise<void>((resolve) => {
+        this.#onClosed = resolve;
+      });
+      this.#post({ type: 'close', graceMs });
+      await Promise.race([closed, new Promise((r) => setTimeout(r, graceMs + 5000))]);
+      this.#isReady = false;
+      await this.#worker.terminate();
+    })();
+    return this.#closed;
+  }
+}
+
+export function createWorkerEngine(options: EngineOptions): Promise<WorkerEngine> {
+  return WorkerEngine.create(options);
+}
