@@ -1,0 +1,28 @@
+/** `dropserve bench <name>`: each benchmark prints a baseline and candidates measured in the same run. */
+type BenchRunner = (argv: string[]) => Promise<number>;
+
+const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner> }> = {
+  decode: {
+    summary: 'decode tokens/s, full model vs attention-dropped variants (stories260K, synthetic 6L/288/32000)',
+    load: async () => (await import('./decode.ts')).runDecodeBench,
+  },
+  batch: {
+    summary: 'aggregate decode tokens/s at concurrency 1, 4, 16, full vs pruned',
+    load: async () => (await import('./batch.ts')).runBatchBench,
+  },
+  prune: {
+    summary: 'time of `prune analyze` per metric on stories260K, evaluations per second',
+    load: async () => (await import('./prune.ts')).runPruneBench,
+  },
+};
+
+export async function runBenchCommand(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const bench = name ? BENCHES[name] : undefined;
+  if (!bench) {
+    const list = Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(8)} ${b.summary}`);
+    console.error(['usage: dropserve bench <name> [flags]', '', ...list].join('\n'));
+    return name === '--help' ? 0 : 2;
+  }
+  return (await bench.load())(rest);
+}
