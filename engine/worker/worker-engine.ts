@@ -1,5 +1,3 @@
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type {
   EngineClient,
@@ -15,9 +13,6 @@ import { DropserveError } from '../errors.ts';
 import { EventQueue } from '../runtime/event-queue.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
-
-/** The worker runs TypeScript too: it gets tsx's loader, resolved from this package, not the cwd. */
-const tsxLoaderUrl = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 /**
  * EngineClient whose engine runs in a worker thread. The tokenizer and model facts stay on this
@@ -44,9 +39,7 @@ export class WorkerEngine implements EngineClient {
   static async create(options: EngineOptions): Promise<WorkerEngine> {
     const { model } = options;
     const name = options.servedModelName ?? model.source.id;
-    const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
-      execArgv: ['--import', tsxLoaderUrl],
-    });
+    const worker = new Worker(new URL('./bootstrap.mjs', import.meta.url));
     const info: ServedModelInfo = {
       name,
       source: model.source,
@@ -182,7 +175,8 @@ export class WorkerEngine implements EngineClient {
         this.#onClosed = resolve;
       });
       this.#post({ type: 'close', graceMs });
-      await Promise.race([closed, new Promise((r) => setTimeout(r, graceMs + 5000))]);
+      // A wedged worker must not hold shutdown hostage; unref'd so a clean close exits at once.
+      await Promise.race([closed, new Promise((r) => setTimeout(r, graceMs + 5000).unref())]);
       this.#isReady = false;
       await this.#worker.terminate();
     })();

@@ -1,0 +1,145 @@
+import { parseArgs } from 'node:util';
+import { DEFAULT_SAMPLING } from '../engine/client.ts';
+import { parseDevice } from '../engine/device.ts';
+import { DropserveError } from '../engine/errors.ts';
+import { loadModel } from '../engine/model/load-model.ts';
+import { type DropSpec, loadPlanFile, parseInlineSpec, validateDropSpec } from '../engine/plan/plan.ts';
+import { variantId } from '../engine/runtime/variant.ts';
+import { IncrementalDetokenizer } from '../engine/tokenizer/incremental-detokenizer.ts';
+import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
+
+const HELP = `usage: dropserve generate --prompt TEXT [flags]
+
+  --model PATH|HF_ID      llama2.c .bin, Hugging Face directory or cached HF id (default: built-in synthetic model)
+  --tokenizer PATH        tokenizer for llama2.c checkpoints (default: tok*.bin / tokenizer.bin beside the model)
+  --prompt TEXT           prompt (BOS is prepended)
+  --max-tokens N          tokens to generate (default 256, capped by the context)
+  --temperature T         0 = greedy (default 0)
+  --top-p P  --top-k K  --min-p P
+  --seed S                seed for sampling (reproducible runs)
+  --drop-attention 1,3    attention layers to drop
+  --drop-mlp 2            MLP layers to drop
+  --plan FILE             pruning plan (instead of --drop-*)
+  --device cpu|cuda|webgpu   --threads N
+  --json                  print one JSON object instead of streaming text`;
+
+export async function runGenerateCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      tokenizer: { type: 'string' },
+      prompt: { type: 'string' },
+      'max-tokens': { type: 'string', default: '256' },
+      temperature: { type: 'string', default: '0' },
+      'top-p': { type: 'string', default: '1' },
+      'top-k': { type: 'string', default: '0' },
+      'min-p': { type: 'string', default: '0' },
+      seed: { type: 'string' },
+      'drop-attention': { type: 'string', default: '' },
+      'drop-mlp': { type: 'string', default: '' },
+      plan: { type: 'string' },
+      device: { type: 'string', default: 'cpu' },
+      threads: { type: 'string', default: '1' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (values.prompt === undefined) throw new DropserveError('DS_INVALID_ARGUMENT', `--prompt is required\n\n${HELP}`);
+  const number = (name: string, text: string): number => {
+    const n = Number(text);
+    if (!Number.isFinite(n)) throw new DropserveError('DS_INVALID_ARGUMENT', `--${name} must be a number, got "${text}"`);
+    return n;
+  };
+
+  const loadStart = performance.now();
+  const model = await loadModel({ model: values.model, tokenizer: values.tokenizer });
+  const { config, tokenizer } = model;
+  let spec: DropSpec;
+  if (values.plan) spec = loadPlanFile(values.plan, config).spec;
+  else spec = parseInlineSpec(`attn:${values['drop-attention']};mlp:${values['drop-mlp']}`);
+  validateDropSpec(spec, config.numLayers);
+  const isPruned = spec.dropAttention.length > 0 || spec.dropMlp.length > 0 || spec.emulation !== undefined;
+  const engine = await createWorkerEngine({
+    model,
+    servedModelName: model.source.id,
+    variants: isPruned ? [{ name: 'cli', spec }] : [],
+    device: parseDevice(values.device),
+    threads: number('threads', values.threads),
+    kvCacheBytes: 2 ** 30,
+  });
+  const loadMs = performance.now() - loadStart;
+  const variant = variantId(model.source.id, isPruned ? 'cli' : undefined);
+  try {
+    const promptTokenIds = tokenizer.encode(values.prompt, { addBos: true });
+    const maxTokens = Math.min(number('max-tokens', values['max-tokens']), config.maxSeqLen - promptTokenIds.length);
+    const detokenizer = new IncrementalDetokenizer(tokenizer, promptTokenIds);
+    const completion: number[] = [];
+    let text = '';
+    if (!values.json) process.stdout.write(values.prompt);
+    for await (const event of engine.generate({
+      requestId: 'generate',
+      variant,
+      promptTokenIds,
+      maxTokens,
+      sampling: {
+        ...DEFAULT_SAMPLING,
+        temperature: number('temperature', values.temperature),
+        topP: number('top-p', values['top-p']),
+        topK: number('top-k', values['top-k']),
+        minP: number('min-p', values['min-p']),
+        seed: values.seed === undefined ? undefined : number('seed', values.seed),
+      },
+    })) {
+      if (event.type === 'token') {
+        completion.push(event.tokenId);
+        const delta = detokenizer.push(event.tokenId);
+        text += delta;
+        if (!values.json) process.stdout.write(delta);
+        continue;
+      }
+      const tail = detokenizer.flush();
+      text += tail;
+      const t = event.timings;
+      const prefillMs = (t.prefillEndMs ?? t.finishedMs) - (t.scheduledMs ?? t.arrivalMs);
+      const decodeMs = t.firstTokenMs !== undefined && t.lastTokenMs !== undefined ? t.lastTokenMs - t.firstTokenMs : 0;
+      // As llama2.c: the clock starts after the first token, so tokens/s is over the other n − 1.
+      const decodeTokensPerSecond = completion.length > 1 && decodeMs > 0 ? (completion.length - 1) / (decodeMs / 1000) : 0;
+      const kvBytesPerToken = engine.variants().find((v) => v.id === variant)!.kvBytesPerToken;
+      if (values.json) {
+        console.log(
+          JSON.stringify({
+            text,
+            completion_tokens: completion,
+            prompt_tokens: promptTokenIds.length,
+            finish_reason: event.reason,
+            kv_bytes_per_token: kvBytesPerToken,
+            timings: {
+              load_ms: round(loadMs),
+              prefill_ms: round(prefillMs),
+              decode_ms: round(decodeMs),
+              decode_tokens_per_second: round(decodeTokensPerSecond),
+            },
+          }),
+        );
+      } else {
+        process.stdout.write(`${tail}\n`);
+        console.error(
+          `\n[${variant}] ${promptTokenIds.length} prompt + ${completion.length} generated tokens (${event.reason}); ` +
+            `load ${round(loadMs)} ms, prefill ${round(prefillMs)} ms, decode ${round(decodeTokensPerSecond)} tok/s; ` +
+            `KV ${kvBytesPerToken} B/token`,
+        );
+      }
+      if (event.reason === 'error') throw new DropserveError('DS_ORT_RUN_FAILED', event.error?.message ?? 'generation failed');
+    }
+  } finally {
+    await engine.close();
+  }
+  return 0;
+}
+
+const round = (x: number): number => Math.round(x * 100) / 100;
