@@ -1,0 +1,219 @@
+import fs from 'node:fs';
+import { modelLoadError } from '../errors.ts';
+import { MaxHeap } from './max-heap.ts';
+import type { Tokenizer } from './tokenizer.ts';
+
+/**
+ * llama2.c tokenizer (`tokenizer.bin`, `tok512.bin`): a SentencePiece BPE vocabulary exported as
+ *
+ *   int32 max_token_length, then per id: float32 score, int32 byteLength, bytes
+ *
+ * Pieces are handled as "binary strings" (one char per byte, code 0..255) so that concatenating two
+ * pieces is concatenating their bytes, exactly as llama2.c's sprintf("%s%s") does, whether or not a
+ * piece is valid UTF-8 on its own.
+ */
+
+const BOS_ID = 1;
+const EOS_ID = 2;
+/** Byte b is id b + 3 (after <unk>, <s>, </s>). */
+const BYTE_FALLBACK_OFFSET = 3;
+/** llama2.c starts its best-score search here, so lower-scored merges never apply. */
+const NO_MERGE_SCORE = -1e10;
+const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
+
+export class Llama2cTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosTokenId = BOS_ID;
+  readonly eosTokenIds: readonly number[] = [EOS_ID];
+  readonly specialTokens = { bos: '<s>', eos: '</s>' };
+  readonly chatTemplate = undefined;
+  readonly maxTokenLength: number;
+  /** Binary-string piece of each id. */
+  readonly #pieces: string[];
+  readonly #scores: Float32Array;
+  /** Bytes each id decodes to (byte pieces already resolved to their one byte). */
+  readonly #pieceBytes: Uint8Array[];
+  readonly #idOfPiece = new Map<string, number>();
+  readonly #utf8 = new TextDecoder('utf-8', { fatal: false });
+
+  constructor(pieces: string[], scores: Float32Array, maxTokenLength: number) {
+    if (pieces.length !== scores.length) throw new RangeError('pieces and scores differ in length');
+    this.vocabSize = pieces.length;
+    this.maxTokenLength = maxTokenLength;
+    this.#pieces = pieces;
+    this.#scores = scores;
+    this.#pieceBytes = pieces.map((p) => {
+      const byte = BYTE_PIECE.exec(p);
+      return byte ? Uint8Array.of(Number.parseInt(byte[1]!, 16)) : Uint8Array.from(p, (c) => c.charCodeAt(0));
+    });
+    // First id wins on duplicate pieces, so lookups are deterministic.
+    pieces.forEach((p, id) => {
+      if (!this.#idOfPiece.has(p)) this.#idOfPiece.set(p, id);
+    });
+  }
+
+  /** Reads a tokenizer file; vocabSize (from the checkpoint) limits how many entries are read. */
+  static fromFile(path: string, options: { vocabSize?: number } = {}): Llama2cTokenizer {
+    if (!fs.existsSync(path)) throw modelLoadError(path, 'no such tokenizer file');
+    const buf = fs.readFileSync(path);
+    if (buf.length < 4)
+      throw modelLoadError(path, `tokenizer file is ${buf.length} bytes, too short for a header`);
+    const maxTokenLength = buf.readInt32LE(0);
+    if (maxTokenLength < 1 || maxTokenLength > 1024) {
+      throw modelLoadError(
+        path,
+        `max_token_length ${maxTokenLength} is not plausible: not a llama2.c tokenizer`,
+      );
+    }
+    const pieces: string[] = [];
+    const scores: number[] = [];
+    let offset = 4;
+    const wanted = options.vocabSize ?? Number.POSITIVE_INFINITY;
+    while (pieces.length < wanted && offset < buf.length) {
+      const id = pieces.length;
+      if (offset + 8 > buf.length)
+        throw modelLoadError(path, `entry ${id}: file ends inside its score/length`);
+      const score = buf.readFloatLE(offset);
+      const length = buf.readInt32LE(offset + 4);
+      offset += 8;
+      if (length < 0 || length > maxTokenLength || offset + length > buf.length) {
+        throw modelLoadError(
+          path,
+          `entry ${id}: piece length ${length} (max_token_length ${maxTokenLength}, ${buf.length - offset} bytes left)`,
+        );
+      }
+      pieces.push(buf.toString('latin1', offset, offset + length));
+      scores.push(score);
+      offset += length;
+    }
+    if (options.vocabSize !== undefined && pieces.length < options.vocabSize) {
+      throw modelLoadError(path, `holds ${pieces.length} pieces, the model expects ${options.vocabSize}`);
+    }
+    if (pieces.length <= EOS_ID) throw modelLoadError(path, `holds only ${pieces.length} pieces`);
+    return new Llama2cTokenizer(pieces, Float32Array.from(scores), maxTokenLength);
+  }
+
+  /**
+   * llama2.c `encode`: dummy-prefix " " piece for non-empty text, one piece per UTF-8 codepoint
+   * (byte fallback when the codepoint is not in the vocabulary), then repeatedly merge the adjacent
+   * pair with the highest-scoring merged piece, leftmost first on ties.
+   *
+   * llama2.c rescans every pair after each merge (O(n²)); this keeps candidate merges in a heap over
+   * a linked list and only re-examines the two neighbours of a merge, which picks the same pair in
+   * the same order in O(n log n).
+   */
+  encode(text: string, options: { addBos?: boolean } = {}): number[] {
+    const ids: number[] = [];
+    if (options.addBos) ids.push(BOS_ID);
+    if (text.length > 0) {
+      const dummyPrefix = this.#idOfPiece.get(' ');
+      if (dummyPrefix !== undefined) ids.push(dummyPrefix);
+    }
+    for (const char of text) {
+      const bytes = Buffer.from(char, 'utf8');
+      const id = this.#idOfPiece.get(bytes.toString('latin1'));
+      if (id !== undefined) ids.push(id);
+      else for (const b of bytes) ids.push(b + BYTE_FALLBACK_OFFSET);
+    }
+    return this.#mergePairs(ids);
+  }
+
+  #mergePairs(initial: number[]): number[] {
+    const n = initial.length;
+    const ids = Int32Array.from(initial);
+    const next = new Int32Array(n);
+    const prev = new Int32Array(n);
+    // Bumped on every change to a node, so heap entries made before it are recognised as stale.
+    const version = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    // Heap order: higher score first, then the leftmost pair (node indices keep their order).
+    const heap = new MaxHeap<Candidate>((a, b) =>
+      a.score !== b.score ? a.score > b.score : a.left < b.left,
+    );
+    const consider = (left: number) => {
+      const right = left >= 0 ? next[left]! : -1;
+      if (right < 0) return;
+      const merged = this.#idOfPiece.get(this.#pieces[ids[left]!]! + this.#pieces[ids[right]!]!);
+      if (merged === undefined) return;
+      const score = this.#scores[merged]!;
+      if (!(score > NO_MERGE_SCORE)) return;
+      heap.push({ score, left, right, merged, leftVersion: version[left]!, rightVersion: version[right]! });
+    };
+    for (let i = 0; i + 1 < n; i++) consider(i);
+    while (heap.size > 0) {
+      const c = heap.pop()!;
+      if (
+        version[c.left] !== c.leftVersion ||
+        version[c.right] !== c.rightVersion ||
+        next[c.left] !== c.right
+      ) {
+        continue;
+      }
+      ids[c.left] = c.merged;
+      version[c.left]!++;
+      version[c.right]!++; // the right node is gone
+      const after = next[c.right]!;
+      next[c.left] = after;
+      if (after >= 0) prev[after] = c.left;
+      consider(prev[c.left]!);
+      consider(c.left);
+    }
+    const out: number[] = [];
+    for (let i = n > 0 ? 0 : -1; i >= 0; i = next[i]!) out.push(ids[i]!);
+    return out;
+  }
+
+  /**
+   * Bytes of every piece, joined and read as UTF-8 (an incomplete tail becomes U+FFFD). BOS/EOS are
+   * skipped; like SentencePiece and llama2.c, a text piece's leading space is dropped at the very
+   * start of the output and right after BOS.
+   */
+  decode(ids: readonly number[]): string {
+    const chunks: Uint8Array[] = [];
+    let isAtStart = true;
+    for (const id of ids) {
+      if (id === BOS_ID) {
+        isAtStart = true;
+        continue;
+      }
+      if (id === EOS_ID) continue;
+      let bytes = this.#pieceBytes[id];
+      if (bytes === undefined)
+        throw new RangeError(`token id ${id} outside vocabulary 0..${this.vocabSize - 1}`);
+      if (isAtStart && bytes.length > 0 && bytes[0] === 0x20 && !BYTE_PIECE.test(this.#pieces[id]!)) {
+        bytes = bytes.subarray(1);
+      }
+      isAtStart = false;
+      chunks.push(bytes);
+    }
+    return this.#utf8.decode(Buffer.concat(chunks));
+  }
+
+  tokenText(id: number): string {
+    const piece = this.#pieces[id];
+    if (piece === undefined)
+      throw new RangeError(`token id ${id} outside vocabulary 0..${this.vocabSize - 1}`);
+    if (BYTE_PIECE.test(piece)) {
+      const byte = this.#pieceBytes[id]![0]!;
+      return byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : piece;
+    }
+    return Buffer.from(piece, 'latin1').toString('utf8');
+  }
+
+  /** Merge score of an id (for tests and tools). */
+  score(id: number): number {
+    return this.#scores[id]!;
+  }
+}
+
+interface Candidate {
+  score: number;
+  left: number;
+  right: number;
+  merged: number;
+  leftVersion: number;
+  rightVersion: number;
+}
