@@ -1,0 +1,275 @@
+/**
+ * The whole model as one ONNX graph (I/O contract: engine/graph/io.ts):
+ *
+ *   hidden_0 = embed_tokens[input_ids]
+ *   for l: hidden_2l+1 = attention l or its emulation;  hidden_2l+2 = MLP l or its emulation
+ *   logits = lm_head(rmsNorm(hidden_2L) at rows logits_index)
+ */
+import { DropserveError } from '../errors.ts';
+import type { ModelConfig } from '../model/config.ts';
+import { derivedSizes, ropeInverseFrequencies } from '../model/config.ts';
+import type { ModelWeights } from '../model/weights.ts';
+import {
+  attentionNodes,
+  layerInitializers,
+  mlpNodes,
+  ROPE_COS,
+  ROPE_SIN,
+  rmsNormNode,
+  transpose,
+} from './decoder-layer.ts';
+import type { SublayerMask } from './io.ts';
+import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
+import type { NodeProto, TensorProto, ValueInfoProto } from './onnx-helpers.ts';
+import {
+  ElemType,
+  encodeModel,
+  floatTensor,
+  graph,
+  int64Tensor,
+  intAttr,
+  node,
+  tensorInfo,
+} from './onnx-helpers.ts';
+import { maskedAttentionNodes, maskedMlpNodes } from './sublayer-switch.ts';
+
+export interface BuildGraphOptions {
+  /** Add hidden_<k> outputs: the residual stream after every sublayer. */
+  outputHiddenStates?: boolean;
+  /**
+   * Build a graph where these dropped sublayers are simply absent and the kept ones are not wrapped
+   * in If (no mask or emulation inputs; no past inputs or new K/V outputs for dropped attention).
+   * Used to check that the masked graph equals a pruned one.
+   */
+  staticDrop?: SublayerMask;
+}
+
+const EMBEDDING = 'embed_tokens.weight'; // [vocab, dim]
+const LM_HEAD = 'lm_head.weight'; // [dim, vocab] (untied) — tied models read EMBEDDING instead
+const FINAL_NORM = 'norm.weight'; // [dim]
+
+/** Residual stream value after sublayer k (0 = embedding). */
+const hidden = (k: number): string => GRAPH_OUTPUT.hidden(k);
+
+/** Serialized ModelProto (IR 8, opsets '' 17 and com.microsoft 1). */
+export function buildModelGraph(
+  config: ModelConfig,
+  weights: ModelWeights,
+  options: BuildGraphOptions = {},
+): Uint8Array {
+  checkGraphConstraints(config, weights);
+  const staticDrop = options.staticDrop;
+  const isAttnKept = (l: number) => staticDrop?.attnKeep[l] ?? true;
+  const isMlpKept = (l: number) => staticDrop?.mlpKeep[l] ?? true;
+  const { numLayers } = config;
+
+  const nodes: NodeProto[] = [
+    node({
+      name: 'embed_tokens',
+      op: 'Gather',
+      inputs: [EMBEDDING, GRAPH_INPUT.inputIds],
+      outputs: [hidden(0)],
+    }),
+  ];
+  const initializers: TensorProto[] = [
+    floatTensor(EMBEDDING, [config.vocabSize, config.dim], weights.tokenEmbedding),
+  ];
+  initializers.push(...ropeTables(config));
+
+  for (let l = 0; l < numLayers; l++) {
+    initializers.push(...layerInitializers(config, l, weights.layers[l]!));
+    const [x, afterAttn, afterMlp] = [hidden(2 * l), hidden(2 * l + 1), hidden(2 * l + 2)];
+    if (!staticDrop) {
+      nodes.push(
+        ...maskedAttentionNodes(config, l, x, afterAttn),
+        ...maskedMlpNodes(config, l, afterAttn, afterMlp),
+      );
+      continue;
+    }
+    if (isAttnKept(l)) {
+      const kv = { x: afterAttn, newKey: GRAPH_OUTPUT.newKey(l), newValue: GRAPH_OUTPUT.newValue(l) };
+      nodes.push(...attentionNodes(config, l, x, kv));
+    } else {
+      nodes.push(identity(`layers.${l}.attn.skip`, x, afterAttn));
+    }
+    if (isMlpKept(l)) nodes.push(...mlpNodes(config, l, afterAttn, afterMlp));
+    else nodes.push(identity(`layers.${l}.mlp.skip`, afterAttn, afterMlp));
+  }
+
+  const head = headNodes(config, weights);
+  nodes.push(...head.nodes);
+  initializers.push(...head.initializers);
+
+  const mainGraph = graph({
+    name: 'dropserve',
+    nodes,
+    initializers,
+    inputs: graphInputs(config, isAttnKept, !staticDrop),
+    outputs: graphOutputs(config, isAttnKept, !staticDrop, options.outputHiddenStates ?? false),
+  });
+  return encodeModel(mainGraph);
+}
+
+function identity(name: string, x: string, out: string): NodeProto {
+  return node({ name, op: 'Identity', inputs: [x], outputs: [out] });
+}
+
+/** cos/sin of position · invFreq for every position the model may see: [maxSeqLen, headDim/2]. */
+function ropeTables(config: ModelConfig): TensorProto[] {
+  const invFreq = ropeInverseFrequencies(config);
+  const half = invFreq.length;
+  const cos = new Float32Array(config.maxSeqLen * half);
+  const sin = new Float32Array(config.maxSeqLen * half);
+  for (let pos = 0; pos < config.maxSeqLen; pos++) {
+    for (let i = 0; i < half; i++) {
+      cos[pos * half + i] = Math.cos(pos * invFreq[i]!);
+      sin[pos * half + i] = Math.sin(pos * invFreq[i]!);
+    }
+  }
+  return [
+    floatTensor(ROPE_COS, [config.maxSeqLen, half], cos),
+    floatTensor(ROPE_SIN, [config.maxSeqLen, half], sin),
+  ];
+}
+
+/**
+ * Final norm, the scored rows, and lm_head. Tied models multiply by the embedding table itself
+ * (Gemm transB=1) so the table is stored once.
+ */
+function headNodes(
+  config: ModelConfig,
+  weights: ModelWeights,
+): { nodes: NodeProto[]; initializers: TensorProto[] } {
+  const isTied = weights.lmHead === weights.tokenEmbedding;
+  const nodes = [
+    rmsNormNode('norm', hidden(2 * config.numLayers), FINAL_NORM, 'final_normed', config.rmsNormEps),
+    node({
+      name: 'flatten_rows',
+      op: 'Reshape',
+      inputs: ['final_normed', 'flatten_rows.shape'],
+      outputs: ['final_rows'],
+    }),
+    node({
+      name: 'logits_rows',
+      op: 'Gather',
+      inputs: ['final_rows', GRAPH_INPUT.logitsIndex],
+      outputs: ['scored_rows'],
+      attributes: [intAttr('axis', 0)],
+    }),
+    isTied
+      ? node({
+          name: 'lm_head',
+          op: 'Gemm',
+          inputs: ['scored_rows', EMBEDDING],
+          outputs: [GRAPH_OUTPUT.logits],
+          attributes: [intAttr('transB', 1)],
+        })
+      : node({
+          name: 'lm_head',
+          op: 'MatMul',
+          inputs: ['scored_rows', LM_HEAD],
+          outputs: [GRAPH_OUTPUT.logits],
+        }),
+  ];
+  const initializers = [
+    floatTensor(FINAL_NORM, [config.dim], weights.finalNorm),
+    int64Tensor('flatten_rows.shape', [2], [-1, config.dim]),
+  ];
+  if (!isTied) {
+    initializers.push(
+      floatTensor(
+        LM_HEAD,
+        [config.dim, config.vocabSize],
+        transpose(weights.lmHead, config.vocabSize, config.dim),
+      ),
+    );
+  }
+  return { nodes, initializers };
+}
+
+function graphInputs(
+  config: ModelConfig,
+  isAttnKept: (l: number) => boolean,
+  isMasked: boolean,
+): ValueInfoProto[] {
+  const { numLayers: L, dim, numKvHeads, headDim } = config;
+  const inputs = [
+    tensorInfo(GRAPH_INPUT.inputIds, ElemType.int64, ['batch', 'seq']),
+    tensorInfo(GRAPH_INPUT.positionIds, ElemType.int64, ['batch', 'seq']),
+  ];
+  if (isMasked) {
+    inputs.push(
+      tensorInfo(GRAPH_INPUT.attnKeep, ElemType.bool, [L]),
+      tensorInfo(GRAPH_INPUT.mlpKeep, ElemType.bool, [L]),
+      tensorInfo(GRAPH_INPUT.attnLowRank, ElemType.bool, [L]),
+      tensorInfo(GRAPH_INPUT.mlpLowRank, ElemType.bool, [L]),
+      tensorInfo(GRAPH_INPUT.attnEmulBias, ElemType.float, [L, dim]),
+      tensorInfo(GRAPH_INPUT.mlpEmulBias, ElemType.float, [L, dim]),
+      tensorInfo(GRAPH_INPUT.attnEmulDown, ElemType.float, [L, dim, 'attn_emul_rank']),
+      tensorInfo(GRAPH_INPUT.mlpEmulDown, ElemType.float, [L, dim, 'mlp_emul_rank']),
+      tensorInfo(GRAPH_INPUT.attnEmulUp, ElemType.float, [L, 'attn_emul_rank', dim]),
+      tensorInfo(GRAPH_INPUT.mlpEmulUp, ElemType.float, [L, 'mlp_emul_rank', dim]),
+    );
+  }
+  inputs.push(
+    tensorInfo(GRAPH_INPUT.seqlensK, ElemType.int32, ['batch']),
+    tensorInfo(GRAPH_INPUT.totalSequenceLength, ElemType.int32, []),
+  );
+  for (let l = 0; l < L; l++) {
+    if (!isAttnKept(l)) continue;
+    const pastShape = ['batch', numKvHeads, `past_len_${l}`, headDim];
+    inputs.push(
+      tensorInfo(GRAPH_INPUT.pastKey(l), ElemType.float, pastShape),
+      tensorInfo(GRAPH_INPUT.pastValue(l), ElemType.float, pastShape),
+    );
+  }
+  inputs.push(tensorInfo(GRAPH_INPUT.logitsIndex, ElemType.int64, ['num_logits']));
+  return inputs;
+}
+
+function graphOutputs(
+  config: ModelConfig,
+  isAttnKept: (l: number) => boolean,
+  isMasked: boolean,
+  hasHiddenStates: boolean,
+): ValueInfoProto[] {
+  const { kvDim } = derivedSizes(config);
+  const outputs = [tensorInfo(GRAPH_OUTPUT.logits, ElemType.float, ['num_logits', config.vocabSize])];
+  // In the masked graph a dropped layer's K/V rows are empty, so their shape is left open.
+  const kvShape = isMasked ? null : ['batch', 'seq', kvDim];
+  for (let l = 0; l < config.numLayers; l++) {
+    if (!isAttnKept(l)) continue;
+    outputs.push(
+      tensorInfo(GRAPH_OUTPUT.newKey(l), ElemType.float, kvShape),
+      tensorInfo(GRAPH_OUTPUT.newValue(l), ElemType.float, kvShape),
+    );
+  }
+  if (hasHiddenStates) {
+    for (let k = 0; k <= 2 * config.numLayers; k++) {
+      outputs.push(tensorInfo(hidden(k), ElemType.float, ['batch', 'seq', config.dim]));
+    }
+  }
+  return outputs;
+}
+
+/** Fails early, with the reason, on shapes ORT's GroupQueryAttention / RotaryEmbedding kernels reject. */
+function checkGraphConstraints(config: ModelConfig, weights: ModelWeights): void {
+  if (config.headDim % 8 !== 0) {
+    throw new DropserveError(
+      'DS_UNSUPPORTED',
+      `head_dim ${config.headDim}: GroupQueryAttention needs a multiple of 8`,
+    );
+  }
+  if (config.numHeads % config.numKvHeads !== 0) {
+    throw new DropserveError(
+      'DS_UNSUPPORTED',
+      `num_heads ${config.numHeads} must be a multiple of num_kv_heads ${config.numKvHeads}`,
+    );
+  }
+  if (weights.layers.length !== config.numLayers) {
+    throw new DropserveError(
+      'DS_MODEL_LOAD',
+      `weights have ${weights.layers.length} layers, config says ${config.numLayers}`,
+    );
+  }
+}
