@@ -3,7 +3,8 @@ type BenchRunner = (argv: string[]) => Promise<number>;
 
 const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner> }> = {
   decode: {
-    summary: 'decode tokens/s, full model vs attention-dropped variants (stories260K, synthetic 6L/288/32000)',
+    summary:
+      'decode tokens/s, full model vs attention-dropped variants (stories260K, synthetic 6L/288/32000)',
     load: async () => (await import('./decode.ts')).runDecodeBench,
   },
   batch: {

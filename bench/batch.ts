@@ -1,0 +1,58 @@
+import { parseArgs } from 'node:util';
+import { createEngine } from '../engine/engine.ts';
+import { benchModels, benchRequest, commitId, printTable } from './common.ts';
+
+/**
+ * Aggregate decode throughput under continuous batching: N sequences decoding together share each
+ * session.run, so tokens/s should grow with N until the CPU saturates. Full model vs one pruned
+ * variant, each level's ratio to concurrency 1, all in one run.
+ */
+export async function runBatchBench(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      tokens: { type: 'string', default: '128' },
+      levels: { type: 'string', default: '1,4,16' },
+    },
+  });
+  const tokens = Number(values.tokens);
+  const levels = values.levels.split(',').map(Number);
+  console.log(
+    `bench batch: greedy, ${tokens} tokens per sequence, concurrency ${levels.join('/')}, commit ${commitId()}`,
+  );
+  for (const { name, model } of await benchModels()) {
+    const pruned = { name: 'attn-2', spec: { dropAttention: [1, 2], dropMlp: [] } };
+    const engine = await createEngine({ model, servedModelName: name, variants: [pruned] });
+    const rows: (string | number)[][] = [];
+    for (const id of [name, `${name}:${pruned.name}`]) {
+      let base = 0;
+      for (const level of levels) {
+        await Promise.all(
+          Array.from({ length: Math.min(level, 4) }, (_, i) =>
+            drain(engine.generate(benchRequest(id, [1, 5 + i, 6, 7], 8))),
+          ),
+        ); // warm-up
+        const started = performance.now();
+        const counts = await Promise.all(
+          Array.from({ length: level }, (_, i) =>
+            drain(engine.generate(benchRequest(id, [1, 5 + i, 6, 7, 8], tokens))),
+          ),
+        );
+        const seconds = (performance.now() - started) / 1000;
+        const rate = counts.reduce((a, b) => a + b, 0) / seconds;
+        if (level === levels[0]) base = rate;
+        rows.push([id, level, rate.toFixed(0), `${(rate / base).toFixed(2)}×`]);
+      }
+    }
+    printTable(['variant', 'concurrency', 'aggregate tok/s', 'vs concurrency 1'], rows);
+    console.log('');
+    await engine.close();
+  }
+  return 0;
+}
+
+async function drain(events: AsyncIterable<{ type: string }>): Promise<number> {
+  let n = 0;
+  for await (const e of events) if (e.type === 'token') n++;
+  return n;
+}

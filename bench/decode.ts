@@ -1,0 +1,60 @@
+import { parseArgs } from 'node:util';
+import { createEngine } from '../engine/engine.ts';
+import { benchModels, benchRequest, commitId, decodeRate, median, printTable } from './common.ts';
+
+/**
+ * Decode speed of attention-dropped variants against the full model, batch 1, in one run: the
+ * variants share one session (one weight copy), and runs are interleaved so drift hits all alike.
+ */
+export async function runDecodeBench(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { tokens: { type: 'string', default: '200' }, reps: { type: 'string', default: '5' } },
+  });
+  const tokens = Number(values.tokens);
+  const reps = Number(values.reps);
+  console.log(
+    `bench decode: batch 1, greedy, ${tokens} tokens × ${reps} reps, 1 thread, commit ${commitId()}`,
+  );
+  for (const { name, model } of await benchModels()) {
+    const layers = model.config.numLayers;
+    // Drop the middle attention layers first: the literature finds the deep/middle ones most redundant.
+    const order = Array.from({ length: layers - 1 }, (_, i) => i + 1);
+    const drops = [1, 2, Math.floor(layers / 2)].filter((k, i, a) => k < layers && a.indexOf(k) === i);
+    const variants = drops.map((k) => ({
+      name: `attn-${k}`,
+      spec: { dropAttention: order.slice(0, k), dropMlp: [] },
+    }));
+    const engine = await createEngine({ model, servedModelName: name, variants });
+    const ids = [name, ...variants.map((v) => `${name}:${v.name}`)];
+    const prompt = [model.config.bosTokenId, 10, 20, 30, 40, 50, 60, 70];
+    const rates = new Map<string, number[]>(ids.map((id) => [id, []]));
+    await decodeRate(engine, benchRequest(name, prompt, 16)); // warm-up
+    for (let r = 0; r < reps; r++) {
+      for (const id of ids) {
+        const { tokens: n, ms } = await decodeRate(engine, benchRequest(id, prompt, tokens));
+        rates.get(id)!.push(n / (ms / 1000));
+      }
+    }
+    const base = median(rates.get(name)!);
+    const info = engine.variants();
+    printTable(
+      ['variant', 'dropped attn', 'KV B/token', 'decode tok/s', 'ms/token', 'vs full'],
+      ids.map((id) => {
+        const v = info.find((x) => x.id === id)!;
+        const rate = median(rates.get(id)!);
+        return [
+          id,
+          v.spec.dropAttention.join(',') || '-',
+          v.kvBytesPerToken,
+          rate.toFixed(0),
+          (1000 / rate).toFixed(3),
+          `${(rate / base).toFixed(2)}×`,
+        ];
+      }),
+    );
+    console.log('');
+    await engine.close();
+  }
+  return 0;
+}

@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { ExperimentRouter, parseExperimentFlag } from './experiment-router.ts';
+
+const variants = new Set(['m', 'm:attn-1', 'm:attn-2']);
+const router = (): ExperimentRouter => new ExperimentRouter((v) => variants.has(v));
+
+describe('ExperimentRouter', () => {
+  it('splits 50/50 over 400 random requests within statistical tolerance', () => {
+    const r = router();
+    r.set('ab', [
+      { variant: 'm', weight: 1 },
+      { variant: 'm:attn-1', weight: 1 },
+    ]);
+    let pruned = 0;
+    for (let i = 0; i < 400; i++) if (r.assign('ab') === 'm:attn-1') pruned++;
+    // Binomial(400, 0.5): sd 10, so ±40 is a 4-sigma band.
+    expect(Math.abs(pruned - 200)).toBeLessThan(40);
+  });
+
+  it('hashes users: 400 distinct users split near 50/50, and each user always lands on the same variant', () => {
+    const r = router();
+    r.set('ab', [
+      { variant: 'm', weight: 1 },
+      { variant: 'm:attn-1', weight: 1 },
+    ]);
+    const first = new Map<string, string>();
+    let pruned = 0;
+    for (let i = 0; i < 400; i++) {
+      const v = r.assign('ab', `user-${i}`);
+      first.set(`user-${i}`, v);
+      if (v === 'm:attn-1') pruned++;
+    }
+    expect(Math.abs(pruned - 200)).toBeLessThan(40);
+    for (let k = 0; k < 3; k++) for (const [user, v] of first) expect(r.assign('ab', user)).toBe(v);
+  });
+
+  it('follows weights, and a weight change takes effect at once', () => {
+    const r = router();
+    r.set('ab', [
+      { variant: 'm', weight: 9 },
+      { variant: 'm:attn-2', weight: 1 },
+    ]);
+    let pruned = 0;
+    for (let i = 0; i < 1000; i++) if (r.assign('ab') === 'm:attn-2') pruned++;
+    expect(pruned).toBeGreaterThan(60);
+    expect(pruned).toBeLessThan(140);
+    r.set('ab', [
+      { variant: 'm', weight: 0 },
+      { variant: 'm:attn-2', weight: 1 },
+    ]);
+    for (let i = 0; i < 50; i++) expect(r.assign('ab', `u${i}`)).toBe('m:attn-2');
+  });
+
+  it('rejects unknown variants, negative weights, zero sums and duplicate arms', () => {
+    const r = router();
+    expect(() => r.set('x', [{ variant: 'nope', weight: 1 }])).toThrow(/not served/);
+    expect(() => r.set('x', [{ variant: 'm', weight: -1 }])).toThrow(/≥ 0/);
+    expect(() => r.set('x', [{ variant: 'm', weight: 0 }])).toThrow(/sum to 0/);
+    expect(() =>
+      r.set('x', [
+        { variant: 'm', weight: 1 },
+        { variant: 'm', weight: 1 },
+      ]),
+    ).toThrow(/twice/);
+    expect(() => r.set('m', [{ variant: 'm', weight: 1 }])).toThrow(/already a variant/);
+  });
+
+  it('parses --experiment flags whose variant names contain colons', () => {
+    expect(parseExperimentFlag('ab=m:1,m:attn-2:3')).toEqual({
+      name: 'ab',
+      arms: [
+        { variant: 'm', weight: 1 },
+        { variant: 'm:attn-2', weight: 3 },
+      ],
+    });
+    expect(() => parseExperimentFlag('ab')).toThrow(/NAME=VARIANT:WEIGHT/);
+    expect(() => parseExperimentFlag('ab=m')).toThrow(/not VARIANT:WEIGHT/);
+  });
+});
