@@ -1,0 +1,166 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { DropserveError, modelLoadError } from '../errors.ts';
+import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
+import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import type { ModelConfig } from './config.ts';
+import { findCachedModel, looksLikeHfId } from './hf-cache.ts';
+import { loadHuggingFaceModel } from './hf-loader.ts';
+import { loadLlama2cCheckpoint } from './llama2c-loader.ts';
+import type { LoadedModel } from './loaded-model.ts';
+import { syntheticModel } from './synthetic.ts';
+
+/**
+ * `--model` resolution, in order:
+ *   (none)                 the built-in synthetic default
+ *   file.bin               llama2.c checkpoint; tokenizer from --tokenizer, else tok*.bin / tokenizer.bin beside it
+ *   directory/config.json  Hugging Face checkpoint (its tokenizer unless --tokenizer)
+ *   org/name               the same, from the local HF hub cache (never downloaded)
+ */
+
+export interface LoadModelOptions {
+  model?: string;
+  tokenizer?: string;
+  onProgress?: (message: string) => void;
+}
+
+export async function loadModel(options: LoadModelOptions = {}): Promise<LoadedModel> {
+  const progress = options.onProgress ?? (() => {});
+  if (options.model === undefined || options.model === '') {
+    if (options.tokenizer !== undefined) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        '--tokenizer needs --model (the built-in default has its own)',
+        {
+          param: 'tokenizer',
+        },
+      );
+    }
+    const model = syntheticModel();
+    progress(`model: ${model.source.description}`);
+    return model;
+  }
+  const spec = options.model;
+  if (fs.existsSync(spec)) {
+    const stat = fs.statSync(spec);
+    if (stat.isFile() && spec.endsWith('.bin')) return loadLlama2c(spec, options.tokenizer, progress);
+    if (stat.isDirectory())
+      return loadHuggingFace(spec, path.basename(path.resolve(spec)), options.tokenizer, progress);
+    throw modelLoadError(
+      spec,
+      'not a model: expected a llama2.c .bin checkpoint or a Hugging Face directory with config.json',
+    );
+  }
+  if (looksLikeHfId(spec)) {
+    const snapshot = findCachedModel(spec);
+    progress(`model: ${spec} found in the local Hugging Face cache at ${snapshot}`);
+    return loadHuggingFace(snapshot, spec, options.tokenizer, progress);
+  }
+  throw modelLoadError(spec, 'no such file or directory (and not an org/name Hugging Face id)');
+}
+
+/** A tokenizer from a path: a llama2.c .bin file, or an HF directory / its tokenizer.json. */
+export function loadTokenizer(tokenizerPath: string): Tokenizer {
+  if (!fs.existsSync(tokenizerPath))
+    throw modelLoadError(tokenizerPath, 'no such tokenizer file or directory');
+  if (fs.statSync(tokenizerPath).isDirectory()) return HfTokenizer.fromDir(tokenizerPath);
+  if (path.basename(tokenizerPath) === 'tokenizer.json')
+    return HfTokenizer.fromDir(path.dirname(tokenizerPath));
+  return Llama2cTokenizer.fromFile(tokenizerPath);
+}
+
+function loadLlama2c(
+  file: string,
+  tokenizerPath: string | undefined,
+  progress: (message: string) => void,
+): LoadedModel {
+  progress(`model: reading llama2.c checkpoint ${file}`);
+  const { config, weights } = loadLlama2cCheckpoint(file);
+  progress(
+    `config: ${config.numLayers} layers, dim ${config.dim}, ${config.numHeads} heads (${config.numKvHeads} kv), ` +
+      `vocab ${config.vocabSize}, context ${config.maxSeqLen}`,
+  );
+  const tokenizer = tokenizerPath
+    ? loadTokenizer(tokenizerPath)
+    : findLlama2cTokenizer(file, config.vocabSize);
+  checkVocab(config, tokenizer, file);
+  progress(`tokenizer: vocab ${tokenizer.vocabSize}`);
+  const id = path.basename(file, '.bin');
+  return {
+    config,
+    weights,
+    tokenizer,
+    source: {
+      kind: 'llama2c',
+      path: path.resolve(file),
+      id,
+      description: `llama2.c checkpoint ${path.basename(file)} (${config.numLayers} layers, dim ${config.dim}, vocab ${config.vocabSize})`,
+    },
+  };
+}
+
+/** tok*.bin or tokenizer.bin beside the checkpoint; with several, the one matching the model's vocab. */
+function findLlama2cTokenizer(modelFile: string, modelVocab: number): Tokenizer {
+  const dir = path.dirname(path.resolve(modelFile));
+  const names = fs
+    .readdirSync(dir)
+    .filter((f) => f !== path.basename(modelFile) && (f === 'tokenizer.bin' || /^tok.*\.bin$/.test(f)))
+    .sort();
+  const found: { name: string; tokenizer: Llama2cTokenizer }[] = [];
+  const skipped: string[] = [];
+  for (const name of names) {
+    try {
+      found.push({ name, tokenizer: Llama2cTokenizer.fromFile(path.join(dir, name)) });
+    } catch (e) {
+      skipped.push(`${name} (${(e as Error).message})`);
+    }
+  }
+  const exact = found.find((c) => c.tokenizer.vocabSize === modelVocab);
+  if (exact) return exact.tokenizer;
+  const fitting = found.filter((c) => c.tokenizer.vocabSize <= modelVocab);
+  if (fitting.length === 1) return fitting[0]!.tokenizer;
+  const seen = [...found.map((c) => `${c.name} (vocab ${c.tokenizer.vocabSize})`), ...skipped];
+  throw modelLoadError(
+    modelFile,
+    `no llama2.c tokenizer for this model's vocab ${modelVocab} in ${dir} ` +
+      `(${seen.length > 0 ? `candidates: ${seen.join('; ')}` : 'no tok*.bin or tokenizer.bin there'}); pass --tokenizer <file>`,
+  );
+}
+
+function loadHuggingFace(
+  dir: string,
+  id: string,
+  tokenizerPath: string | undefined,
+  progress: (message: string) => void,
+): LoadedModel {
+  progress(`model: reading Hugging Face checkpoint ${dir}`);
+  const { config, weights } = loadHuggingFaceModel(dir, { onProgress: progress });
+  const tokenizer = tokenizerPath
+    ? loadTokenizer(tokenizerPath)
+    : HfTokenizer.fromDir(dir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+  checkVocab(config, tokenizer, dir);
+  progress(`tokenizer: vocab ${tokenizer.vocabSize}`);
+  return {
+    config,
+    weights,
+    tokenizer,
+    source: {
+      kind: 'huggingface',
+      path: path.resolve(dir),
+      id,
+      description: `Hugging Face ${config.architecture} ${id} (${config.numLayers} layers, dim ${config.dim}, vocab ${config.vocabSize})`,
+    },
+  };
+}
+
+/** The tokenizer may have fewer ids than the embedding (padded vocabularies), never more. */
+function checkVocab(config: ModelConfig, tokenizer: Tokenizer, where: string): void {
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw modelLoadError(
+      where,
+      `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.vocabSize}; ` +
+        'they do not belong together (pass the matching --tokenizer)',
+    );
+  }
+}

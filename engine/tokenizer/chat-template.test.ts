@@ -1,0 +1,116 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DropserveError } from '../errors.ts';
+import { FALLBACK_CHAT_TEMPLATE, renderChatPrompt } from './chat-template.ts';
+import { HfTokenizer } from './hf-tokenizer.ts';
+import { Llama2cTokenizer } from './llama2c-tokenizer.ts';
+
+const MODELS = path.resolve(process.cwd(), '../shared/models');
+const tiny = HfTokenizer.fromDir(path.join(MODELS, 'tinystories-656K'));
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-chat-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const CHATML =
+  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/** Llama 2 style: BOS string in the text, roles must alternate user/assistant. */
+const ALTERNATING =
+  "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}" +
+  "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}" +
+  "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}" +
+  "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+const conversation = [
+  { role: 'system', content: 'You tell stories.' },
+  { role: 'user', content: 'Tell me about a cat.' },
+];
+
+describe('renderChatPrompt', () => {
+  it('uses the documented fallback for tinystories-656K, which ships no template', () => {
+    expect(tiny.chatTemplate).toBeUndefined();
+    const rendered = renderChatPrompt(tiny, conversation, { addGenerationPrompt: true });
+    expect(rendered).toEqual({
+      text: 'System: You tell stories.\nUser: Tell me about a cat.\nAssistant:',
+      hasBos: false,
+    });
+    expect(renderChatPrompt(tiny, conversation).text).toBe(
+      'System: You tell stories.\nUser: Tell me about a cat.\n',
+    );
+  });
+
+  it('uses the same fallback for llama2.c tokenizers', () => {
+    const tok = Llama2cTokenizer.fromFile(path.join(MODELS, 'stories260K/tok512.bin'));
+    const rendered = renderChatPrompt(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+    expect(rendered.text).toBe('User: Hi\nAssistant:');
+    expect(FALLBACK_CHAT_TEMPLATE).toContain('add_generation_prompt');
+  });
+
+  it('renders a ChatML template passed in the options', () => {
+    const rendered = renderChatPrompt(tiny, conversation, { addGenerationPrompt: true, template: CHATML });
+    expect(rendered.text).toBe(
+      '<|im_start|>system\nYou tell stories.<|im_end|>\n<|im_start|>user\nTell me about a cat.<|im_end|>\n<|im_start|>assistant\n',
+    );
+    expect(rendered.hasBos).toBe(false);
+  });
+
+  it('renders the tokenizer’s own template with bos/eos strings and flags a leading BOS', () => {
+    const dir = path.join(tmp, 'with-template');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(MODELS, 'tinystories-656K/tokenizer.json'), path.join(dir, 'tokenizer.json'));
+    const config = JSON.parse(
+      fs.readFileSync(path.join(MODELS, 'tinystories-656K/tokenizer_config.json'), 'utf8'),
+    );
+    fs.writeFileSync(
+      path.join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ ...config, chat_template: ALTERNATING }),
+    );
+    const tok = HfTokenizer.fromDir(dir);
+    const messages = [
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello' },
+      { role: 'user', content: 'Story?' },
+    ];
+    const rendered = renderChatPrompt(tok, messages, { addGenerationPrompt: true });
+    expect(rendered.text).toBe(
+      '<|start_story|>[INST] Hi [/INST] Hello <|end_story|><|start_story|>[INST] Story? [/INST]',
+    );
+    expect(rendered.hasBos).toBe(true);
+    // The BOS string encodes to the BOS id, so the caller must not add another.
+    expect(tok.encode(rendered.text)[0]).toBe(tok.bosTokenId);
+
+    let error: unknown;
+    try {
+      renderChatPrompt(tok, conversation);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(DropserveError);
+    expect((error as DropserveError).code).toBe('DS_INVALID_ARGUMENT');
+    expect((error as DropserveError).message).toContain('Conversation roles must alternate');
+  });
+
+  it('reports unparsable templates and render failures with codes', () => {
+    const code = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (e) {
+        return (e as DropserveError).code;
+      }
+      return 'no error';
+    };
+    expect(code(() => renderChatPrompt(tiny, conversation, { template: '{% if %}' }))).toBe('DS_UNSUPPORTED');
+    expect(code(() => renderChatPrompt(tiny, conversation, { template: '{{ undefined_fn() }}' }))).toBe(
+      'DS_INVALID_ARGUMENT',
+    );
+  });
+
+  it('provides range() and strftime_now() as transformers does', () => {
+    const text = renderChatPrompt(tiny, [], {
+      template: "{% for i in range(1, 4) %}{{ i }}{% endfor %} {{ strftime_now('%Y') }}",
+    }).text;
+    expect(text).toBe(`123 ${new Date().getFullYear()}`);
+  });
+});
