@@ -1,0 +1,187 @@
+import { parseArgs } from 'node:util';
+import { DEVICES, type Device } from '../engine/device.ts';
+import { parseByteSize } from '../server/config/byte-size.ts';
+import { parseVariantFlag, type VariantArg } from '../server/config/variant-flag.ts';
+import { DEFAULT_MAX_BODY_BYTES } from '../server/http/app.ts';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../server/logger.ts';
+import {
+  DEFAULT_GRPC_PORT,
+  DEFAULT_HTTP_PORT,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+  type StartServerOptions,
+  startServer,
+} from '../server/start-server.ts';
+
+/** `dropserve serve`: the OpenAI-compatible HTTP server (and gRPC) over one model and its variants. */
+export const SERVE_USAGE = `usage: dropserve serve [flags]
+
+Serves a model and its pruned variants over an OpenAI-compatible HTTP API (and gRPC).
+Each variant is served as a model named "<model>:<NAME>" next to the full "<model>".
+
+model
+  --model PATH|HF_ID         llama2.c .bin checkpoint, Hugging Face directory, or org/name from the
+                             local HF cache (default: the built-in synthetic model, random weights)
+  --tokenizer PATH           tokenizer file or directory (default: found beside the model)
+  --served-model-name NAME   name of the full model in the API (default: from the model source)
+  --variant NAME=SPEC        serve a pruned variant; SPEC is a plan file or inline "attn:1,3;mlp:2"
+                             (repeatable)
+engine
+  --kv-cache-bytes SIZE      KV-cache budget for all variants together, e.g. 512MiB, 2GB
+                             (default: a quarter of RAM)
+  --max-queue N              requests allowed to wait for a slot; beyond it: 429 (default 1024)
+  --threads N                onnxruntime intra-op threads (default 1)
+  --device cpu|cuda|webgpu   execution provider (default cpu)
+network
+  --host HOST                interface to bind (default 0.0.0.0: every interface, as vLLM)
+  --port N                   HTTP port (default ${DEFAULT_HTTP_PORT})
+  --grpc-port N              gRPC port (default ${DEFAULT_GRPC_PORT}; 0 disables gRPC)
+  --api-key KEY              require "Authorization: Bearer KEY" on /v1/* and gRPC
+                             (default: $DROPSERVE_API_KEY; /health and /metrics stay open)
+  --max-body-bytes SIZE      largest request body; larger gets 413 (default 4MiB)
+operations
+  --log-level LEVEL          ${LOG_LEVELS.join('|')} (default info; JSON lines on stdout)
+  --shutdown-grace-ms MS     on SIGTERM/SIGINT, time in-flight requests get to finish before they
+                             are cancelled (default ${DEFAULT_SHUTDOWN_GRACE_MS})
+  --help                     this text
+`;
+
+const FLAGS = {
+  model: { type: 'string' },
+  tokenizer: { type: 'string' },
+  'served-model-name': { type: 'string' },
+  variant: { type: 'string', multiple: true },
+  'kv-cache-bytes': { type: 'string' },
+  'max-queue': { type: 'string' },
+  threads: { type: 'string' },
+  device: { type: 'string' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'grpc-port': { type: 'string' },
+  'api-key': { type: 'string' },
+  'max-body-bytes': { type: 'string' },
+  'log-level': { type: 'string' },
+  'shutdown-grace-ms': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export interface ServeConfig {
+  server: StartServerOptions;
+  logLevel: LogLevel;
+  shutdownGraceMs: number;
+}
+
+class UsageError extends Error {}
+
+function integer(flag: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${flag} must be an integer in ${min}..${max}, got "${text}"`);
+  }
+  return n;
+}
+
+function byteSize(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return parseByteSize(text);
+  } catch (e) {
+    throw new UsageError(`--${flag}: ${(e as Error).message}`);
+  }
+}
+
+/** Flags → server options; throws UsageError naming the flag. */
+export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ServeConfig | 'help' {
+  let values: ReturnType<typeof parseArgs<{ options: typeof FLAGS; strict: true }>>['values'];
+  try {
+    ({ values } = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) return 'help';
+  const logLevel = (values['log-level'] ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+  const device = values.device as Device | undefined;
+  if (device !== undefined && !DEVICES.includes(device)) {
+    throw new UsageError(`--device must be one of ${DEVICES.join(', ')}, got "${device}"`);
+  }
+  let variants: VariantArg[];
+  try {
+    variants = (values.variant ?? []).map(parseVariantFlag);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const apiKey = values['api-key'] ?? (env.DROPSERVE_API_KEY || undefined);
+  if (apiKey !== undefined && apiKey.trim() === '') throw new UsageError('--api-key must not be empty');
+  const shutdownGraceMs =
+    integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 24 * 3600 * 1000) ??
+    DEFAULT_SHUTDOWN_GRACE_MS;
+  return {
+    logLevel,
+    shutdownGraceMs,
+    server: {
+      model: values.model,
+      tokenizer: values.tokenizer,
+      servedModelName: values['served-model-name'],
+      variants,
+      kvCacheBytes: byteSize('kv-cache-bytes', values['kv-cache-bytes']),
+      maxQueue: integer('max-queue', values['max-queue'], 0, 1_000_000),
+      threads: integer('threads', values.threads, 1, 1024),
+      device,
+      host: values.host ?? '0.0.0.0',
+      port: integer('port', values.port, 0, 65535) ?? DEFAULT_HTTP_PORT,
+      grpcPort: integer('grpc-port', values['grpc-port'], 0, 65535) ?? DEFAULT_GRPC_PORT,
+      apiKey,
+      maxBodyBytes: byteSize('max-body-bytes', values['max-body-bytes']) ?? DEFAULT_MAX_BODY_BYTES,
+      shutdownGraceMs,
+    },
+  };
+}
+
+export async function runServeCommand(argv: string[]): Promise<number> {
+  let config: ServeConfig | 'help';
+  try {
+    config = parseServeArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`dropserve serve: ${e.message}\n\n${SERVE_USAGE}`);
+    return 2;
+  }
+  if (config === 'help') {
+    console.log(SERVE_USAGE);
+    return 0;
+  }
+  const logger = createLogger({ level: config.logLevel });
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer({ ...config.server, logger });
+  } catch (e) {
+    const error = e as { code?: string; message?: string };
+    logger.fatal({ err: e, code: error.code }, `could not start: ${error.message ?? String(e)}`);
+    return 1;
+  }
+  logger.info({ http: server.httpUrl, grpcPort: server.grpcPort }, `serving on ${server.httpUrl}`);
+
+  let isStopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (isStopping) {
+      logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    isStopping = true;
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'signal received: shutting down');
+    server.close(config.shutdownGraceMs).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  // The servers keep the process alive; main.ts must not set an exit code.
+  return -1;
+}

@@ -1,0 +1,261 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { EngineClient, VariantInfo } from '../../engine/client.ts';
+import type { TextFinish } from '../../engine/output/text-generation.ts';
+
+/**
+ * Prometheus metrics with vLLM's names, definitions and bucket sets under a `dropserve:` prefix, so
+ * vLLM dashboards and autoscaling recipes carry over. Labels: `variant` (only served variant names,
+ * so cardinality is bounded) and `transport`. Gauges are read from engine.variants() at scrape time.
+ *
+ * Definitions (as vLLM v1): TTFT from arrival at the transport (tokenization included) to the first
+ * token; queue = arrival at the engine → scheduled; prefill = scheduled → first token; decode = first →
+ * last token; inference = scheduled → last token; TPOT = decode / (tokens − 1); inter-token latency =
+ * every gap between consecutive tokens.
+ */
+const PREFIX = 'dropserve:';
+
+// vLLM's bucket sets (vllm/v1/metrics/loggers.py).
+const TTFT_BUCKETS = [
+  0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+  80.0, 160.0, 640.0, 2560.0,
+];
+const TOKEN_LATENCY_BUCKETS = [
+  0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+];
+const REQUEST_LATENCY_BUCKETS = [
+  0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
+  960.0, 1920.0, 7680.0,
+];
+
+/** vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, … up to max. */
+export function buckets125(max: number): number[] {
+  const out: number[] = [];
+  for (let exp = 1; ; exp *= 10) {
+    for (const m of [1, 2, 5]) {
+      if (m * exp > max) return out;
+      out.push(m * exp);
+    }
+  }
+}
+
+export type Transport = 'http' | 'grpc';
+
+export interface ObservedRequest {
+  variant: string;
+  transport: Transport;
+  finish: TextFinish;
+  /** Epoch ms the transport received the request; TTFT and e2e start here (default: engine arrival). */
+  receivedMs?: number;
+  /** The request's max_tokens, for the max_tokens histogram. */
+  maxTokens?: number;
+}
+
+export interface ServerMetricsOptions {
+  /** Also export Node process metrics (CPU, memory, event loop lag). Default true. */
+  collectProcessMetrics?: boolean;
+  /** Context length, for the token-count bucket sets (default 4096). */
+  maxModelLen?: number;
+}
+
+type EngineSource = EngineClient | (() => EngineClient | undefined);
+
+export class ServerMetrics {
+  readonly registry: Registry;
+  readonly #engine: () => EngineClient | undefined;
+  readonly #ttft: Histogram<'variant' | 'transport'>;
+  readonly #itl: Histogram<'variant' | 'transport'>;
+  readonly #tpot: Histogram<'variant' | 'transport'>;
+  readonly #e2e: Histogram<'variant' | 'transport'>;
+  readonly #queue: Histogram<'variant' | 'transport'>;
+  readonly #prefill: Histogram<'variant' | 'transport'>;
+  readonly #decode: Histogram<'variant' | 'transport'>;
+  readonly #inference: Histogram<'variant' | 'transport'>;
+  readonly #promptTokensHist: Histogram<'variant' | 'transport'>;
+  readonly #generationTokensHist: Histogram<'variant' | 'transport'>;
+  readonly #maxTokensHist: Histogram<'variant' | 'transport'>;
+  readonly #promptTokens: Counter<'variant' | 'transport'>;
+  readonly #generationTokens: Counter<'variant' | 'transport'>;
+  readonly #success: Counter<'variant' | 'transport' | 'finished_reason'>;
+  readonly #rejected: Counter<'transport' | 'reason'>;
+  #servedVariants: Set<string> | undefined;
+
+  /**
+   * `engine` may be a getter: the HTTP server starts (and /metrics answers) before the engine exists.
+   */
+  constructor(engine: EngineSource, options: ServerMetricsOptions = {}) {
+    this.#engine = typeof engine === 'function' ? engine : () => engine;
+    this.registry = new Registry();
+    if (options.collectProcessMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    const maxModelLen = options.maxModelLen ?? 4096;
+    const registers = [this.registry];
+    const labelNames = ['variant', 'transport'] as const;
+    const histogram = (name: string, help: string, buckets: number[]): Histogram<'variant' | 'transport'> =>
+      new Histogram({ name: PREFIX + name, help, labelNames, buckets, registers });
+    this.#ttft = histogram(
+      'time_to_first_token_seconds',
+      'Histogram of time to first token in seconds.',
+      TTFT_BUCKETS,
+    );
+    this.#itl = histogram(
+      'inter_token_latency_seconds',
+      'Histogram of inter-token latency in seconds.',
+      TOKEN_LATENCY_BUCKETS,
+    );
+    this.#tpot = histogram(
+      'request_time_per_output_token_seconds',
+      'Histogram of time_per_output_token_seconds per request.',
+      TOKEN_LATENCY_BUCKETS,
+    );
+    this.#e2e = histogram(
+      'e2e_request_latency_seconds',
+      'Histogram of e2e request latency in seconds.',
+      REQUEST_LATENCY_BUCKETS,
+    );
+    this.#queue = histogram(
+      'request_queue_time_seconds',
+      'Histogram of time spent in WAITING phase for request.',
+      REQUEST_LATENCY_BUCKETS,
+    );
+    this.#prefill = histogram(
+      'request_prefill_time_seconds',
+      'Histogram of time spent in PREFILL phase for request.',
+      REQUEST_LATENCY_BUCKETS,
+    );
+    this.#decode = histogram(
+      'request_decode_time_seconds',
+      'Histogram of time spent in DECODE phase for request.',
+      REQUEST_LATENCY_BUCKETS,
+    );
+    this.#inference = histogram(
+      'request_inference_time_seconds',
+      'Histogram of time spent in RUNNING phase for request.',
+      REQUEST_LATENCY_BUCKETS,
+    );
+    const tokenBuckets = buckets125(maxModelLen);
+    this.#promptTokensHist = histogram(
+      'request_prompt_tokens',
+      'Number of prefill tokens processed.',
+      tokenBuckets,
+    );
+    this.#generationTokensHist = histogram(
+      'request_generation_tokens',
+      'Number of generation tokens processed.',
+      tokenBuckets,
+    );
+    this.#maxTokensHist = histogram(
+      'request_params_max_tokens',
+      'Histogram of the max_tokens request parameter.',
+      tokenBuckets,
+    );
+    this.#promptTokens = new Counter({
+      name: `${PREFIX}prompt_tokens_total`,
+      help: 'Number of prefill tokens processed.',
+      labelNames,
+      registers,
+    });
+    this.#generationTokens = new Counter({
+      name: `${PREFIX}generation_tokens_total`,
+      help: 'Number of generation tokens processed.',
+      labelNames,
+      registers,
+    });
+    this.#success = new Counter({
+      name: `${PREFIX}request_success_total`,
+      help: 'Count of finished requests by finish reason (stop, length, abort, error).',
+      labelNames: ['variant', 'transport', 'finished_reason'],
+      registers,
+    });
+    this.#rejected = new Counter({
+      name: `${PREFIX}request_rejected_total`,
+      help: 'Requests answered with an error before generating (reason: the error code, e.g. server_overloaded).',
+      labelNames: ['transport', 'reason'],
+      registers,
+    });
+    this.#registerEngineGauges(registers);
+  }
+
+  /** Records one finished sequence (one choice). Call it for every finish, aborts included. */
+  observeRequest(r: ObservedRequest): void {
+    const labels = { variant: this.#variantLabel(r.variant), transport: r.transport };
+    const { finish } = r;
+    const t = finish.timings;
+    const seconds = (fromMs: number | undefined, toMs: number | undefined): number | undefined =>
+      fromMs === undefined || toMs === undefined ? undefined : Math.max(0, toMs - fromMs) / 1000;
+    const observe = (h: Histogram<'variant' | 'transport'>, value: number | undefined): void => {
+      if (value !== undefined) h.observe(labels, value);
+    };
+    const startMs = r.receivedMs ?? t.arrivalMs;
+    const firstTokenMs = t.firstTokenMs ?? finish.tokenTimesMs[0];
+    const lastTokenMs = t.lastTokenMs ?? finish.tokenTimesMs.at(-1);
+    const numTokens = finish.usage.completionTokens;
+
+    this.#success.inc({ ...labels, finished_reason: finish.reason });
+    this.#promptTokens.inc(labels, finish.usage.promptTokens);
+    this.#generationTokens.inc(labels, numTokens);
+    this.#promptTokensHist.observe(labels, finish.usage.promptTokens);
+    this.#generationTokensHist.observe(labels, numTokens);
+    if (r.maxTokens !== undefined) this.#maxTokensHist.observe(labels, r.maxTokens);
+    observe(this.#ttft, seconds(startMs, firstTokenMs));
+    for (let i = 1; i < finish.tokenTimesMs.length; i++) {
+      this.#itl.observe(labels, Math.max(0, finish.tokenTimesMs[i]! - finish.tokenTimesMs[i - 1]!) / 1000);
+    }
+    const decodeSeconds = seconds(firstTokenMs, lastTokenMs);
+    if (decodeSeconds !== undefined && numTokens > 1)
+      this.#tpot.observe(labels, decodeSeconds / (numTokens - 1));
+    observe(this.#e2e, seconds(startMs, t.finishedMs));
+    observe(this.#queue, seconds(t.arrivalMs, t.scheduledMs));
+    observe(this.#prefill, seconds(t.scheduledMs, firstTokenMs));
+    observe(this.#decode, decodeSeconds);
+    observe(this.#inference, seconds(t.scheduledMs, lastTokenMs));
+  }
+
+  /** Counts a request refused before generation (overload, bad parameters, auth). */
+  observeRejected(r: { transport: Transport; reason: string }): void {
+    this.#rejected.inc(r);
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+
+  /** Unknown names never become label values: a typo in a client must not grow the series count. */
+  #variantLabel(variant: string): string {
+    // The served set is fixed once the engine exists; read it once.
+    this.#servedVariants ??= this.#readServedVariants();
+    return this.#servedVariants?.has(variant) ? variant : 'unknown';
+  }
+
+  #readServedVariants(): Set<string> | undefined {
+    const engine = this.#engine();
+    return engine ? new Set(engine.variants().map((v) => v.id)) : undefined;
+  }
+
+  #registerEngineGauges(registers: Registry[]): void {
+    const engine = this.#engine;
+    const gauge = (name: string, help: string, value: (v: VariantInfo) => number): void => {
+      new Gauge({
+        name: PREFIX + name,
+        help,
+        labelNames: ['variant'],
+        registers,
+        collect(this: Gauge<'variant'>) {
+          this.reset();
+          for (const v of engine()?.variants() ?? []) this.set({ variant: v.id }, value(v));
+        },
+      });
+    };
+    gauge('num_requests_running', 'Number of requests in model execution batches.', (v) => v.requestsRunning);
+    gauge('num_requests_waiting', 'Number of requests waiting to be processed.', (v) => v.requestsWaiting);
+    gauge(
+      'kv_cache_usage_perc',
+      "KV-cache usage: share of the KV budget this variant's sequences hold (1 = 100%).",
+      (v) => v.kvCacheUsagePerc,
+    );
+    gauge(
+      'kv_cache_bytes_per_token',
+      'KV-cache bytes one token costs in this variant (kept attention layers only).',
+      (v) => v.kvBytesPerToken,
+    );
+    gauge('kv_cache_used_bytes', "KV-cache bytes this variant's sequences hold.", (v) => v.kvCacheBytesUsed);
+  }
+}

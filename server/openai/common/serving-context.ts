@@ -1,0 +1,68 @@
+import type { EngineClient } from '../../../engine/client.ts';
+import type { TextFinish } from '../../../engine/output/text-generation.ts';
+import { HttpProblem, shuttingDown } from '../../http/errors.ts';
+import type { Logger } from '../../logger.ts';
+import type { ServerMetrics } from '../../metrics/metrics.ts';
+
+/** What an endpoint's serving logic needs from the transport; no Hono types past this line. */
+export interface ServingContext {
+  engine: EngineClient;
+  metrics: ServerMetrics;
+  logger: Logger;
+  /** Base of the response id ("cmpl-<id>"): the request id. */
+  requestId: string;
+  receivedMs: number;
+  /** Client disconnect or shutdown. */
+  signal: AbortSignal;
+  /** Shutdown alone, to tell the two apart. */
+  shutdownSignal: AbortSignal;
+}
+
+/** What a route sends: one JSON body, or SSE chunks ("data: [DONE]" is the transport's job). */
+export type ServingResult =
+  | { kind: 'json'; body: unknown }
+  | { kind: 'stream'; chunks: AsyncIterable<unknown> };
+
+let sequenceCounter = 0;
+
+/**
+ * Engine request ids must be unique even when clients reuse an x-request-id, so a process-wide
+ * counter joins the response id.
+ */
+export function engineRequestId(responseId: string, choiceIndex: number): string {
+  sequenceCounter = (sequenceCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${responseId}-${sequenceCounter}-${choiceIndex}`;
+}
+
+/**
+ * Records a finished sequence in the metrics and turns the finishes a client must not mistake for a
+ * result into errors: an engine fault (500) and a cancellation by shutdown (503). A cancellation
+ * by the client's own disconnect is not an error: nobody is listening.
+ */
+export function settleFinish(ctx: ServingContext, finish: TextFinish, maxTokens: number): void {
+  ctx.metrics.observeRequest({
+    variant: finish.variant,
+    transport: 'http',
+    finish,
+    receivedMs: ctx.receivedMs,
+    maxTokens,
+  });
+  if (finish.reason === 'error') {
+    throw new HttpProblem(500, 'generation failed in the engine', {
+      type: 'internal_error',
+      code: 'inference_failed',
+    });
+  }
+  if (finish.reason === 'abort' && ctx.shutdownSignal.aborted) throw shuttingDown();
+}
+
+/** vLLM's `stop_reason`: the stop string or stop token id; null for EOS and length. */
+export function stopReasonOf(ctx: ServingContext, finish: TextFinish): string | number | null {
+  if (finish.stopReason === undefined) return null;
+  if (typeof finish.stopReason === 'number' && ctx.engine.tokenizer.eosTokenIds.includes(finish.stopReason)) {
+    return null;
+  }
+  return finish.stopReason;
+}
+
+export const nowSeconds = (): number => Math.floor(Date.now() / 1000);

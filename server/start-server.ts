@@ -1,0 +1,222 @@
+import type { AddressInfo } from 'node:net';
+import { type ServerType, serve } from '@hono/node-server';
+import type { EngineClient } from '../engine/client.ts';
+import type { Device } from '../engine/device.ts';
+import type { LoadedModel } from '../engine/model/loaded-model.ts';
+import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
+import { createHttpApp, DEFAULT_MAX_BODY_BYTES } from './http/app.ts';
+import { ServerLifecycle } from './lifecycle.ts';
+import { type Logger, silentLogger } from './logger.ts';
+import { ServerMetrics } from './metrics/metrics.ts';
+
+export const DEFAULT_HTTP_PORT = 8000;
+export const DEFAULT_GRPC_PORT = 50051;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+
+export interface StartServerOptions {
+  /** Interface to bind (default 0.0.0.0, every interface, as vLLM). */
+  host?: string;
+  /** HTTP port (default 8000; 0 = any free port). */
+  port?: number;
+  /** gRPC port (default 50051; 0 = no gRPC server). */
+  grpcPort?: number;
+  /** Require `Authorization: Bearer <apiKey>` on /v1/* and on gRPC. */
+  apiKey?: string;
+  maxBodyBytes?: number;
+  /** Grace for close() without an argument. */
+  shutdownGraceMs?: number;
+  logger?: Logger;
+  /** Export Node process metrics on /metrics (default true). */
+  collectProcessMetrics?: boolean;
+  /** Called once HTTP listens, before the model is loaded (/health answers 503 meanwhile). */
+  onListening?: (info: { httpUrl: string }) => void;
+
+  /** Makes the engine; by default the model below is loaded and run in a worker thread. */
+  createEngine?: () => Promise<EngineClient>;
+  /** Path or HF id; absent = the built-in synthetic default. */
+  model?: string;
+  tokenizer?: string;
+  /** An already loaded model (tests, embedding); takes the place of `model`/`tokenizer`. */
+  loadedModel?: LoadedModel;
+  servedModelName?: string;
+  variants?: VariantArg[];
+  kvCacheBytes?: number;
+  maxQueue?: number;
+  device?: Device;
+  threads?: number;
+  /** Run the engine on this thread instead of a worker (tools, tests; model runs block the loop). */
+  inProcess?: boolean;
+}
+
+export interface RunningServer {
+  /** A URL clients on this host can reach (0.0.0.0 is shown as 127.0.0.1). */
+  httpUrl: string;
+  grpcPort?: number;
+  engine: EngineClient;
+  metrics: ServerMetrics;
+  /** Stops accepting, lets in-flight requests finish within graceMs, cancels the rest, closes the engine. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Wires the process: HTTP listens first (so /health says 503 while the model loads), then the engine
+ * is made, then gRPC starts. Resolves once everything serves; rejects (with the HTTP server closed)
+ * when the engine cannot be made.
+ */
+export async function startServer(options: StartServerOptions = {}): Promise<RunningServer> {
+  const logger = options.logger ?? silentLogger();
+  const host = options.host ?? '0.0.0.0';
+  const lifecycle = new ServerLifecycle();
+  const metrics = new ServerMetrics(() => lifecycle.engine, {
+    collectProcessMetrics: options.collectProcessMetrics,
+  });
+  const app = createHttpApp({
+    lifecycle,
+    metrics,
+    logger,
+    apiKey: options.apiKey,
+    maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+  });
+  const { server, port } = await listen(app.fetch, host, options.port ?? DEFAULT_HTTP_PORT);
+  const httpUrl = `http://${reachableHost(host)}:${port}`;
+  logger.info({ url: httpUrl, host, port }, 'http server listening; loading the model');
+  options.onListening?.({ httpUrl });
+
+  let engine: EngineClient;
+  try {
+    engine = await (options.createEngine ?? (() => createDefaultEngine(options, logger)))();
+  } catch (error) {
+    lifecycle.setLoadFailed(error);
+    await closeHttp(server);
+    throw error;
+  }
+  lifecycle.setEngine(engine);
+  logEngine(logger, engine);
+
+  let grpc: { port: number; close(graceMs?: number): Promise<void> } | undefined;
+  const grpcPort = options.grpcPort ?? DEFAULT_GRPC_PORT;
+  if (grpcPort !== 0) {
+    grpc = await startGrpc({ engine, port: grpcPort, host, apiKey: options.apiKey, metrics, logger });
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = (graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
+    closing ??= (async () => {
+      logger.info({ graceMs, inFlight: lifecycle.inFlight }, 'shutting down: draining in-flight requests');
+      // No new connections; idle keep-alive ones go now, busy ones when their response ends.
+      const httpClosed = closeHttp(server);
+      server.closeIdleConnections?.();
+      const [isDrained] = await Promise.all([lifecycle.drain(graceMs), grpc?.close(graceMs)]);
+      if (!isDrained) {
+        logger.warn({ inFlight: lifecycle.inFlight }, 'grace period over: cancelling in-flight requests');
+        await lifecycle.waitIdle(2_000);
+      }
+      await engine.close(0);
+      lifecycle.markClosed();
+      server.closeAllConnections?.();
+      await httpClosed;
+      logger.info('shut down');
+    })();
+    return closing;
+  };
+  return { httpUrl, grpcPort: grpc?.port, engine, metrics, close };
+}
+
+type NodeServer = ServerType & { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+
+function listen(
+  fetch: (request: Request) => Response | Promise<Response>,
+  host: string,
+  port: number,
+): Promise<{ server: NodeServer; port: number }> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, hostname: host, port }, (info: AddressInfo) =>
+      resolve({ server: server as NodeServer, port: info.port }),
+    );
+    server.once('error', reject);
+  });
+}
+
+function closeHttp(server: NodeServer): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+function reachableHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+async function createDefaultEngine(options: StartServerOptions, logger: Logger): Promise<EngineClient> {
+  // Loaded here, not at the top: tests that bring their own engine never load onnxruntime.
+  const { loadModel } = await import('../engine/model/load-model.ts');
+  const model =
+    options.loadedModel ??
+    (await loadModel({
+      model: options.model,
+      tokenizer: options.tokenizer,
+      onProgress: (message) => logger.info(message),
+    }));
+  if (model.source.kind === 'synthetic' && options.loadedModel === undefined) {
+    logger.warn(
+      { model: model.source.id, description: model.source.description },
+      'no --model given: serving the BUILT-IN SYNTHETIC DEFAULT (random weights, not a trained model; output is gibberish)',
+    );
+  }
+  const engineOptions = {
+    model,
+    servedModelName: options.servedModelName,
+    variants: resolveVariantArgs(options.variants ?? [], model.config),
+    kvCacheBytes: options.kvCacheBytes,
+    maxQueue: options.maxQueue,
+    device: options.device,
+    threads: options.threads,
+  };
+  if (options.inProcess) return (await import('../engine/engine.ts')).createEngine(engineOptions);
+  return (await import('../engine/worker/worker-engine.ts')).createWorkerEngine(engineOptions);
+}
+
+function logEngine(logger: Logger, engine: EngineClient): void {
+  const { model } = engine;
+  logger.info(
+    {
+      model: model.name,
+      source: model.source.kind,
+      path: model.source.path,
+      description: model.source.description,
+      layers: model.config.numLayers,
+      contextLength: model.config.maxSeqLen,
+    },
+    `model ready: ${model.name} (${model.source.description})`,
+  );
+  for (const v of engine.variants()) {
+    logger.info(
+      {
+        variant: v.id,
+        dropAttention: v.spec.dropAttention,
+        dropMlp: v.spec.dropMlp,
+        kvBytesPerToken: v.kvBytesPerToken,
+        kvCacheBudgetBytes: v.kvCacheBudgetBytes,
+      },
+      `variant ${v.id}: ${v.kvBytesPerToken} KV bytes/token`,
+    );
+  }
+}
+
+async function startGrpc(options: {
+  engine: EngineClient;
+  port: number;
+  host: string;
+  apiKey?: string;
+  metrics: ServerMetrics;
+  logger: Logger;
+}): Promise<{ port: number; close(graceMs?: number): Promise<void> } | undefined> {
+  let module: typeof import('./grpc/grpc-server.ts');
+  try {
+    module = await import('./grpc/grpc-server.ts');
+  } catch (error) {
+    options.logger.warn({ err: error }, 'gRPC transport unavailable (server/grpc not loadable); HTTP only');
+    return undefined;
+  }
+  return module.startGrpcServer(options);
+}
