@@ -1,0 +1,128 @@
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import type * as grpc from '@grpc/grpc-js';
+import type { EngineClient } from '../../engine/client.ts';
+import { DropserveError } from '../../engine/errors.ts';
+import {
+  generateText,
+  type TextFinish,
+  type TextGenerationRequest,
+} from '../../engine/output/text-generation.ts';
+import { callSignal } from './call-signal.ts';
+import { toTextGenerationRequest } from './generate-request.ts';
+import {
+  type CompleteResponseMessage,
+  completeMessage,
+  deltaMessage,
+  finishMessage,
+  type GenerateResponseMessage,
+} from './generate-response.ts';
+import { type HandlerContext, serverStreamHandler, unaryHandler } from './handler-kit.ts';
+import type { RequestObserver } from './request-observer.ts';
+import { parseGenerateRequest } from './request-schemas.ts';
+
+export interface GenerateHandlerContext extends HandlerContext {
+  engine: EngineClient;
+  metrics?: RequestObserver;
+}
+
+/** Generate: one message per text delta, then the finish message. */
+export function generateHandler(
+  context: GenerateHandlerContext,
+): grpc.handleServerStreamingCall<unknown, GenerateResponseMessage> {
+  return serverStreamHandler('Generate', context, async (call) => {
+    const receivedMs = nowMs();
+    const { signal, dispose } = callSignal(call);
+    try {
+      const request = engineRequest(call.request, context);
+      const finish = await runGeneration(context, request, receivedMs, signal, (message) =>
+        write(call, message, signal),
+      );
+      // A cancelled or expired call ends with CANCELLED / DEADLINE_EXCEEDED, never a silent OK.
+      signal.throwIfAborted();
+      await write(call, finishMessage(finish), signal);
+    } finally {
+      dispose();
+    }
+  });
+}
+
+/** Complete: the same generation, answered in one message. */
+export function completeHandler(
+  context: GenerateHandlerContext,
+): grpc.handleUnaryCall<unknown, CompleteResponseMessage> {
+  return unaryHandler('Complete', context, async (call) => {
+    const receivedMs = nowMs();
+    const { signal, dispose } = callSignal(call);
+    try {
+      const request = engineRequest(call.request, context);
+      const deltas: GenerateResponseMessage[] = [];
+      const finish = await runGeneration(context, request, receivedMs, signal, async (message) => {
+        deltas.push(message);
+      });
+      signal.throwIfAborted();
+      return completeMessage(deltas, finish);
+    } finally {
+      dispose();
+    }
+  });
+}
+
+/** Epoch ms on the engine's clock (TokenEvent.timeMs and RequestTimings use the same base). */
+const nowMs = (): number => performance.timeOrigin + performance.now();
+
+function engineRequest(raw: unknown, context: GenerateHandlerContext): TextGenerationRequest {
+  const parsed = parseGenerateRequest(raw);
+  return toTextGenerationRequest(parsed, context.engine, parsed.request_id || `grpc-${randomUUID()}`);
+}
+
+/**
+ * Runs one request through generateText, handing each non-empty delta to `emit`. After the client
+ * has gone the loop keeps draining (without emitting) to the engine's finish event, so metrics see
+ * aborted requests too. Returns the finish event.
+ */
+async function runGeneration(
+  context: GenerateHandlerContext,
+  request: TextGenerationRequest,
+  receivedMs: number,
+  signal: AbortSignal,
+  emit: (message: GenerateResponseMessage) => Promise<void>,
+): Promise<TextFinish> {
+  for await (const event of generateText(context.engine, request, signal)) {
+    if (event.type === 'delta') {
+      if (signal.aborted || (event.text === '' && event.tokens.length === 0)) continue;
+      await emit(deltaMessage(event, request.variant, request));
+      continue;
+    }
+    context.metrics?.observeRequest({
+      variant: event.variant,
+      transport: 'grpc',
+      finish: event,
+      receivedMs,
+      maxTokens: request.maxTokens,
+    });
+    context.logger.debug(
+      { requestId: request.requestId, variant: event.variant, reason: event.reason, usage: event.usage },
+      'grpc generation finished',
+    );
+    if (event.reason === 'error') {
+      throw new DropserveError(
+        'DS_INTERNAL',
+        `generation of request ${request.requestId} failed in the engine`,
+      );
+    }
+    return event;
+  }
+  signal.throwIfAborted();
+  throw new DropserveError('DS_INTERNAL', `the engine ended request ${request.requestId} without a finish`);
+}
+
+/** Writes with backpressure: a slow reader pauses us, and a cancelled call stops the wait. */
+async function write(
+  call: grpc.ServerWritableStream<unknown, GenerateResponseMessage>,
+  message: GenerateResponseMessage,
+  signal: AbortSignal,
+): Promise<void> {
+  if (call.write(message)) return;
+  await once(call, 'drain', { signal }).catch(() => undefined);
+}

@@ -1,0 +1,111 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { EngineClient, VariantInfo } from '../../engine/client.ts';
+import { DropserveError } from '../../engine/errors.ts';
+import { type HandlerContext, unaryHandler } from './handler-kit.ts';
+import { detokenizeRequestSchema, parseMessage, tokenizeRequestSchema } from './request-schemas.ts';
+import { resolveVariant } from './resolve-model.ts';
+
+/** Message shapes of proto/dropserve.proto (snake_case). */
+export interface ModelInfoMessage {
+  id: string;
+  base: string;
+  drop_attention: number[];
+  drop_mlp: number[];
+  has_emulation: boolean;
+  kv_bytes_per_token: number;
+  kv_cache_usage_perc: number;
+  kv_cache_bytes_used: number;
+  kv_cache_budget_bytes: number;
+  requests_running: number;
+  requests_waiting: number;
+  max_context: number;
+  num_layers: number;
+  created: number;
+}
+
+export interface ListModelsResponseMessage {
+  models: ModelInfoMessage[];
+}
+
+export interface TokenizeResponseMessage {
+  token_ids: number[];
+  tokens: string[];
+  count: number;
+  max_context: number;
+}
+
+export interface DetokenizeResponseMessage {
+  text: string;
+}
+
+export interface ModelHandlerContext extends HandlerContext {
+  engine: EngineClient;
+}
+
+export function listModelsHandler(
+  context: ModelHandlerContext,
+): grpc.handleUnaryCall<unknown, ListModelsResponseMessage> {
+  return unaryHandler('ListModels', context, async () => ({
+    models: context.engine.variants().map((v) => modelInfoMessage(v, context.engine)),
+  }));
+}
+
+export function modelInfoMessage(
+  variant: VariantInfo,
+  engine: Pick<EngineClient, 'model'>,
+): ModelInfoMessage {
+  const { config, createdAt } = engine.model;
+  return {
+    id: variant.id,
+    base: variant.base,
+    drop_attention: [...variant.spec.dropAttention],
+    drop_mlp: [...variant.spec.dropMlp],
+    has_emulation: variant.spec.emulation !== undefined,
+    kv_bytes_per_token: variant.kvBytesPerToken,
+    kv_cache_usage_perc: variant.kvCacheUsagePerc,
+    kv_cache_bytes_used: variant.kvCacheBytesUsed,
+    kv_cache_budget_bytes: variant.kvCacheBudgetBytes,
+    requests_running: variant.requestsRunning,
+    requests_waiting: variant.requestsWaiting,
+    max_context: config.maxSeqLen,
+    num_layers: config.numLayers,
+    created: createdAt,
+  };
+}
+
+export function tokenizeHandler(
+  context: ModelHandlerContext,
+): grpc.handleUnaryCall<unknown, TokenizeResponseMessage> {
+  return unaryHandler('Tokenize', context, async (call) => {
+    const request = parseMessage(tokenizeRequestSchema, call.request);
+    // Every variant shares the full model's tokenizer; the name is still checked so typos surface.
+    resolveVariant(request.model, context.engine);
+    const { tokenizer } = context.engine;
+    const ids = tokenizer.encode(request.text, { addBos: request.add_bos ?? true });
+    return {
+      token_ids: ids,
+      tokens: ids.map((id) => tokenizer.tokenText(id)),
+      count: ids.length,
+      max_context: context.engine.model.config.maxSeqLen,
+    };
+  });
+}
+
+export function detokenizeHandler(
+  context: ModelHandlerContext,
+): grpc.handleUnaryCall<unknown, DetokenizeResponseMessage> {
+  return unaryHandler('Detokenize', context, async (call) => {
+    const request = parseMessage(detokenizeRequestSchema, call.request);
+    resolveVariant(request.model, context.engine);
+    const { tokenizer } = context.engine;
+    const bad = request.token_ids.find((id) => id >= tokenizer.vocabSize);
+    if (bad !== undefined) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        `token_ids: token id ${bad} ≥ vocabulary size ${tokenizer.vocabSize}`,
+        { param: 'token_ids' },
+      );
+    }
+    return { text: tokenizer.decode(request.token_ids) };
+  });
+}

@@ -1,0 +1,19 @@
+import type { TextFinish } from '../../engine/output/text-generation.ts';
+
+/**
+ * What the gRPC transport needs from server/metrics (ServerMetrics satisfies it): one call per
+ * finished request, with the same usage numbers the HTTP transport reports.
+ */
+export interface RequestObserver {
+  observeRequest(request: ObservedGrpcRequest): void;
+}
+
+export interface ObservedGrpcRequest {
+  variant: string;
+  transport: 'http' | 'grpc';
+  finish: TextFinish;
+  /** Epoch ms the call reached the transport: TTFT and e2e as the client sees them start here. */
+  receivedMs?: number;
+  /** The request's max_tokens (after the default), for the max_tokens histogram. */
+  maxTokens?: number;
+}
