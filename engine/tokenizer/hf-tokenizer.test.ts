@@ -56,6 +56,8 @@ describe('HfTokenizer on tinystories-656K', () => {
     expect(tok.decode(ids)).toBe('Once upon a time');
     expect(tok.encode('')).toEqual([]);
     expect(tok.decode([])).toBe('');
+    expect(tok.decode([...ids, 5000])).toBe('Once upon a time'); // padded-vocab id: no text
+    expect(tok.tokenText(5000)).toBe('<extra_5000>');
   });
 
   it('turns special-token strings in the text into their ids (chat templates rely on it)', () => {

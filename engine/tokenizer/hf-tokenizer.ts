@@ -133,10 +133,8 @@ export class HfTokenizer implements Tokenizer {
 
   /** The vocabulary piece as stored (e.g. "▁Once", "Ġthe"). */
   tokenText(id: number): string {
-    const piece = this.#inner.id_to_token(id);
-    if (piece === undefined)
-      throw new RangeError(`token id ${id} outside vocabulary 0..${this.vocabSize - 1}`);
-    return piece;
+    // Ids past the tokenizer's vocabulary exist when the model pads its embedding.
+    return this.#inner.id_to_token(id) ?? `<extra_${id}>`;
   }
 }
 

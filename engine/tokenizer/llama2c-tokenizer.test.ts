@@ -109,6 +109,9 @@ describe('Llama2cTokenizer with stories260K tok512.bin', () => {
     expect(tok.decode([upon!, 1, once!, 2])).toBe('uponOnce');
     expect(tok.decode([once!, 1, once!])).toBe('OnceOnce');
     expect(tok.decode([3 + 0xe2, 3 + 0x80])).toBe('\uFFFD'); // incomplete character
+    // Ids of a padded model vocabulary beyond the tokenizer's have no text.
+    expect(tok.decode([once!, 600, upon!])).toBe('Once upon');
+    expect(tok.tokenText(600)).toBe('<extra_600>');
   });
 });
 

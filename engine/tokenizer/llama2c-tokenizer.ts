@@ -167,8 +167,8 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 
   /**
-   * Bytes of every piece, joined and read as UTF-8 (an incomplete tail becomes U+FFFD). BOS/EOS are
-   * skipped; like SentencePiece and llama2.c, a text piece's leading space is dropped at the very
+   * Bytes of every piece, joined and read as UTF-8 (an incomplete tail becomes U+FFFD). BOS/EOS and
+   * ids beyond the vocabulary are skipped; like SentencePiece and llama2.c, a text piece's leading space is dropped at the very
    * start of the output and right after BOS.
    */
   decode(ids: readonly number[]): string {
@@ -181,8 +181,8 @@ export class Llama2cTokenizer implements Tokenizer {
       }
       if (id === EOS_ID) continue;
       let bytes = this.#pieceBytes[id];
-      if (bytes === undefined)
-        throw new RangeError(`token id ${id} outside vocabulary 0..${this.vocabSize - 1}`);
+      // A model's vocabulary may be padded past the tokenizer's: such ids have no text.
+      if (bytes === undefined) continue;
       if (isAtStart && bytes.length > 0 && bytes[0] === 0x20 && !BYTE_PIECE.test(this.#pieces[id]!)) {
         bytes = bytes.subarray(1);
       }
@@ -194,8 +194,7 @@ export class Llama2cTokenizer implements Tokenizer {
 
   tokenText(id: number): string {
     const piece = this.#pieces[id];
-    if (piece === undefined)
-      throw new RangeError(`token id ${id} outside vocabulary 0..${this.vocabSize - 1}`);
+    if (piece === undefined) return `<extra_${id}>`;
     if (BYTE_PIECE.test(piece)) {
       const byte = this.#pieceBytes[id]![0]!;
       return byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : piece;
