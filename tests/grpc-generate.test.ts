@@ -116,8 +116,10 @@ describe('Generate and Complete on the real engine', () => {
     expect(pruned.token_ids).not.toEqual(full.token_ids);
   });
 
-  it('max_tokens 0 means 16; a stop string ends the text before it and is the stop_reason', async () => {
-    expect((await complete({ ...GREEDY, max_tokens: 0 })).usage!.completion_tokens).toBe(16);
+  it('max_tokens 0 fills the context; a stop string ends the text before it and is the stop_reason', async () => {
+    // 240 prompt tokens with BOS leave 16 of the 256-token context.
+    const filled = await complete({ ...GREEDY, prompt: 'a'.repeat(239), max_tokens: 0 });
+    expect(filled.usage).toMatchObject({ prompt_tokens: 240, completion_tokens: 16, total_tokens: 256 });
     // The full greedy completion, cut at a stop string taken from its middle.
     const full = await complete(GREEDY);
     const stop = full.text.slice(10, 12);

@@ -3,7 +3,7 @@ import type { EngineClient, VariantInfo } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
 import { syntheticConfig } from '../../engine/model/synthetic.ts';
 import { ByteTokenizer } from '../../engine/tokenizer/byte-tokenizer.ts';
-import { DEFAULT_MAX_TOKENS, toTextGenerationRequest } from './generate-request.ts';
+import { toTextGenerationRequest } from './generate-request.ts';
 import { generateRequestSchema, parseGenerateRequest, shortestFloat32Decimal } from './request-schemas.ts';
 
 const variant = (id: string, dropAttention: number[]): VariantInfo => ({
@@ -64,7 +64,7 @@ describe('shortestFloat32Decimal', () => {
 });
 
 describe('toTextGenerationRequest', () => {
-  it('maps defaults as the HTTP completions endpoint does: BOS added, temperature 1, 16 tokens', () => {
+  it('maps defaults as the HTTP completions endpoint does: BOS added, temperature 1, the rest of the context', () => {
     const r = toTextGenerationRequest(
       parseGenerateRequest(decoded({ input: 'prompt', prompt: 'hi' })),
       engine,
@@ -74,7 +74,7 @@ describe('toTextGenerationRequest', () => {
       requestId: 'id1',
       variant: 'm',
       promptTokenIds: [1, 'h'.charCodeAt(0) + 3, 'i'.charCodeAt(0) + 3],
-      maxTokens: DEFAULT_MAX_TOKENS,
+      maxTokens: 64 - 3,
       sampling: {
         temperature: 1,
         topP: 1,
@@ -158,13 +158,15 @@ describe('toTextGenerationRequest', () => {
 
 describe('parseGenerateRequest', () => {
   it.each([
-    ['temperature', -0.5, /temperature: must be ≥ 0/],
+    ['temperature', -0.5, /temperature: must be in \[0, 100]/],
+    ['temperature', 101, /temperature: must be in \[0, 100]/],
     ['top_p', 0, /top_p: must be in \(0, 1]/],
     ['top_p', 1.5, /top_p: must be in \(0, 1]/],
     ['top_k', -2, /top_k/],
     ['min_p', 2, /min_p: must be in \[0, 1]/],
     ['presence_penalty', 3, /presence_penalty: must be in \[-2, 2]/],
-    ['repetition_penalty', 0, /repetition_penalty: must be > 0/],
+    ['repetition_penalty', 0, /repetition_penalty: must be in \(0, 10]/],
+    ['stop', Array(17).fill('x'), /stop: at most 16/],
     ['logprobs', 21, /logprobs: must be ≤ 20/],
     ['temperature', Number.NaN, /temperature/],
   ])('rejects %s = %s naming the field', (field, value, message) => {

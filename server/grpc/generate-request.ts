@@ -4,9 +4,6 @@ import type { TextGenerationRequest } from '../../engine/output/text-generation.
 import type { GenerateRpcRequest } from './request-schemas.ts';
 import { resolveVariant } from './resolve-model.ts';
 
-/** max_tokens 0 (unset in proto3) means this many, as OpenAI's and vLLM's completions endpoints. */
-export const DEFAULT_MAX_TOKENS = 16;
-
 /**
  * A validated gRPC GenerateRequest as the engine-level request generateText() takes. Pure apart
  * from reading the engine's model facts, tokenizer and variant list, so other transports and tests
@@ -23,11 +20,14 @@ export function toTextGenerationRequest(
 ): TextGenerationRequest {
   const variant = resolveVariant(request.model, engine);
   const promptTokenIds = promptTokens(request, engine);
+  // max_tokens 0 (unset in proto3): whatever the context leaves, as the HTTP API does. The engine
+  // rejects a prompt that leaves nothing, with the numbers.
+  const maxTokens = request.max_tokens || Math.max(1, engine.model.config.maxSeqLen - promptTokenIds.length);
   return {
     requestId,
     variant,
     promptTokenIds,
-    maxTokens: request.max_tokens === 0 ? DEFAULT_MAX_TOKENS : request.max_tokens,
+    maxTokens,
     sampling: {
       temperature: request.temperature ?? 1,
       topP: request.top_p ?? 1,

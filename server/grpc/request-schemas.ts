@@ -8,8 +8,10 @@ import { DropserveError } from '../../engine/errors.ts';
  * variant names) happen in generate-request.ts.
  */
 
-/** Most alternatives a client may ask for per position (vLLM's default cap). */
+/** Limits shared with the HTTP API (server/openai/common/sampling.ts), so both accept the same requests. */
 export const MAX_TOP_LOGPROBS = 20;
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_TOKEN_IDS = 64;
 
 /**
  * Proto `float` fields arrive widened to double (0.7 → 0.699999988079071). Recover the shortest
@@ -36,16 +38,20 @@ export const generateRequestSchema = z.object({
   prompt: z.string().optional(),
   prompt_token_ids: z.object({ ids: z.array(tokenId) }).nullish(),
   max_tokens: z.number().int().nonnegative(),
-  temperature: float().pipe(z.number().min(0, 'must be ≥ 0')).optional(),
+  temperature: float()
+    .pipe(z.number().min(0, 'must be in [0, 100]').max(100, 'must be in [0, 100]'))
+    .optional(),
   top_p: float().pipe(z.number().gt(0, 'must be in (0, 1]').max(1, 'must be in (0, 1]')).optional(),
   top_k: z.number().int().min(-1, 'must be -1, 0 (off) or a positive count').optional(),
   min_p: float().pipe(z.number().min(0, 'must be in [0, 1]').max(1, 'must be in [0, 1]')).optional(),
   seed: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER, 'must fit in 53 bits').optional(),
-  stop: z.array(z.string()),
-  stop_token_ids: z.array(tokenId),
+  stop: z.array(z.string()).max(MAX_STOP_STRINGS, `at most ${MAX_STOP_STRINGS} stop strings`),
+  stop_token_ids: z.array(tokenId).max(MAX_STOP_TOKEN_IDS, `at most ${MAX_STOP_TOKEN_IDS} stop token ids`),
   presence_penalty: penalty,
   frequency_penalty: penalty,
-  repetition_penalty: float().pipe(z.number().gt(0, 'must be > 0')).optional(),
+  repetition_penalty: float()
+    .pipe(z.number().gt(0, 'must be in (0, 10]').max(10, 'must be in (0, 10]'))
+    .optional(),
   ignore_eos: z.boolean(),
   logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS, `must be ≤ ${MAX_TOP_LOGPROBS}`).optional(),
   add_bos: z.boolean().optional(),
