@@ -16,7 +16,6 @@ import {
   ROPE_COS,
   ROPE_SIN,
   rmsNormNode,
-  transpose,
 } from './decoder-layer.ts';
 import type { SublayerMask } from './io.ts';
 import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
@@ -45,7 +44,7 @@ export interface BuildGraphOptions {
 }
 
 const EMBEDDING = 'embed_tokens.weight'; // [vocab, dim]
-const LM_HEAD = 'lm_head.weight'; // [dim, vocab] (untied) — tied models read EMBEDDING instead
+const LM_HEAD = 'lm_head.weight'; // [vocab, dim], untied models only: tied ones read EMBEDDING
 const FINAL_NORM = 'norm.weight'; // [dim]
 
 /** Residual stream value after sublayer k (0 = embedding). */
@@ -133,8 +132,10 @@ function ropeTables(config: ModelConfig): TensorProto[] {
 }
 
 /**
- * Final norm, the scored rows, and lm_head. Tied models multiply by the embedding table itself
- * (Gemm transB=1) so the table is stored once.
+ * Final norm, the scored rows, and lm_head as Gemm(transB=1) on the [vocab, dim] table as stored:
+ * a tied model multiplies by the embedding table itself, so the table exists once. Measured on the
+ * 6-layer dim-288 vocab-32000 shape: Gemm transB=1 and MatMul on a transposed copy cost the same
+ * per decode step (3.70 vs 3.79 ms CPU, medians of interleaved rounds).
  */
 function headNodes(
   config: ModelConfig,
@@ -156,34 +157,19 @@ function headNodes(
       outputs: ['scored_rows'],
       attributes: [intAttr('axis', 0)],
     }),
-    isTied
-      ? node({
-          name: 'lm_head',
-          op: 'Gemm',
-          inputs: ['scored_rows', EMBEDDING],
-          outputs: [GRAPH_OUTPUT.logits],
-          attributes: [intAttr('transB', 1)],
-        })
-      : node({
-          name: 'lm_head',
-          op: 'MatMul',
-          inputs: ['scored_rows', LM_HEAD],
-          outputs: [GRAPH_OUTPUT.logits],
-        }),
+    node({
+      name: 'lm_head',
+      op: 'Gemm',
+      inputs: ['scored_rows', isTied ? EMBEDDING : LM_HEAD],
+      outputs: [GRAPH_OUTPUT.logits],
+      attributes: [intAttr('transB', 1)],
+    }),
   ];
   const initializers = [
     floatTensor(FINAL_NORM, [config.dim], weights.finalNorm),
     int64Tensor('flatten_rows.shape', [2], [-1, config.dim]),
   ];
-  if (!isTied) {
-    initializers.push(
-      floatTensor(
-        LM_HEAD,
-        [config.dim, config.vocabSize],
-        transpose(weights.lmHead, config.vocabSize, config.dim),
-      ),
-    );
-  }
+  if (!isTied) initializers.push(floatTensor(LM_HEAD, [config.vocabSize, config.dim], weights.lmHead));
   return { nodes, initializers };
 }
 

@@ -18,15 +18,25 @@ const config = syntheticConfig({
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-/** Milliseconds of each decode step after an 8-token prefill, `steps` steps. */
-async function decodeStepMs(session: ModelSession, mask: SublayerMask, steps: number): Promise<number[]> {
+interface StepTimes {
+  wallMs: number[];
+  /** Process CPU time: with one intra-op thread the run executes on this thread, so this is robust
+   * to other processes competing for the cores, where wall time is not. */
+  cpuMs: number[];
+}
+
+/** Times of each decode step after an 8-token prefill. */
+async function decodeStepTimes(session: ModelSession, mask: SublayerMask, steps: number): Promise<StepTimes> {
   const cache = new JsKvCache(config, 1, 128, mask.attnKeep);
   await runAndCache(session, cache, [[1, 2, 3, 4, 5, 6, 7, 8]], mask);
-  const times: number[] = [];
+  const times: StepTimes = { wallMs: [], cpuMs: [] };
   for (let i = 0; i < steps; i++) {
+    const cpuStart = process.cpuUsage();
     const start = performance.now();
     const [logits] = await runAndCache(session, cache, [[(i * 7919) % config.vocabSize]], mask);
-    times.push(performance.now() - start);
+    times.wallMs.push(performance.now() - start);
+    const cpu = process.cpuUsage(cpuStart);
+    times.cpuMs.push((cpu.user + cpu.system) / 1000);
     expect(Number.isFinite(logits![0]!)).toBe(true);
   }
   return times;
@@ -40,21 +50,30 @@ describe('decode timing (printed, not asserted): 6 layers, dim 288, vocab 32000,
     const s = await session;
     const full = fullMask(6);
     const pruned = dropMask(6, [1, 3, 4]);
-    const times = { full: [] as number[], pruned: [] as number[] };
+    const times = {
+      full: { wallMs: [], cpuMs: [] } as StepTimes,
+      pruned: { wallMs: [], cpuMs: [] } as StepTimes,
+    };
     // Interleaved rounds, so load from other processes hits both alike; the first round is warmup.
     for (let round = 0; round < 4; round++) {
-      const f = await decodeStepMs(s, full, 15);
-      const p = await decodeStepMs(s, pruned, 15);
+      const f = await decodeStepTimes(s, full, 15);
+      const p = await decodeStepTimes(s, pruned, 15);
       if (round === 0) continue;
-      times.full.push(...f);
-      times.pruned.push(...p);
+      for (const [into, from] of [
+        [times.full, f],
+        [times.pruned, p],
+      ] as const) {
+        into.wallMs.push(...from.wallMs);
+        into.cpuMs.push(...from.cpuMs);
+      }
     }
-    const fullMs = median(times.full);
-    const prunedMs = median(times.pruned);
+    const line = (what: keyof StepTimes) => {
+      const [f, p] = [median(times.full[what]), median(times.pruned[what])];
+      return `${what} full ${f.toFixed(2)}, attention {1,3,4} dropped ${p.toFixed(2)}, pruned/full ${(p / f).toFixed(2)}×`;
+    };
     console.log(
-      `decode ms/step (median of ${times.full.length}): full ${fullMs.toFixed(2)}, ` +
-        `attention {1,3,4} dropped ${prunedMs.toFixed(2)}, pruned/full ${(prunedMs / fullMs).toFixed(2)}×`,
+      `decode ms/step, medians of ${times.full.wallMs.length} steps\n  ${line('wallMs')}\n  ${line('cpuMs')}`,
     );
-    expect(times.pruned).toHaveLength(45);
+    expect(times.pruned.cpuMs).toHaveLength(45);
   });
 });

@@ -34,6 +34,25 @@ describe('ModelSession', () => {
     }
     expect(cache.lengths).toEqual([10]);
     expect(worst).toBeLessThanOrEqual(1e-4);
+
+    // The rows the graph handed back (K after RoPE, V) are the reference's cache, position by position.
+    const { numKvHeads, headDim } = config;
+    let kvWorst = 0;
+    for (const l of [0, 2]) {
+      const rows = reference.kvCache(l)!;
+      for (let pos = 0; pos < 10; pos++) {
+        for (let h = 0; h < numKvHeads; h++) {
+          const at = (h * cache.capacity + pos) * headDim;
+          const want = (r: Float64Array) => r.subarray(h * headDim, (h + 1) * headDim);
+          kvWorst = Math.max(
+            kvWorst,
+            maxAbsDiff(cache.layers[l]!.key.subarray(at, at + headDim), want(rows.keys[pos]!)),
+            maxAbsDiff(cache.layers[l]!.value.subarray(at, at + headDim), want(rows.values[pos]!)),
+          );
+        }
+      }
+    }
+    expect(kvWorst).toBeLessThanOrEqual(1e-5);
   });
 
   it('returns K/V rows only for kept layers, and no logits when none are asked for', async () => {

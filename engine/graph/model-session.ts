@@ -35,7 +35,10 @@ export class ModelSession {
   readonly #inputNames: ReadonlySet<string>;
   /** Empty [B, kvH, 0, D] past of dropped layers, per batch size B. */
   readonly #emptyPast = new Map<number, ort.Tensor>();
-  /** Emulation feeds per Emulation object (a mask is fixed for a sequence's life, so this hits). */
+  /**
+   * Emulation feeds per Emulation object (a mask is fixed for a sequence's life, so this hits).
+   * NOTE: an Emulation is treated as immutable once run; edit a copy, not the original.
+   */
   readonly #emulationFeeds = new WeakMap<Emulation, Record<string, ort.Tensor>>();
   readonly #noEmulationFeeds: Record<string, ort.Tensor>;
 
