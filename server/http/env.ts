@@ -8,7 +8,9 @@ export interface AppVariables {
   logger: Logger;
   /** Epoch ms the request arrived (TTFT and e2e latency start here). */
   receivedMs: number;
-  /** Set by requireEngine: the engine, ready. */
+  /** The request body, read (within the size limit) by the bodyLimit middleware. */
+  body: Uint8Array;
+  /** Set by admission: the engine, ready. */
   engine: EngineClient;
   /** Fires when the client disconnects or shutdown cancels in-flight work. */
   signal: AbortSignal;

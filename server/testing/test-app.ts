@@ -3,18 +3,18 @@ import type { EngineClient } from '../../engine/client.ts';
 import { createHttpApp } from '../http/app.ts';
 import type { AppEnv } from '../http/env.ts';
 import { ServerLifecycle } from '../lifecycle.ts';
-import { silentLogger } from '../logger.ts';
+import { type Logger, silentLogger } from '../logger.ts';
 import { ServerMetrics } from '../metrics/metrics.ts';
 
 /** The HTTP app over a given engine, without sockets: drive it with app.request(). */
 export function createTestApp(
   engine: EngineClient | undefined,
-  options: { apiKey?: string; maxBodyBytes?: number } = {},
+  options: { apiKey?: string; maxBodyBytes?: number; logger?: Logger } = {},
 ): { app: Hono<AppEnv>; lifecycle: ServerLifecycle; metrics: ServerMetrics } {
   const lifecycle = new ServerLifecycle();
   if (engine) lifecycle.setEngine(engine);
   const metrics = new ServerMetrics(() => lifecycle.engine, { collectProcessMetrics: false });
-  const app = createHttpApp({ lifecycle, metrics, logger: silentLogger(), ...options });
+  const app = createHttpApp({ lifecycle, metrics, ...options, logger: options.logger ?? silentLogger() });
   return { app, lifecycle, metrics };
 }
 

@@ -11,7 +11,7 @@ import { serveChatCompletion } from './serving.ts';
 /** POST /v1/chat/completions */
 export function chatRoute(deps: { metrics: ServerMetrics; shutdownSignal: AbortSignal }): Hono<AppEnv> {
   return new Hono<AppEnv>().post('/v1/chat/completions', async (c) => {
-    const body = parseRequest(chatRequestSchema, await readJsonBody(c), UNSUPPORTED_CHAT_PARAMS);
+    const body = parseRequest(chatRequestSchema, readJsonBody(c), UNSUPPORTED_CHAT_PARAMS);
     const result = await serveChatCompletion(servingContextOf(c, deps), body);
     return result.kind === 'json' ? c.json(result.body) : sseResponse(c, result.chunks);
   });

@@ -14,7 +14,7 @@ export function completionsRoute(deps: {
   shutdownSignal: AbortSignal;
 }): Hono<AppEnv> {
   return new Hono<AppEnv>().post('/v1/completions', async (c) => {
-    const body = parseRequest(completionRequestSchema, await readJsonBody(c), UNSUPPORTED_COMPLETION_PARAMS);
+    const body = parseRequest(completionRequestSchema, readJsonBody(c), UNSUPPORTED_COMPLETION_PARAMS);
     const result = await serveCompletion(servingContextOf(c, deps), body);
     return result.kind === 'json' ? c.json(result.body) : sseResponse(c, result.chunks);
   });
