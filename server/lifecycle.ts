@@ -10,12 +10,20 @@ import type { EngineClient } from '../engine/client.ts';
  */
 export type LifecycleState = 'loading' | 'ready' | 'failed' | 'draining' | 'closed';
 
+export interface InFlightRequest {
+  /** Fires when the client disconnects or shutdown cancels in-flight work. */
+  signal: AbortSignal;
+  /** Ends the request's in-flight count (idempotent). */
+  end(): void;
+}
+
 export class ServerLifecycle {
   #state: LifecycleState = 'loading';
   #engine: EngineClient | undefined;
   #loadError: unknown;
   #inFlight = 0;
   readonly #idleWaiters = new Set<() => void>();
+  readonly #active = new Set<AbortController>();
   /** Fires when the grace period is over: every request still running is cancelled. */
   readonly #cancelAll = new AbortController();
 
@@ -35,7 +43,7 @@ export class ServerLifecycle {
     return this.#inFlight;
   }
 
-  /** Aborted when in-flight work must stop (shutdown grace over). */
+  /** Aborted when in-flight work must stop (shutdown grace over). Read it; don't compose it. */
   get cancelSignal(): AbortSignal {
     return this.#cancelAll.signal;
   }
@@ -56,23 +64,43 @@ export class ServerLifecycle {
     if (this.#state === 'loading') this.#state = 'failed';
   }
 
-  /** Counts a request until the returned function is called (once). */
-  beginRequest(): () => void {
+  /**
+   * Counts a request as in flight until `end()`, and gives it a signal that fires when the client
+   * goes (clientSignal) or shutdown cancels in-flight work.
+   *
+   * NOTE: not AbortSignal.any([clientSignal, cancelSignal]): on Node 20 a signal composed with a
+   * long-lived one, once it has had listeners, is never collected (~100 bytes a request, measured).
+   * A per-request controller kept in a set, aborted by hand, leaks nothing.
+   */
+  beginRequest(clientSignal?: AbortSignal): InFlightRequest {
     this.#inFlight++;
+    const controller = new AbortController();
+    const onClientAbort = (): void => controller.abort(clientSignal?.reason);
+    if (clientSignal?.aborted) onClientAbort();
+    else clientSignal?.addEventListener('abort', onClientAbort, { once: true });
+    if (this.#cancelAll.signal.aborted) controller.abort(this.#cancelAll.signal.reason);
+    this.#active.add(controller);
     let isDone = false;
-    return () => {
+    const end = (): void => {
       if (isDone) return;
       isDone = true;
+      clientSignal?.removeEventListener('abort', onClientAbort);
+      this.#active.delete(controller);
       this.#inFlight--;
       if (this.#inFlight === 0) for (const wake of this.#idleWaiters) wake();
     };
+    return { signal: controller.signal, end };
   }
 
   /** Stops admitting; resolves true if in-flight requests finished within graceMs, else cancels them. */
   async drain(graceMs: number): Promise<boolean> {
     if (this.#state !== 'closed') this.#state = 'draining';
     const isIdle = await this.waitIdle(graceMs);
-    if (!isIdle) this.#cancelAll.abort(new Error('shutdown grace period over'));
+    if (!isIdle) {
+      const reason = new Error('shutdown grace period over');
+      this.#cancelAll.abort(reason);
+      for (const controller of this.#active) controller.abort(reason);
+    }
     return isIdle;
   }
 

@@ -132,3 +132,26 @@ describe('engine errors map through the one table', () => {
     expect(((await draining.json()) as { error: { code: string } }).error.code).toBe('shutting_down');
   });
 });
+
+describe('what reaches the engine', () => {
+  it('n choices get seed, seed+1, …; stop ids, ignore_eos and logprobs pass through; BOS once', async () => {
+    const engine = new FakeEngine();
+    const { app } = createTestApp(engine);
+    const response = await postJson(app, '/v1/completions', {
+      ...completion,
+      n: 3,
+      seed: 40,
+      stop_token_ids: [7],
+      ignore_eos: true,
+      logprobs: 2,
+    });
+    expect(response.status).toBe(200);
+    const seen = engine.recentRequests.slice(-3);
+    expect(seen.map((r) => r.sampling.seed)).toEqual([40, 41, 42]);
+    expect(
+      seen.every((r) => r.stopTokenIds?.[0] === 7 && r.ignoreEos && r.logprobs && r.topLogprobs === 2),
+    ).toBe(true);
+    expect(seen[0]!.promptTokenIds).toEqual([1, 3 + 104, 3 + 105]);
+    expect(new Set(seen.map((r) => r.requestId)).size).toBe(3);
+  });
+});

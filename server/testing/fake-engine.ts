@@ -59,8 +59,8 @@ interface VariantState {
 export class FakeEngine implements EngineClient {
   readonly model: ServedModelInfo;
   readonly tokenizer: ByteTokenizer;
-  /** Requests seen by generate(), for assertions. */
-  readonly requests: GenerateRequest[] = [];
+  /** The latest requests generate() saw (at most 64, so long runs stay flat), for assertions. */
+  readonly recentRequests: GenerateRequest[] = [];
   /** How many sequences ended because their signal fired. */
   abortedCount = 0;
   readonly #options: Required<Omit<FakeEngineOptions, 'variants' | 'eosAfterTokens' | 'modelName'>> & {
@@ -139,7 +139,8 @@ export class FakeEngine implements EngineClient {
   }
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
-    this.requests.push(request);
+    this.recentRequests.push(request);
+    if (this.recentRequests.length > 64) this.recentRequests.shift();
     const arrivalMs = performance.timeOrigin + performance.now();
     const variant = this.#variants.get(request.variant);
     if (this.#closed) throw new DropserveError('DS_SHUTTING_DOWN', 'engine is shutting down');

@@ -19,16 +19,16 @@ export const admission = ({ lifecycle }: AdmissionOptions): MiddlewareHandler<Ap
     if (lifecycle.state === 'loading' || lifecycle.state === 'failed') throw modelLoading();
     if (!lifecycle.isServing || !engine) throw shuttingDown();
     c.set('engine', engine);
-    c.set('signal', AbortSignal.any([c.req.raw.signal, lifecycle.cancelSignal]));
-    const release = lifecycle.beginRequest();
+    const request = lifecycle.beginRequest(c.req.raw.signal);
+    c.set('signal', request.signal);
     let isHandedOver = false;
     c.set('keepInFlight', () => {
       isHandedOver = true;
-      return release;
+      return request.end;
     });
     try {
       await next();
     } finally {
-      if (!isHandedOver) release();
+      if (!isHandedOver) request.end();
     }
   };
