@@ -155,7 +155,7 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
       const report = await runLoadtest(loadOptions);
       const peak = (await poller.stop()).get(model);
       datasetDescription = report.config.dataset;
-      const level = evaluateLevel(concurrency, report.summary, options.slo, percentile, peak);
+      const level = evaluateLevel(concurrency, report.summary, options.slo, percentile, maxErrorRate, peak);
       levels.push(level);
       options.onLevel?.(model, level);
 
@@ -165,7 +165,6 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
         break;
       }
       if (level.errorRate > maxErrorRate) {
-        level.holdsSlo = false;
         stopReason = 'errors';
       } else if (!level.holdsSlo) {
         stopReason = 'slo_broken';
@@ -227,6 +226,7 @@ export function evaluateLevel(
   summary: LoadtestSummary,
   slo: Slo,
   percentile: number,
+  maxErrorRate: number,
   peak:
     | { maxRunning: number | null; maxWaiting: number | null; maxKvCacheUsagePerc: number | null }
     | undefined,
@@ -243,11 +243,13 @@ export function evaluateLevel(
     if (Number.isNaN(value) ? metric !== 'tpotMs' : value > limit) holdsSlo = false;
   }
   const issued = summary.completed + summary.failed;
+  const errorRate = issued === 0 ? 0 : summary.failed / issued;
   return {
     concurrency,
     observed,
-    holdsSlo,
-    errorRate: issued === 0 ? 0 : summary.failed / issued,
+    // A level that sheds load has not held the SLO for the users it turned away.
+    holdsSlo: holdsSlo && errorRate <= maxErrorRate,
+    errorRate,
     maxRunning: peak?.maxRunning ?? null,
     maxWaiting: peak?.maxWaiting ?? null,
     maxKvCacheUsagePerc: peak?.maxKvCacheUsagePerc ?? null,

@@ -44,6 +44,8 @@ export interface LoadtestOptions {
   /** Default 0 (greedy), as vLLM bench serve. */
   temperature?: number;
   extraBody?: Record<string, unknown>;
+  /** Spread requests over this many OpenAI `user` ids (loadtest-0 …), e.g. to exercise an A/B split. */
+  users?: number;
   /** Aborting stops issuing requests and cancels those in flight; the partial report is returned. */
   signal?: AbortSignal;
   onProgress?: (progress: LoadtestProgress) => void;
@@ -76,6 +78,7 @@ export interface LoadtestConfig {
   ignoreEos: boolean;
   timeoutMs: number;
   temperature: number;
+  users: number | null;
 }
 
 export interface LoadtestReport {
@@ -108,8 +111,10 @@ export function resolveConfig(options: LoadtestOptions, datasetDescription: stri
     ignoreEos: options.ignoreEos ?? false,
     timeoutMs: options.timeoutMs ?? 300_000,
     temperature: options.temperature ?? 0,
+    users: options.users ?? null,
   };
   checkPositiveInt('concurrency', config.concurrency);
+  checkPositiveInt('users', config.users);
   checkPositiveInt('requests', config.requests);
   checkPositiveNumber('duration', config.durationS);
   checkPositiveNumber('timeout', config.timeoutMs);
@@ -247,6 +252,11 @@ async function runMeasuredPhase(
     });
   };
 
+  const makeJob = (index: number): Job => {
+    const spec = prompts.next();
+    if (config.users !== null) spec.user = `loadtest-${index % config.users}`;
+    return { index, spec };
+  };
   let issued = 0;
   const canIssue = (): boolean =>
     (config.requests === null || issued < config.requests) &&
@@ -254,7 +264,7 @@ async function runMeasuredPhase(
     !options.signal?.aborted;
 
   if (config.mode === 'closed') {
-    const next = (): Job | null => (canIssue() ? { index: issued++, spec: prompts.next() } : null);
+    const next = (): Job | null => (canIssue() ? makeJob(issued++) : null);
     await closedLoop(config.concurrency!, next, execute);
   } else {
     const arrivals: ArrivalProcess = { ratePerS: config.ratePerS!, burstiness: config.burstiness };
@@ -269,7 +279,7 @@ async function runMeasuredPhase(
       if (phaseStartMs + offsetMs >= deadlineMs) break;
       await sleepUntil(phaseStartMs + offsetMs, options.signal);
       if (!canIssue()) break;
-      const job: Job = { index: issued++, spec: prompts.next() };
+      const job = makeJob(issued++);
       tasks.push(limiter ? limiter.run(() => execute(job)) : execute(job));
     }
     await Promise.all(tasks);

@@ -19,6 +19,8 @@ export interface PromptSpec {
   prompt?: string;
   messages?: ChatMessage[];
   maxTokens: number;
+  /** OpenAI `user`: dropserve assigns A/B experiment arms by hashing it. */
+  user?: string;
 }
 
 export interface StreamTarget {
@@ -86,6 +88,7 @@ export function buildRequestBody(target: StreamTarget, spec: PromptSpec): Record
     body.prompt = spec.prompt;
   }
   if (target.ignoreEos) body.ignore_eos = true;
+  if (spec.user !== undefined) body.user = spec.user;
   return body;
 }
 

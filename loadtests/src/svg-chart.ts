@@ -75,7 +75,7 @@ function uniqueSeriesNames(panels: readonly ChartPanel[]): string[] {
 }
 
 function renderLegend(names: readonly string[], color: (name: string) => string, width: number): string {
-  const itemWidths = names.map((name) => 34 + name.length * 7);
+  const itemWidths = names.map((name) => 48 + name.length * 7);
   const total = itemWidths.reduce((a, b) => a + b, 0);
   let x = Math.max(8, (width - total) / 2);
   const items = names.map((name, i) => {

@@ -1,0 +1,354 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { DropserveError } from '../engine/errors.ts';
+import { type CapacityReport, geometricLevels, runCapacity } from '../loadtests/src/capacity.ts';
+import { renderCapacityChart } from '../loadtests/src/capacity-chart.ts';
+import type { DatasetSpec } from '../loadtests/src/dataset.ts';
+import { type LoadtestReport, runLoadtest } from '../loadtests/src/loadtest.ts';
+import { fetchModelIds } from '../loadtests/src/models-client.ts';
+import type { Endpoint } from '../loadtests/src/openai-stream.ts';
+import { createLoadtestProgressBar } from '../loadtests/src/progress-bar.ts';
+import {
+  formatCapacityLevel,
+  formatCapacityReport,
+  formatComparison,
+  formatLoadtestReport,
+} from '../loadtests/src/report-format.ts';
+import { parseSlo } from '../loadtests/src/slo.ts';
+
+const LOADTEST_HELP = `usage: dropserve loadtest [flags]          load-test a running server (OpenAI API, streaming)
+       dropserve loadtest capacity [flags] how many concurrent users each variant holds within an SLO
+
+target
+  --url URL               server root (default http://127.0.0.1:8000)
+  --model NAME            served model or variant, e.g. stories260K:attn-2 (default: first of /v1/models)
+  --api-key KEY           bearer token (default $DROPSERVE_API_KEY)
+  --endpoint E            completions (default) | chat
+load (closed loop unless --rate)
+  --concurrency N         concurrent users, each sending its next request when the last ends (default 1);
+                          with --rate: the most requests in flight
+  --rate R                open loop: R requests/s ("inf" = all at once)
+  --burstiness K          gamma shape of arrival gaps, mean 1/R (1 = Poisson, <1 burstier; default 1)
+  --requests N            measured requests (default 100, or unbounded with --duration)
+  --duration D            stop sending after D (60, 90s, 2m); in-flight requests finish
+  --warmup N              requests sent first and left out of the stats (default 0)
+  --users N               spread requests over N OpenAI "user" ids (A/B arms are assigned by user)
+prompts
+  --dataset random|FILE   random words (default) or JSONL lines {"prompt","max_tokens"?} / {"messages","max_tokens"?}
+  --input-len N           random: prompt words, about one token each in Llama vocabularies (default 128)
+  --output-len N          max_tokens (random; default for FILE lines without one) (default 128)
+  --len-spread F          random: lengths uniform in ±F of the mean (default 0)
+  --ignore-eos            send ignore_eos (vLLM extension) so outputs are exactly max_tokens long
+  --temperature T         (default 0)
+  --seed S                prompts and arrivals (default 0)
+measurement
+  --slo SPEC              per-request SLO for goodput: ttft_ms:500,tpot_ms:50,e2e_ms:8000
+  --timeout D             per-request timeout (default 300s)
+  --json FILE             write the report: config, summary, every request
+  --baseline FILE         a previous --json report: print baseline, candidate and candidate/baseline
+  --quiet                 no progress bar
+Token counts are the server's (stream_options.include_usage); without usage, one token per chunk.
+TTFT, ITL, TPOT, E2E and goodput follow vllm bench serve. \`dropserve loadtest capacity --help\` for capacity.`;
+
+const CAPACITY_HELP = `usage: dropserve loadtest capacity --models A,B,... --slo SPEC [flags]
+
+For each model, raise closed-loop concurrency until the SLO breaks at --slo-percentile, requests fail,
+or throughput stops growing; report the most users each one holds, its goodput, its KV bytes/token and
+the server's KV budget (from GET /v1/variants when the server has it), and compare with a baseline.
+
+  --url URL               server root (default http://127.0.0.1:8000)
+  --models A,B,...        served models / variants to compare (required)
+  --baseline NAME         the model the others are compared with (default: the first)
+  --slo SPEC              ttft_ms:500[,tpot_ms:50][,e2e_ms:8000] (required)
+  --slo-percentile P      50 | 90 | 95 | 99 (default 99)
+  --levels 1,2,4,8        concurrency levels, or a geometric series:
+  --start N --max N --factor F   (default 1, 64, 2)
+  --requests-per-level N  measured requests per level (default max(4 × users, 16))
+  --warmup N              unmeasured requests before each model's first level (default 2)
+  --saturation-gain F     stop when output tok/s grows less than F over the previous level (default 0.1;
+                          -1 never stops for saturation)
+  --max-error-rate F      failed share a level may have (default 0: any failure stops the sweep)
+  --api-key KEY  --endpoint completions|chat  --timeout D  --seed S
+  --dataset random|FILE  --input-len N  --output-len N  --len-spread F   (as in dropserve loadtest)
+  --respect-eos           do not send ignore_eos (by default capacity fixes output lengths with it, so a
+                          variant that stops earlier does not look faster)
+  --chart FILE.svg        goodput and TTFT against users, one line per variant
+  --json FILE             the full report
+  --quiet                 no per-level lines on stderr`;
+
+const COMMON_OPTIONS = {
+  url: { type: 'string', default: 'http://127.0.0.1:8000' },
+  'api-key': { type: 'string' },
+  endpoint: { type: 'string', default: 'completions' },
+  dataset: { type: 'string', default: 'random' },
+  'input-len': { type: 'string', default: '128' },
+  'output-len': { type: 'string', default: '128' },
+  'len-spread': { type: 'string', default: '0' },
+  temperature: { type: 'string', default: '0' },
+  seed: { type: 'string', default: '0' },
+  timeout: { type: 'string', default: '300s' },
+  slo: { type: 'string' },
+  json: { type: 'string' },
+  quiet: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** `dropserve loadtest [capacity] …`; argv is what follows "loadtest". Returns the exit code. */
+export async function runLoadtestCommand(argv: string[]): Promise<number> {
+  if (argv[0] === 'capacity') return runCapacityCommand(argv.slice(1));
+  const values = parseFlags(argv, {
+    ...COMMON_OPTIONS,
+    model: { type: 'string' },
+    concurrency: { type: 'string' },
+    rate: { type: 'string' },
+    burstiness: { type: 'string', default: '1' },
+    requests: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string', default: '0' },
+    users: { type: 'string' },
+    'ignore-eos': { type: 'boolean', default: false },
+    baseline: { type: 'string' },
+  });
+  if (values.help) {
+    console.log(LOADTEST_HELP);
+    return 0;
+  }
+  const baseUrl = values.url as string;
+  const apiKey = (values['api-key'] as string | undefined) ?? process.env.DROPSERVE_API_KEY;
+  const model = (values.model as string | undefined) ?? (await defaultModel(baseUrl, apiKey));
+  const durationS = optional(values.duration, (t) => parseDurationS('duration', t));
+  const baseline = values.baseline === undefined ? undefined : await readReport(values.baseline as string);
+  const progress = createLoadtestProgressBar(
+    process.stderr.isTTY === true && !values.quiet,
+    durationS ?? null,
+  );
+  const report = await withInterrupt((signal) =>
+    runLoadtest({
+      baseUrl,
+      model,
+      apiKey,
+      endpoint: parseEndpoint(values.endpoint as string),
+      dataset: parseDataset(values),
+      concurrency: optional(values.concurrency, (t) => positiveInt('concurrency', t)),
+      ratePerS: optional(values.rate, (t) => (t === 'inf' ? Number.POSITIVE_INFINITY : positive('rate', t))),
+      burstiness: positive('burstiness', values.burstiness as string),
+      requests: optional(values.requests, (t) => positiveInt('requests', t)),
+      durationS,
+      warmup: nonNegativeInt('warmup', values.warmup as string),
+      users: optional(values.users, (t) => positiveInt('users', t)),
+      slo: optional(values.slo, parseSlo),
+      seed: nonNegativeInt('seed', values.seed as string),
+      ignoreEos: values['ignore-eos'] as boolean,
+      temperature: nonNegative('temperature', values.temperature as string),
+      timeoutMs: parseDurationS('timeout', values.timeout as string) * 1000,
+      signal,
+      onProgress: (p) => progress.onProgress(p),
+    }),
+  ).finally(() => progress.stop());
+  console.log(formatLoadtestReport(report));
+  if (baseline) console.log(formatComparison(baseline, report));
+  if (values.json) {
+    await writeFile(values.json as string, `${JSON.stringify(report, jsonNumbers, 2)}\n`);
+    console.error(`wrote ${values.json}`);
+  }
+  return report.summary.completed === 0 ? 1 : 0;
+}
+
+async function runCapacityCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(argv, {
+    ...COMMON_OPTIONS,
+    models: { type: 'string' },
+    baseline: { type: 'string' },
+    'slo-percentile': { type: 'string', default: '99' },
+    levels: { type: 'string' },
+    start: { type: 'string', default: '1' },
+    max: { type: 'string', default: '64' },
+    factor: { type: 'string', default: '2' },
+    'requests-per-level': { type: 'string' },
+    warmup: { type: 'string', default: '2' },
+    'saturation-gain': { type: 'string', default: '0.1' },
+    'max-error-rate': { type: 'string', default: '0' },
+    'respect-eos': { type: 'boolean', default: false },
+    chart: { type: 'string' },
+  });
+  if (values.help) {
+    console.log(CAPACITY_HELP);
+    return 0;
+  }
+  if (values.models === undefined) usageError(`--models is required\n\n${CAPACITY_HELP}`);
+  if (values.slo === undefined) usageError(`--slo is required (e.g. ttft_ms:500)\n\n${CAPACITY_HELP}`);
+  const models = (values.models as string)
+    .split(',')
+    .map((m) => m.trim())
+    .filter((m) => m !== '');
+  const levels =
+    values.levels === undefined
+      ? geometricLevels(
+          positiveInt('start', values.start as string),
+          positiveInt('max', values.max as string),
+          positive('factor', values.factor as string),
+        )
+      : (values.levels as string).split(',').map((t) => positiveInt('levels', t.trim()));
+  const isQuiet = values.quiet as boolean;
+  const percentile = positiveInt('slo-percentile', values['slo-percentile'] as string);
+  const report: CapacityReport = await withInterrupt((signal) =>
+    runCapacity({
+      baseUrl: values.url as string,
+      models,
+      baseline: values.baseline as string | undefined,
+      apiKey: (values['api-key'] as string | undefined) ?? process.env.DROPSERVE_API_KEY,
+      endpoint: parseEndpoint(values.endpoint as string),
+      dataset: parseDataset(values),
+      slo: parseSlo(values.slo as string),
+      sloPercentile: percentile,
+      levels,
+      requestsPerLevel: optional(values['requests-per-level'], (t) => positiveInt('requests-per-level', t)),
+      warmup: nonNegativeInt('warmup', values.warmup as string),
+      seed: nonNegativeInt('seed', values.seed as string),
+      ignoreEos: !(values['respect-eos'] as boolean),
+      timeoutMs: parseDurationS('timeout', values.timeout as string) * 1000,
+      saturationGain: number('saturation-gain', values['saturation-gain'] as string),
+      maxErrorRate: nonNegative('max-error-rate', values['max-error-rate'] as string),
+      signal,
+      onLevel: (model, level) => {
+        if (!isQuiet) console.error(formatCapacityLevel(model, level, percentile));
+      },
+    }),
+  );
+  console.log(formatCapacityReport(report));
+  if (values.chart) {
+    await writeFile(values.chart as string, renderCapacityChart(report));
+    console.error(`wrote ${values.chart}`);
+  }
+  if (values.json) {
+    await writeFile(values.json as string, `${JSON.stringify(report, jsonNumbers, 2)}\n`);
+    console.error(`wrote ${values.json}`);
+  }
+  return 0;
+}
+
+type FlagValues = Record<string, string | boolean | undefined>;
+
+function parseFlags(argv: string[], options: NonNullable<ParseArgsConfig['options']>): FlagValues {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as FlagValues;
+  } catch (error) {
+    usageError(`${(error as Error).message} (dropserve loadtest --help lists the flags)`);
+  }
+}
+
+function usageError(message: string): never {
+  throw new DropserveError('DS_INVALID_ARGUMENT', message);
+}
+
+function optional<T>(value: string | boolean | undefined, parse: (text: string) => T): T | undefined {
+  return value === undefined ? undefined : parse(value as string);
+}
+
+function number(name: string, text: string): number {
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n)) usageError(`--${name}: expected a number, found '${text}'`);
+  return n;
+}
+
+function positive(name: string, text: string): number {
+  const n = number(name, text);
+  if (!(n > 0)) usageError(`--${name}: expected a number > 0, found '${text}'`);
+  return n;
+}
+
+function nonNegative(name: string, text: string): number {
+  const n = number(name, text);
+  if (n < 0) usageError(`--${name}: expected a number >= 0, found '${text}'`);
+  return n;
+}
+
+function positiveInt(name: string, text: string): number {
+  const n = number(name, text);
+  if (!(Number.isInteger(n) && n > 0)) usageError(`--${name}: expected a positive integer, found '${text}'`);
+  return n;
+}
+
+function nonNegativeInt(name: string, text: string): number {
+  const n = number(name, text);
+  if (!(Number.isInteger(n) && n >= 0)) usageError(`--${name}: expected an integer >= 0, found '${text}'`);
+  return n;
+}
+
+/** Seconds from "90", "90s", "1.5m" or "500ms". */
+export function parseDurationS(name: string, text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!match) usageError(`--${name}: expected a duration like 60, 90s, 2m or 500ms, found '${text}'`);
+  const value = Number(match[1]);
+  const seconds = { ms: value / 1000, s: value, m: value * 60, h: value * 3600 }[match[2] ?? 's']!;
+  if (!(seconds > 0)) usageError(`--${name}: must be longer than zero, found '${text}'`);
+  return seconds;
+}
+
+function parseEndpoint(text: string): Endpoint {
+  if (text !== 'completions' && text !== 'chat') {
+    usageError(`--endpoint: expected completions or chat, found '${text}'`);
+  }
+  return text;
+}
+
+function parseDataset(values: FlagValues): DatasetSpec {
+  const outputLen = positiveInt('output-len', values['output-len'] as string);
+  if (values.dataset !== 'random') return { kind: 'file', path: values.dataset as string, outputLen };
+  const lenSpread = nonNegative('len-spread', values['len-spread'] as string);
+  if (lenSpread >= 1)
+    usageError(`--len-spread: expected a fraction in [0, 1), found '${values['len-spread']}'`);
+  return {
+    kind: 'random',
+    inputLen: positiveInt('input-len', values['input-len'] as string),
+    outputLen,
+    lenSpread,
+  };
+}
+
+async function defaultModel(baseUrl: string, apiKey: string | undefined): Promise<string> {
+  const ids = await fetchModelIds(baseUrl, apiKey);
+  if (!ids || ids.length === 0) {
+    usageError(`--model not given and ${baseUrl}/v1/models listed no model; pass --model NAME`);
+  }
+  return ids[0]!;
+}
+
+async function readReport(path: string): Promise<LoadtestReport> {
+  try {
+    const report = JSON.parse(await readFile(path, 'utf8')) as LoadtestReport;
+    if (!report.summary || !report.config) throw new Error('no summary/config');
+    // JSON wrote NaN as null; the comparison treats both as missing.
+    return report;
+  } catch (error) {
+    throw new DropserveError(
+      'DS_INVALID_ARGUMENT',
+      `--baseline ${path}: not a dropserve loadtest --json report`,
+      {
+        cause: error,
+      },
+    );
+  }
+}
+
+/** JSON has no NaN or Infinity: write null (no data) and "inf" (unbounded rate) instead. */
+function jsonNumbers(_key: string, value: unknown): unknown {
+  if (typeof value === 'number' && !Number.isFinite(value)) return Number.isNaN(value) ? null : 'inf';
+  return value;
+}
+
+/** First Ctrl-C stops sending and prints what was measured; a second one exits at once. */
+async function withInterrupt<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const onSigint = (): void => {
+    if (controller.signal.aborted) process.exit(130);
+    console.error('\ninterrupted: cancelling in-flight requests (Ctrl-C again to quit now)');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await run(controller.signal);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
