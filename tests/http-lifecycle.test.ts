@@ -2,8 +2,18 @@ import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EngineClient } from '../engine/client.ts';
 import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
+import { type HealthCheckResponseMessage, ServingStatus } from '../server/grpc/health-service.ts';
+import { GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
 import { startServer } from '../server/start-server.ts';
-import { startTestServer, TEST_MODEL_NAME, type TestServer, testModel } from './support/test-server.ts';
+import {
+  freePort,
+  scrapeMetrics,
+  startTestServer,
+  sumOf,
+  TEST_MODEL_NAME,
+  type TestServer,
+  testModel,
+} from './support/test-server.ts';
 
 /** Start-up (health while loading), auth, and graceful shutdown, each on its own real server. */
 const servers: TestServer[] = [];
@@ -72,6 +82,41 @@ describe('start-up', () => {
     ).rejects.toMatchObject({ code: 'DS_MODEL_LOAD' });
     expect(url).not.toBe('');
     await expect(fetch(`${url}/health`)).rejects.toThrow();
+  });
+});
+
+describe('gRPC beside HTTP', () => {
+  it('serves gRPC on --grpc-port with the same engine and metrics, and closes it on shutdown', async () => {
+    const port = await freePort();
+    const t = await startTestServer({ grpcPort: port });
+    expect(t.server.grpcPort).toBe(port);
+    const grpc = new GrpcTestClient(port);
+    try {
+      const health = await grpc.unary<HealthCheckResponseMessage>('grpc.health.v1.Health', 'Check', {
+        service: '',
+      });
+      expect(health.status).toBe(ServingStatus.SERVING);
+      const reply = await grpc.unary<{ usage: { completion_tokens: number } }>(
+        'dropserve.v1.Dropserve',
+        'Complete',
+        {
+          prompt: 'over grpc',
+          max_tokens: 5,
+          ignore_eos: true,
+        },
+      );
+      expect(reply.usage.completion_tokens).toBe(5);
+      const samples = await scrapeMetrics(t.url);
+      expect(sumOf(samples, 'dropserve:generation_tokens_total', { transport: 'grpc' })).toBe(5);
+    } finally {
+      grpc.close();
+    }
+    await t.close();
+    const probe = new GrpcTestClient(port);
+    await expect(
+      probe.unary('grpc.health.v1.Health', 'Check', { service: '' }, { deadlineMs: 1_000 }),
+    ).rejects.toThrow();
+    probe.close();
   });
 });
 

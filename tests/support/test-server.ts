@@ -40,6 +40,8 @@ export interface TestServerOptions {
   /** Replace the engine factory (e.g. to hold loading back). */
   createEngine?: () => Promise<EngineClient>;
   onListening?: (info: { httpUrl: string }) => void;
+  /** Also start gRPC, on this port (default: no gRPC). */
+  grpcPort?: number;
 }
 
 export interface TestServer {
@@ -56,7 +58,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const server = await startServer({
     host: '127.0.0.1',
     port: 0,
-    grpcPort: 0,
+    grpcPort: options.grpcPort ?? 0,
     collectProcessMetrics: false,
     ...(isStories ? { model: STORIES_260K } : { loadedModel: testModel(), servedModelName: TEST_MODEL_NAME }),
     variants: options.variants,
@@ -119,4 +121,17 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A TCP port nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
 }
