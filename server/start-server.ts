@@ -96,7 +96,15 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   let grpc: { port: number; close(graceMs?: number): Promise<void> } | undefined;
   const grpcPort = options.grpcPort ?? DEFAULT_GRPC_PORT;
   if (grpcPort !== 0) {
-    grpc = await startGrpc({ engine, port: grpcPort, host, apiKey: options.apiKey, metrics, logger });
+    try {
+      grpc = await startGrpc({ engine, port: grpcPort, host, apiKey: options.apiKey, metrics, logger });
+    } catch (error) {
+      // E.g. the port is taken: leave nothing running behind the rejection.
+      lifecycle.markClosed();
+      await engine.close(0);
+      await closeHttp(server);
+      throw error;
+    }
   }
 
   let closing: Promise<void> | undefined;

@@ -120,6 +120,30 @@ describe('gRPC beside HTTP', () => {
   });
 });
 
+describe('start-up failures', () => {
+  it('a taken --grpc-port rejects start-up and closes HTTP and the engine again', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    const port = await new Promise<number>((resolve) =>
+      blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as { port: number }).port)),
+    );
+    let url = '';
+    try {
+      await expect(
+        startTestServer({
+          grpcPort: port,
+          onListening: ({ httpUrl }) => {
+            url = httpUrl;
+          },
+        }),
+      ).rejects.toThrow();
+      await expect(fetch(`${url}/health`)).rejects.toThrow();
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
 describe('auth', () => {
   it('--api-key guards /v1/* with a 401 in OpenAI shape; /health and /metrics stay open', async () => {
     const t = await start({ apiKey: 'sekret' });
