@@ -71,19 +71,20 @@ describe('dropserve loadtest (CLI)', () => {
 
   it('runs a capacity sweep and writes the chart', async () => {
     upstream = await startFakeUpstream({
-      plan: ({ inFlight }) => ({ kind: 'stream', ttftMs: 10 + 30 * inFlight, itlMs: 5, chunks: 2 }),
+      // Median TTFT 50, 90, then ≥ 150 ms at 1, 2, 4 users: the 150 ms SLO breaks at 4.
+      plan: ({ inFlight }) => ({ kind: 'stream', ttftMs: 10 + 40 * inFlight, itlMs: 5, chunks: 2 }),
     });
     const chartPath = join(dir, 'capacity.svg');
     const code = await runLoadtestCommand([
       'capacity',
-      ...['--url', upstream.baseUrl, '--models', 'm', '--slo', 'ttft_ms:100', '--slo-percentile', '50'],
+      ...['--url', upstream.baseUrl, '--models', 'm', '--slo', 'ttft_ms:150', '--slo-percentile', '50'],
       ...[
         '--start',
         '1',
         '--max',
         '8',
         '--requests-per-level',
-        '6',
+        '8',
         '--warmup',
         '1',
         '--chart',

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runLoadtest } from './loadtest.ts';
 import { sendStreamingRequest } from './openai-stream.ts';
@@ -8,8 +9,11 @@ import { type FakePlan, type FakeUpstream, startFakeUpstream } from './testing/f
 // checked against the times the fake server actually wrote each chunk (same process, same clock),
 // and the derived metrics against the nominal script, by median (timers only ever fire late).
 const CLOCK_SLACK_MS = 3;
-const NOMINAL_SLACK_MS = 15;
-const LATE_TIMER_SLACK_MS = 60;
+// Other work on the box stalls this process now and then (100–200 ms seen): upper bounds on
+// single values are sanity checks only; medians carry the precision.
+const MEDIAN_SLACK_MS = 40;
+const MEDIAN_GAP_SLACK_MS = 8;
+const LATE_TIMER_SLACK_MS = 300;
 
 let upstream: FakeUpstream | undefined;
 afterEach(async () => {
@@ -79,11 +83,11 @@ describe('runLoadtest against a scripted streaming server', () => {
     }
     // Scripted: TTFT 100 ms, ITL 25 ms, so TPOT 25 ms and E2E 100 + 5 × 25 = 225 ms.
     expect(summary.ttftMs.p50).toBeGreaterThanOrEqual(99);
-    expect(summary.ttftMs.p50).toBeLessThanOrEqual(100 + NOMINAL_SLACK_MS);
-    expect(Math.abs(summary.itlMs.p50 - 25)).toBeLessThanOrEqual(NOMINAL_SLACK_MS / 2);
-    expect(Math.abs(summary.tpotMs.p50 - 25)).toBeLessThanOrEqual(NOMINAL_SLACK_MS / 2);
+    expect(summary.ttftMs.p50).toBeLessThanOrEqual(100 + MEDIAN_SLACK_MS);
+    expect(Math.abs(summary.itlMs.p50 - 25)).toBeLessThanOrEqual(MEDIAN_GAP_SLACK_MS);
+    expect(Math.abs(summary.tpotMs.p50 - 25)).toBeLessThanOrEqual(MEDIAN_GAP_SLACK_MS);
     expect(summary.e2eMs.p50).toBeGreaterThanOrEqual(224);
-    expect(summary.e2eMs.p50).toBeLessThanOrEqual(225 + NOMINAL_SLACK_MS);
+    expect(summary.e2eMs.p50).toBeLessThanOrEqual(225 + MEDIAN_SLACK_MS);
     expect(summary.itlMs.count).toBe(20);
     expect(summary.tpotMs.count).toBe(4);
     expect(summary.totalOutputTokens).toBe(24);
@@ -197,6 +201,32 @@ describe('runLoadtest against a scripted streaming server', () => {
     expect(report.summary.errorsByKind).toEqual({ connection: 2 });
   });
 
+  it('times out slow requests and cancels in-flight ones when the run is aborted', async () => {
+    upstream = await startFakeUpstream({ plan: () => stream(600, 5, 2) });
+    const timedOut = await runLoadtest({
+      baseUrl: upstream.baseUrl,
+      model: 'm',
+      requests: 2,
+      timeoutMs: 100,
+    });
+    expect(timedOut.summary.errorsByKind).toEqual({ timeout: 2 });
+    expect(timedOut.requests[0]!.e2eMs!).toBeLessThan(400);
+
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 100);
+    const startedMs = performance.now();
+    const aborted = await runLoadtest({
+      baseUrl: upstream.baseUrl,
+      model: 'm',
+      requests: 50,
+      concurrency: 3,
+      signal: controller.signal,
+    });
+    expect(performance.now() - startedMs).toBeLessThan(450);
+    expect(aborted.requests).toHaveLength(3);
+    expect(aborted.summary.errorsByKind).toEqual({ aborted: 3 });
+  });
+
   it('open loop: sends a fixed count over exactly count/rate, as vLLM rescales it', async () => {
     upstream = await startFakeUpstream({ plan: () => stream(5, 5, 2) });
     const report = await runLoadtest({
@@ -220,12 +250,13 @@ describe('runLoadtest against a scripted streaming server', () => {
     const report = await runLoadtest({
       baseUrl: upstream.baseUrl,
       model: 'm',
-      durationS: 0.3,
+      durationS: 0.6,
       concurrency: 2,
     });
     expect(report.config.requests).toBeNull();
+    // ~50 ms requests on 2 users: about 24 in 0.6 s, and surely more than one round.
     expect(report.requests.length).toBeGreaterThanOrEqual(4);
-    expect(Math.max(...report.requests.map((r) => r.startMs))).toBeLessThan(300);
+    expect(Math.max(...report.requests.map((r) => r.startMs))).toBeLessThan(600);
     expect(report.summary.failed).toBe(0);
     expect(report.summary.maxConcurrency).toBe(2);
   });

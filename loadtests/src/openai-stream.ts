@@ -105,8 +105,17 @@ export async function sendStreamingRequest(
     accept: 'text/event-stream',
   };
   if (target.apiKey) headers.authorization = `Bearer ${target.apiKey}`;
-  const timeoutSignal = AbortSignal.timeout(target.timeoutMs);
-  const requestSignal = signal ? AbortSignal.any([signal, timeoutSignal]) : timeoutSignal;
+  // One controller per request, tied to the run's signal by a listener removed in `finally`:
+  // AbortSignal.any over a long-lived signal keeps every request's signal alive on Node 20.
+  const controller = new AbortController();
+  let isTimedOut = false;
+  const timer = setTimeout(() => {
+    isTimedOut = true;
+    controller.abort();
+  }, target.timeoutMs);
+  const onRunAbort = (): void => controller.abort();
+  signal?.addEventListener('abort', onRunAbort, { once: true });
+  if (signal?.aborted) controller.abort();
 
   const result: StreamResult = {
     isOk: false,
@@ -126,7 +135,7 @@ export async function sendStreamingRequest(
       method: 'POST',
       headers,
       body: payload,
-      signal: requestSignal,
+      signal: controller.signal,
       dispatcher: target.dispatcher,
       headersTimeout: target.timeoutMs,
       bodyTimeout: target.timeoutMs,
@@ -155,8 +164,11 @@ export async function sendStreamingRequest(
     return result;
   } catch (error) {
     response?.body.destroy();
-    const { kind, message } = classifyThrown(error, timeoutSignal, target.timeoutMs);
+    const { kind, message } = classifyThrown(error, isTimedOut, target.timeoutMs);
     return finish(result, kind, message);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onRunAbort);
   }
 }
 
@@ -256,11 +268,10 @@ export function errorMessageFromBody(text: string): string {
 
 function classifyThrown(
   error: unknown,
-  timeoutSignal: AbortSignal,
+  isTimedOut: boolean,
   timeoutMs: number,
 ): { kind: string; message: string } {
-  if (timeoutSignal.aborted)
-    return { kind: 'timeout', message: `no complete response within ${timeoutMs} ms` };
+  if (isTimedOut) return { kind: 'timeout', message: `no complete response within ${timeoutMs} ms` };
   const err = error as { name?: string; code?: string; message?: string; cause?: { code?: string } };
   if (err?.name === 'AbortError') return { kind: 'aborted', message: 'request aborted' };
   const code = err?.code ?? err?.cause?.code;
