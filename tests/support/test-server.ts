@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import OpenAI from 'openai';
 import type { EngineClient } from '../../engine/client.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
@@ -10,7 +11,8 @@ import { type RunningServer, startServer } from '../../server/start-server.ts';
  * real HTTP server on 127.0.0.1, and the official `openai` client pointed at it. Every e2e test gets
  * its engine from here.
  */
-export const STORIES_260K = '/work/shared/models/stories260K/stories260K.bin';
+/** ../shared sits beside the checkout (CI clones elsewhere with a copy of it). */
+export const STORIES_260K = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
 
 /** The small synthetic model of the e2e suites: byte tokenizer, 4 layers, context 256. */
 export const testModel = (): LoadedModel =>
