@@ -29,9 +29,14 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
-  return ['usage: dropserve <command> [flags]', '', 'commands:', ...lines, '', 'dropserve <command> --help for flags'].join(
-    '\n',
-  );
+  return [
+    'usage: dropserve <command> [flags]',
+    '',
+    'commands:',
+    ...lines,
+    '',
+    'dropserve <command> --help for flags',
+  ].join('\n');
 }
 
 async function main(argv: string[]): Promise<number> {
