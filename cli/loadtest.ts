@@ -66,7 +66,7 @@ the server's KV budget (from GET /v1/variants when the server has it), and compa
   --requests-per-level N  measured requests per level (default max(4 × users, 16))
   --warmup N              unmeasured requests before each model's first level (default 2)
   --saturation-gain F     stop when output tok/s grows less than F over the previous level (default 0.1;
-                          -1 never stops for saturation)
+                          --saturation-gain=-1 never stops for saturation)
   --max-error-rate F      failed share a level may have (default 0: any failure stops the sweep)
   --api-key KEY  --endpoint completions|chat  --timeout D  --seed S
   --dataset random|FILE  --input-len N  --output-len N  --len-spread F   (as in dropserve loadtest)

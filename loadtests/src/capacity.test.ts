@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { geometricLevels, runCapacity } from './capacity.ts';
+import { geometricLevels, runCapacity, type VariantCapacity, verdictLines } from './capacity.ts';
 import { renderCapacityChart } from './capacity-chart.ts';
 import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts';
 
@@ -18,6 +18,48 @@ describe('geometricLevels', () => {
     expect(geometricLevels(1, 5, 1.5)).toEqual([1, 2, 3, 5]);
     expect(() => geometricLevels(0, 4, 2)).toThrow(RangeError);
     expect(() => geometricLevels(1, 4, 1)).toThrow(RangeError);
+  });
+});
+
+describe('verdictLines', () => {
+  const variant = (
+    model: string,
+    maxConcurrency: number,
+    stopReason: VariantCapacity['stopReason'],
+  ): VariantCapacity => ({
+    model,
+    levels: [],
+    maxConcurrency,
+    goodputAtMax: maxConcurrency * 1.5,
+    outputThroughputAtMax: 0,
+    stopReason,
+    stoppedAt: null,
+    kvBytesPerToken: null,
+    kvBudgetBytes: null,
+    kvBudgetTokens: null,
+    maxRunningObserved: null,
+    variant: null,
+  });
+  const slo = { ttftMs: 500, tpotMs: 50 };
+
+  it('states the ratio against the baseline, with caveats where the sweep did not find the limit', () => {
+    expect(
+      verdictLines([variant('b', 5, 'slo_broken'), variant('v', 8, 'slo_broken')], 'b', slo, 99, [1]),
+    ).toEqual([
+      'v holds 1.6× the users of b at p99 TTFT ≤ 500 ms, p99 TPOT ≤ 50 ms (8 vs 5 concurrent users, goodput 12.00 vs 7.50 req/s)',
+    ]);
+    expect(
+      verdictLines([variant('b', 4, 'saturated'), variant('v', 64, 'max_level')], 'b', slo, 90, [1]),
+    ).toEqual([
+      'v holds 16.0× the users of b at p90 TTFT ≤ 500 ms, p90 TPOT ≤ 50 ms (≥64 vs 4 concurrent users, goodput 96.00 vs 6.00 req/s; b saturated (throughput stopped growing) before the SLO broke)',
+    ]);
+    expect(
+      verdictLines([variant('b', 0, 'slo_broken'), variant('v', 2, 'slo_broken')], 'b', slo, 99, [1])[0],
+    ).toBe('v holds 2 users at p99 TTFT ≤ 500 ms, p99 TPOT ≤ 50 ms; b holds none (fails at 1)');
+    expect(verdictLines([variant('b', 0, 'errors'), variant('v', 0, 'errors')], 'b', slo, 99, [2])[0]).toBe(
+      'neither v nor b holds p99 TTFT ≤ 500 ms, p99 TPOT ≤ 50 ms at 2 concurrent user(s)',
+    );
+    expect(verdictLines([variant('b', 4, 'slo_broken')], 'b', slo, 99, [1])).toEqual([]);
   });
 });
 
@@ -109,7 +151,8 @@ describe('runCapacity against a server whose latency grows with concurrency', ()
     }
     expect(report.variantsAvailable).toBe(true);
     expect(report.verdicts).toEqual([
-      'm:attn-2 holds 2.0× the users of m at p50 TTFT ≤ 150 ms (8 vs 4 concurrent users)',
+      `m:attn-2 holds 2.0× the users of m at p50 TTFT ≤ 150 ms (8 vs 4 concurrent users, goodput ` +
+        `${pruned!.goodputAtMax.toFixed(2)} vs ${full!.goodputAtMax.toFixed(2)} req/s)`,
     ]);
 
     const svg = renderCapacityChart(report);

@@ -37,7 +37,7 @@ export interface CapacityOptions {
   saturationGain?: number;
   /** Failed/issued ratio a level may have and still count. Default 0. */
   maxErrorRate?: number;
-  /** How often /v1/variants is polled for running sequences. Default 250 ms. */
+  /** How often /v1/variants is polled for running sequences. Default 100 ms. */
   pollIntervalMs?: number;
   /** Model the others are compared with. Default models[0]. */
   baseline?: string;
@@ -136,7 +136,7 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
     let stopReason: StopReason = 'max_level';
     let stoppedAt: number | null = null;
     for (const [i, concurrency] of options.levels.entries()) {
-      const poller = pollVariants(options.baseUrl, options.pollIntervalMs ?? 250, { apiKey: options.apiKey });
+      const poller = pollVariants(options.baseUrl, options.pollIntervalMs ?? 100, { apiKey: options.apiKey });
       const loadOptions: LoadtestOptions = {
         baseUrl: options.baseUrl,
         model,
@@ -326,9 +326,15 @@ export function verdictLines(
         return `${v.model} holds no users at ${sloText} (fails at ${levels[0]}); ${base.model} holds ${formatUsers(base)}`;
       }
       const ratio = v.maxConcurrency / base.maxConcurrency;
+      const saturated = [v, base].filter((x) => x.stopReason === 'saturated').map((x) => x.model);
+      const caveat =
+        saturated.length === 0
+          ? ''
+          : `; ${saturated.length === 2 ? 'both' : saturated[0]} saturated (throughput stopped growing) before the SLO broke`;
       return (
         `${v.model} holds ${ratio.toFixed(1)}× the users of ${base.model} at ${sloText}` +
-        ` (${formatUsers(v)} vs ${formatUsers(base)} concurrent users)`
+        ` (${formatUsers(v)} vs ${formatUsers(base)} concurrent users, goodput` +
+        ` ${v.goodputAtMax.toFixed(2)} vs ${base.goodputAtMax.toFixed(2)} req/s${caveat})`
       );
     });
 }

@@ -109,7 +109,8 @@ function renderPanel(
     .flatMap((s) => s.points)
     .filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const xs = points.map((p) => p.x);
-  const ys = [...points.map((p) => p.y), ...(panel.referenceLines ?? []).map((r) => r.y)];
+  // Headroom above a reference line, so an SLO at the top of the data does not sit on the frame.
+  const ys = [...points.map((p) => p.y), ...(panel.referenceLines ?? []).map((r) => r.y * 1.1)];
   const isLog = panel.xScale === 'log2' && xs.length > 0 && xs.every((x) => x > 0);
   const xScale = isLog ? log2Scale(xs, x0, x0 + plotWidth) : linearScale(xs, x0, x0 + plotWidth, false);
   const yScale = linearScale(ys, y0 + plotHeight, y0, true);
