@@ -90,7 +90,9 @@ ENV NODE_ENV=production \
     HF_HOME=/models/huggingface \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
-RUN groupadd --system --gid 10001 dropserve \
+# `node --version` fails the build here if the CUDA base lacks a library the Node binary links to.
+RUN node --version \
+ && groupadd --system --gid 10001 dropserve \
  && useradd --system --uid 10001 --gid dropserve --home-dir /app --shell /usr/sbin/nologin dropserve \
  && mkdir -p /models
 WORKDIR /app
