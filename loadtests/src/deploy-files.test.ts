@@ -83,7 +83,7 @@ describe('Dockerfile', () => {
       expect(lines).toMatch(/^ENTRYPOINT \["node", "bin\/dropserve\.js", "serve", "--host", "0\.0\.0\.0"/m);
       // The user switch comes after everything is copied in as root.
       const lastCopy = Math.max(...stage(target).lines.map((l, i) => (l.startsWith('COPY') ? i : -1)));
-      expect(stage(target).lines.findIndex((l) => l === 'USER dropserve')).toBeGreaterThan(lastCopy);
+      expect(stage(target).lines.indexOf('USER dropserve')).toBeGreaterThan(lastCopy);
     });
   }
 
@@ -141,7 +141,9 @@ describe('Kubernetes manifests', () => {
     const series = /seriesQuery: '([\w:]+)\{/.exec(adapter)?.[1];
     const rename = /matches: "([^"]+)"\s*\n\s*as: "([^"]+)"/.exec(adapter);
     expect(series).toBe('dropserve:num_requests_waiting');
-    const renamed = series!.replace(new RegExp(rename![1]!), rename![2]!.replace('${1}', '$1'));
+    // The adapter writes capture groups as ${1}; JavaScript's replace wants $1.
+    const jsReplacement = rename![2]!.replace(/\$\{(\d+)\}/g, '$$$1');
+    const renamed = series!.replace(new RegExp(rename![1]!), jsReplacement);
     expect(renamed).toBe(hpaMetric);
     expect(hpa).toMatch(/apiVersion: autoscaling\/v2/);
     expect(hpa).toMatch(/type: Pods/);
