@@ -88,8 +88,11 @@ export class EngineCore {
   #isClosed = false;
   #isRunningLoop = false;
   #loopDone: Promise<void> = Promise.resolve();
-  /** Called after every round that changed state (stats for worker snapshots). */
-  onRoundEnd: (() => void) | null = null;
+  /**
+   * Called after every model run and when the loop goes idle: the worker flushes the events and
+   * counters gathered since the last call, so a token leaves the worker as soon as it is sampled.
+   */
+  onStepEnd: (() => void) | null = null;
 
   constructor(options: EngineCoreOptions) {
     this.config = options.config;
@@ -312,7 +315,7 @@ export class EngineCore {
       this.#reapAborted();
       if (!this.#hasWork()) {
         if (this.#isClosed) return;
-        this.onRoundEnd?.();
+        this.onStepEnd?.();
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
         });
@@ -323,7 +326,7 @@ export class EngineCore {
       } catch (error) {
         this.#failEverything(error);
       }
-      this.onRoundEnd?.();
+      this.onStepEnd?.();
       // Lets aborts, new requests and worker messages in between model runs.
       await yieldToEventLoop();
     }
@@ -333,7 +336,10 @@ export class EngineCore {
     await this.#prefillWaiting();
     for (const variant of this.#variants.values()) {
       this.#reapAborted();
-      if (variant.running.size > 0) await this.#decodeStep(variant);
+      if (variant.running.size > 0) {
+        await this.#decodeStep(variant);
+        this.onStepEnd?.();
+      }
     }
     const hasInteractiveWaiting = this.#waiting.some((s) => s.request.priority !== 'background');
     const score = this.#scores.find((s) => s.request.priority !== 'background' || !hasInteractiveWaiting);
@@ -370,6 +376,7 @@ export class EngineCore {
       } catch (error) {
         this.#finish(sequence, 'error', undefined, error);
       }
+      this.onStepEnd?.();
       await yieldToEventLoop();
       this.#reapAborted();
     }

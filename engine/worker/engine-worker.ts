@@ -39,7 +39,7 @@ port.on('message', async (message: ToWorker) => {
           kvCacheBytes: message.kvCacheBytes,
           maxQueue: message.maxQueue,
         });
-        core.onRoundEnd = flush;
+        core.onStepEnd = flush;
         post({ type: 'ready', variants: core.variants() });
       } catch (error) {
         post({ type: 'initFailed', error: toDropserveError(error).toJSON() });
