@@ -5,7 +5,7 @@
 import type { SublayerMask } from '../engine/graph/io.ts';
 import type { ModelSession } from '../engine/graph/model-session.ts';
 import { tokenLogprob } from '../engine/sampling/log-softmax.ts';
-import { runBatches } from './batches.ts';
+import { DEFAULT_MAX_BATCH_TOKENS, runBatches } from './batches.ts';
 import type { ScoredSequence } from './sequences.ts';
 
 export interface ScoringOptions {
@@ -38,7 +38,11 @@ export async function scoreSequences(
     session,
     sequences.map((s) => s.tokens),
     mask,
-    { maxBatchTokens: options.maxBatchTokens, signal: options.signal, logitPositions },
+    {
+      maxBatchTokens: options.maxBatchTokens ?? maxBatchTokensFor(vocab),
+      signal: options.signal,
+      logitPositions,
+    },
     (run) => {
       let row = 0;
       run.rows.forEach((i, r) => {
@@ -54,6 +58,14 @@ export async function scoreSequences(
     },
   );
   return results;
+}
+
+/**
+ * Every scored position fetches a [vocab] logits row (the binding copies each fetched output), so
+ * large vocabularies get smaller runs: at most 2^24 floats (64 MiB) of logits per run.
+ */
+export function maxBatchTokensFor(vocabSize: number): number {
+  return Math.max(1, Math.min(DEFAULT_MAX_BATCH_TOKENS, Math.floor(2 ** 24 / vocabSize)));
 }
 
 export interface MeanNll {
