@@ -6,7 +6,8 @@
  *   eval     perplexity of a variant over a text file, and multiple-choice tasks
  */
 
-import { basename } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { parseArgs } from 'node:util';
 import { DropserveError } from '../engine/errors.ts';
@@ -370,6 +371,13 @@ async function runPlan(
       'DS_INVALID_ARGUMENT',
       'prune plan: give --drop-attention K and/or --drop-mlp K (K ≥ 1)',
     );
+  }
+  // Fail before a long search, not after it.
+  const outDir = dirname(resolve(out));
+  if (!existsSync(outDir) || !statSync(outDir).isDirectory()) {
+    throw new DropserveError('DS_INVALID_ARGUMENT', `--out ${out}: directory ${outDir} does not exist`, {
+      param: 'out',
+    });
   }
   const emulationText = (flags.emulate as string | undefined) ?? 'none';
   parseEmulationChoice(emulationText); // fail on a bad value before loading anything

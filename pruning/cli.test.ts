@@ -146,6 +146,9 @@ describe('bad input', () => {
       run(['plan', ...CALIBRATION, '--drop-attention', '6', '--out', join(dir, 'x.json')]),
     ).rejects.toThrow(/--drop-attention 6 is larger than the model's 5 layers/);
     expect(existsSync(join(dir, 'x.json'))).toBe(false);
+    await expect(
+      run(['plan', ...CALIBRATION, '--drop-attention', '1', '--out', join(dir, 'no-such-dir', 'x.json')]),
+    ).rejects.toThrow(/directory .*no-such-dir does not exist/);
   });
 
   it('empty and too-short data files', async () => {
