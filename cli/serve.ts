@@ -2,11 +2,13 @@ import { parseArgs } from 'node:util';
 import { DEVICES, type Device } from '../engine/device.ts';
 import { parseByteSize } from '../server/config/byte-size.ts';
 import { parseVariantFlag, type VariantArg } from '../server/config/variant-flag.ts';
+import { type ExperimentArm, parseExperimentFlag } from '../server/experiments/experiment-router.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../server/http/app.ts';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../server/logger.ts';
 import {
   DEFAULT_GRPC_PORT,
   DEFAULT_HTTP_PORT,
+  DEFAULT_SHADOW_MAX_IN_FLIGHT,
   DEFAULT_SHUTDOWN_GRACE_MS,
   type StartServerOptions,
   startServer,
@@ -25,6 +27,15 @@ model
   --served-model-name NAME   name of the full model in the API (default: from the model source)
   --variant NAME=SPEC        serve a pruned variant; SPEC is a plan file or inline "attn:1,3;mlp:2"
                              (repeatable)
+A/B and live accuracy
+  --experiment NAME=VARIANT:WEIGHT,VARIANT:WEIGHT…
+                             serve model name NAME, split between variants by weight; sticky per
+                             OpenAI "user" (gRPC: x-dropserve-user metadata), random otherwise
+                             (repeatable; change at runtime with POST /v1/experiments/NAME)
+  --shadow-rate R            share 0..1 of finished pruned-variant requests re-scored by the full
+                             model for live fidelity (agreement, KL, ΔNLL) (default 0: off)
+  --shadow-max-in-flight N   shadow scores in flight beyond this are dropped and counted
+                             (default ${DEFAULT_SHADOW_MAX_IN_FLIGHT})
 engine
   --kv-cache-bytes SIZE      KV-cache budget for all variants together, e.g. 512MiB, 2GB
                              (default: a quarter of RAM)
@@ -50,6 +61,9 @@ const FLAGS = {
   tokenizer: { type: 'string' },
   'served-model-name': { type: 'string' },
   variant: { type: 'string', multiple: true },
+  experiment: { type: 'string', multiple: true },
+  'shadow-rate': { type: 'string' },
+  'shadow-max-in-flight': { type: 'string' },
   'kv-cache-bytes': { type: 'string' },
   'max-queue': { type: 'string' },
   threads: { type: 'string' },
@@ -90,6 +104,14 @@ function byteSize(flag: string, text: string | undefined): number | undefined {
   }
 }
 
+function rate(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const r = Number(text);
+  if (text.trim() === '' || !(r >= 0 && r <= 1))
+    throw new UsageError(`--${flag} must be a number in 0..1, got "${text}"`);
+  return r;
+}
+
 /** Flags → server options; throws UsageError naming the flag. */
 export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ServeConfig | 'help' {
   let values: ReturnType<typeof parseArgs<{ options: typeof FLAGS; strict: true }>>['values'];
@@ -113,6 +135,12 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  let experiments: { name: string; arms: ExperimentArm[] }[];
+  try {
+    experiments = (values.experiment ?? []).map(parseExperimentFlag);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const apiKey = values['api-key'] ?? (env.DROPSERVE_API_KEY || undefined);
   if (apiKey !== undefined && apiKey.trim() === '') throw new UsageError('--api-key must not be empty');
   const shutdownGraceMs =
@@ -126,6 +154,9 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       tokenizer: values.tokenizer,
       servedModelName: values['served-model-name'],
       variants,
+      experiments,
+      shadowRate: rate('shadow-rate', values['shadow-rate']) ?? 0,
+      shadowMaxInFlight: integer('shadow-max-in-flight', values['shadow-max-in-flight'], 1, 1024),
       kvCacheBytes: byteSize('kv-cache-bytes', values['kv-cache-bytes']),
       maxQueue: integer('max-queue', values['max-queue'], 0, 1_000_000),
       threads: integer('threads', values.threads, 1, 1024),

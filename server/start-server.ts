@@ -4,7 +4,11 @@ import type { EngineClient } from '../engine/client.ts';
 import type { Device } from '../engine/device.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
-import { createHttpApp, DEFAULT_MAX_BODY_BYTES } from './http/app.ts';
+import { checkExperimentName } from './experiments/experiment-body.ts';
+import type { ExperimentArm, ExperimentRouter } from './experiments/experiment-router.ts';
+import { ShadowSamplingEngine } from './fidelity/shadow-sampling.ts';
+import { ShadowScorer } from './fidelity/shadow-scorer.ts';
+import { createHttpApp, DEFAULT_MAX_BODY_BYTES, experimentRouterFor } from './http/app.ts';
 import { ServerLifecycle } from './lifecycle.ts';
 import { type Logger, silentLogger } from './logger.ts';
 import { ServerMetrics } from './metrics/metrics.ts';
@@ -12,6 +16,7 @@ import { ServerMetrics } from './metrics/metrics.ts';
 export const DEFAULT_HTTP_PORT = 8000;
 export const DEFAULT_GRPC_PORT = 50051;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+export const DEFAULT_SHADOW_MAX_IN_FLIGHT = 4;
 
 export interface StartServerOptions {
   /** Interface to bind (default 0.0.0.0, every interface, as vLLM). */
@@ -46,6 +51,12 @@ export interface StartServerOptions {
   threads?: number;
   /** Run the engine on this thread instead of a worker (tools, tests; model runs block the loop). */
   inProcess?: boolean;
+  /** A/B experiments served from the start (--experiment); more can be added at runtime. */
+  experiments?: { name: string; arms: ExperimentArm[] }[];
+  /** Share (0..1) of finished pruned-variant requests re-scored by the full model (default 0: off). */
+  shadowRate?: number;
+  /** Shadow scores in flight beyond this are dropped and counted (default 4). */
+  shadowMaxInFlight?: number;
 }
 
 export interface RunningServer {
@@ -54,6 +65,9 @@ export interface RunningServer {
   grpcPort?: number;
   engine: EngineClient;
   metrics: ServerMetrics;
+  experiments: ExperimentRouter;
+  /** Present when shadowRate > 0. */
+  scorer?: ShadowScorer;
   /** Stops accepting, lets in-flight requests finish within graceMs, cancels the rest, closes the engine. */
   close(graceMs?: number): Promise<void>;
 }
@@ -70,12 +84,19 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   const metrics = new ServerMetrics(() => lifecycle.engine, {
     collectProcessMetrics: options.collectProcessMetrics,
   });
+  const shadowRate = options.shadowRate ?? 0;
+  if (!(shadowRate >= 0 && shadowRate <= 1))
+    throw new RangeError(`shadowRate must be in [0, 1], got ${shadowRate}`);
+  const experiments = experimentRouterFor(lifecycle, metrics);
+  let scorer: ShadowScorer | undefined;
   const app = createHttpApp({
     lifecycle,
     metrics,
     logger,
     apiKey: options.apiKey,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    experiments,
+    fidelity: (variant) => scorer?.fidelity(variant),
   });
   const { server, port } = await listen(app.fetch, host, options.port ?? DEFAULT_HTTP_PORT);
   const httpUrl = `http://${reachableHost(host)}:${port}`;
@@ -90,14 +111,52 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     await closeHttp(server);
     throw error;
   }
+  if (shadowRate > 0) {
+    scorer = new ShadowScorer({
+      engine,
+      rate: shadowRate,
+      maxInFlight: options.shadowMaxInFlight ?? DEFAULT_SHADOW_MAX_IN_FLIGHT,
+      onScored: (variant, result) => metrics.observeFidelity(variant, result),
+      onDropped: (variant, reason) => metrics.observeShadowDropped(variant, reason),
+    });
+    // The transports get the sampling engine: it records and submits the sampled requests.
+    engine = new ShadowSamplingEngine(engine, scorer, {
+      onSampled: (variant) => metrics.observeShadowRequest(variant),
+      onSkipped: (variant, reason) => metrics.observeShadowDropped(variant, reason),
+    });
+    logger.info({ shadowRate, maxInFlight: options.shadowMaxInFlight }, 'shadow scoring on');
+  }
   lifecycle.setEngine(engine);
   logEngine(logger, engine);
+  try {
+    for (const { name, arms } of options.experiments ?? []) {
+      const experiment = experiments.set(checkExperimentName(name), arms);
+      logger.info(
+        { experiment: name, weights: Object.fromEntries(experiment.arms.map((a) => [a.variant, a.weight])) },
+        `experiment ${name}: ${experiment.arms.map((a) => `${a.variant}:${a.weight}`).join(', ')}`,
+      );
+    }
+  } catch (error) {
+    // A bad --experiment (unknown variant, taken name): leave nothing running behind the rejection.
+    lifecycle.markClosed();
+    await engine.close(0);
+    await closeHttp(server);
+    throw error;
+  }
 
   let grpc: { port: number; close(graceMs?: number): Promise<void> } | undefined;
   const grpcPort = options.grpcPort ?? DEFAULT_GRPC_PORT;
   if (grpcPort !== 0) {
     try {
-      grpc = await startGrpc({ engine, port: grpcPort, host, apiKey: options.apiKey, metrics, logger });
+      grpc = await startGrpc({
+        engine,
+        port: grpcPort,
+        host,
+        apiKey: options.apiKey,
+        metrics,
+        logger,
+        experiments,
+      });
     } catch (error) {
       // E.g. the port is taken: leave nothing running behind the rejection.
       lifecycle.markClosed();
@@ -127,7 +186,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     })();
     return closing;
   };
-  return { httpUrl, grpcPort: grpc?.port, engine, metrics, close };
+  return { httpUrl, grpcPort: grpc?.port, engine, metrics, experiments, scorer, close };
 }
 
 type NodeServer = ServerType & { closeIdleConnections?: () => void; closeAllConnections?: () => void };
@@ -218,6 +277,7 @@ async function startGrpc(options: {
   apiKey?: string;
   metrics: ServerMetrics;
   logger: Logger;
+  experiments: ExperimentRouter;
 }): Promise<{ port: number; close(graceMs?: number): Promise<void> } | undefined> {
   let module: typeof import('./grpc/grpc-server.ts');
   try {

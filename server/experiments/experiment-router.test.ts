@@ -76,4 +76,38 @@ describe('ExperimentRouter', () => {
     expect(() => parseExperimentFlag('ab')).toThrow(/NAME=VARIANT:WEIGHT/);
     expect(() => parseExperimentFlag('ab=m')).toThrow(/not VARIANT:WEIGHT/);
   });
+
+  it('deletes experiments, and reports every assignment to onAssign', () => {
+    const heard: string[] = [];
+    const r = new ExperimentRouter(
+      (v) => variants.has(v),
+      () => 0.99,
+      (experiment, variant) => heard.push(`${experiment}→${variant}`),
+    );
+    r.set('ab', [
+      { variant: 'm', weight: 1 },
+      { variant: 'm:attn-1', weight: 1 },
+    ]);
+    expect(r.assign('ab')).toBe('m:attn-1');
+    expect(heard).toEqual(['ab→m:attn-1']);
+    expect(r.delete('ab')).toBe(true);
+    expect(r.delete('ab')).toBe(false);
+    expect(r.has('ab')).toBe(false);
+    expect(() => r.assign('ab')).toThrow(/no experiment/);
+  });
+
+  it('never assigns a zero-weight arm, even at the edges of the unit interval', () => {
+    for (const u of [0, 0.5, 0.999999]) {
+      const r = new ExperimentRouter(
+        (v) => variants.has(v),
+        () => u,
+      );
+      r.set('ab', [
+        { variant: 'm', weight: 0 },
+        { variant: 'm:attn-1', weight: 2 },
+        { variant: 'm:attn-2', weight: 0 },
+      ]);
+      expect(r.assign('ab')).toBe('m:attn-1');
+    }
+  });
 });

@@ -21,10 +21,17 @@ export class ExperimentRouter {
   readonly #experiments = new Map<string, Experiment>();
   readonly #isKnownVariant: (variant: string) => boolean;
   readonly #random: () => number;
+  readonly #onAssign: ((experiment: string, variant: string) => void) | undefined;
 
-  constructor(isKnownVariant: (variant: string) => boolean, random: () => number = Math.random) {
+  /** `onAssign` hears every assignment (metrics), whichever transport asked. */
+  constructor(
+    isKnownVariant: (variant: string) => boolean,
+    random: () => number = Math.random,
+    onAssign?: (experiment: string, variant: string) => void,
+  ) {
     this.#isKnownVariant = isKnownVariant;
     this.#random = random;
+    this.#onAssign = onAssign;
   }
 
   has(name: string): boolean {
@@ -72,6 +79,11 @@ export class ExperimentRouter {
     return experiment;
   }
 
+  /** Removes an experiment; false when there was none. Requests already assigned are unaffected. */
+  delete(name: string): boolean {
+    return this.#experiments.delete(name);
+  }
+
   /** The variant that serves this request of the experiment. */
   assign(name: string, user?: string): string {
     const experiment = this.#experiments.get(name);
@@ -79,11 +91,16 @@ export class ExperimentRouter {
     const total = experiment.arms.reduce((s, a) => s + a.weight, 0);
     const u = user ? hashToUnit(`${name}\u0000${user}`) : this.#random();
     let point = u * total;
+    let chosen = experiment.arms.findLast((a) => a.weight > 0)!.variant;
     for (const arm of experiment.arms) {
       point -= arm.weight;
-      if (point < 0) return arm.variant;
+      if (point < 0) {
+        chosen = arm.variant;
+        break;
+      }
     }
-    return experiment.arms.findLast((a) => a.weight > 0)!.variant;
+    this.#onAssign?.(name, chosen);
+    return chosen;
   }
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import type { EngineClient } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
 import {
@@ -8,6 +8,7 @@ import {
   type TextFinish,
   type TextGenerationRequest,
 } from '../../engine/output/text-generation.ts';
+import type { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { callSignal } from './call-signal.ts';
 import { toTextGenerationRequest } from './generate-request.ts';
 import {
@@ -20,10 +21,13 @@ import {
 import { type HandlerContext, serverStreamHandler, unaryHandler } from './handler-kit.ts';
 import type { RequestObserver } from './request-observer.ts';
 import { parseGenerateRequest } from './request-schemas.ts';
+import { routeModel, VARIANT_METADATA } from './resolve-model.ts';
 
 export interface GenerateHandlerContext extends HandlerContext {
   engine: EngineClient;
   metrics?: RequestObserver;
+  /** A/B experiments: model names that route to one of several variants. */
+  experiments?: ExperimentRouter;
 }
 
 /** Generate: one message per text delta, then the finish message. */
@@ -34,7 +38,8 @@ export function generateHandler(
     const receivedMs = nowMs();
     const { signal, dispose } = callSignal(call);
     try {
-      const request = engineRequest(call.request, context);
+      const request = engineRequest(call, context);
+      call.sendMetadata(variantMetadata(request.variant));
       const finish = await runGeneration(context, request, receivedMs, signal, (message) =>
         write(call, message, signal),
       );
@@ -55,7 +60,8 @@ export function completeHandler(
     const receivedMs = nowMs();
     const { signal, dispose } = callSignal(call);
     try {
-      const request = engineRequest(call.request, context);
+      const request = engineRequest(call, context);
+      call.sendMetadata(variantMetadata(request.variant));
       const deltas: GenerateResponseMessage[] = [];
       const finish = await runGeneration(context, request, receivedMs, signal, async (message) => {
         deltas.push(message);
@@ -71,9 +77,25 @@ export function completeHandler(
 /** Epoch ms on the engine's clock (TokenEvent.timeMs and RequestTimings use the same base). */
 const nowMs = (): number => performance.timeOrigin + performance.now();
 
-function engineRequest(raw: unknown, context: GenerateHandlerContext): TextGenerationRequest {
-  const parsed = parseGenerateRequest(raw);
-  return toTextGenerationRequest(parsed, context.engine, parsed.request_id || `grpc-${randomUUID()}`);
+function engineRequest(
+  call: { request: unknown; metadata: grpc.Metadata },
+  context: GenerateHandlerContext,
+): TextGenerationRequest {
+  const parsed = parseGenerateRequest(call.request);
+  // An experiment name becomes the assigned variant here; the rest of the path sees a variant.
+  const model = routeModel(parsed.model, context.engine, context.experiments, call.metadata);
+  return toTextGenerationRequest(
+    { ...parsed, model },
+    context.engine,
+    parsed.request_id || `grpc-${randomUUID()}`,
+  );
+}
+
+/** Initial metadata: which variant serves the call (an experiment's assignment, or the model asked). */
+function variantMetadata(variant: string): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set(VARIANT_METADATA, variant);
+  return metadata;
 }
 
 /**

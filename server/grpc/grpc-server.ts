@@ -3,6 +3,7 @@ import type * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { type Logger, pino } from 'pino';
 import type { EngineClient } from '../../engine/client.ts';
+import type { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { completeHandler, generateHandler } from './generate-handlers.ts';
 import { HealthService } from './health-service.ts';
 import { DROPSERVE_SERVICE, HEALTH_SERVICE, loadDropserveProtos } from './load-protos.ts';
@@ -18,6 +19,8 @@ export interface GrpcServerOptions {
   apiKey?: string;
   metrics?: RequestObserver;
   logger?: Logger;
+  /** A/B experiments, shared with the HTTP API. */
+  experiments?: ExperimentRouter;
 }
 
 export interface GrpcServer {
@@ -33,12 +36,12 @@ export const DEFAULT_GRACE_MS = 5_000;
 
 /** The gRPC transport: dropserve.v1.Dropserve, grpc.health.v1.Health and server reflection. */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
-  const { engine, apiKey, metrics } = options;
+  const { engine, apiKey, metrics, experiments } = options;
   const logger = options.logger ?? pino({ level: 'silent' });
   const packageDefinition = loadDropserveProtos();
   const server = new grpc.Server();
 
-  const context = { engine, apiKey, metrics, logger };
+  const context = { engine, apiKey, metrics, logger, experiments };
   server.addService(serviceDefinition(packageDefinition, DROPSERVE_SERVICE), {
     Generate: generateHandler(context),
     Complete: completeHandler(context),

@@ -1,5 +1,9 @@
 import { Hono } from 'hono';
+import { experimentsRoute } from '../admin/experiments/route.ts';
 import { variantsRoute } from '../admin/variants/route.ts';
+import { dashboardRoute } from '../dashboard/route.ts';
+import { ExperimentRouter } from '../experiments/experiment-router.ts';
+import type { VariantFidelity } from '../fidelity/shadow-scorer.ts';
 import type { ServerLifecycle } from '../lifecycle.ts';
 import type { Logger } from '../logger.ts';
 import type { ServerMetrics } from '../metrics/metrics.ts';
@@ -25,6 +29,22 @@ export interface HttpAppDeps {
   /** Bearer key required on /v1/* (not on /health and /metrics). */
   apiKey?: string;
   maxBodyBytes?: number;
+  /** A/B experiments (default: an empty router over the engine's variants). */
+  experiments?: ExperimentRouter;
+  /** Live fidelity read-out for GET /v1/variants (absent: shadow scoring off). */
+  fidelity?: (variant: string) => VariantFidelity | undefined;
+}
+
+/**
+ * A router that knows the served variants once the engine is there (and none before), and counts
+ * its assignments in the metrics.
+ */
+export function experimentRouterFor(lifecycle: ServerLifecycle, metrics: ServerMetrics): ExperimentRouter {
+  return new ExperimentRouter(
+    (name) => lifecycle.engine?.variants().some((v) => v.id === name) ?? false,
+    Math.random,
+    (experiment, variant) => metrics.observeAssignment(experiment, variant),
+  );
 }
 
 /**
@@ -37,12 +57,16 @@ export function createHttpApp(deps: HttpAppDeps): Hono<AppEnv> {
   app.use('*', requestId({ logger }), accessLog());
   app.route('/', healthRoute({ lifecycle }));
   app.route('/', metricsRoute({ metrics }));
+  // The page and its assets are public; the data it shows comes from /v1/variants (key-protected).
+  app.route('/', dashboardRoute());
   if (deps.apiKey !== undefined) app.use('/v1/*', bearerAuth({ apiKey: deps.apiKey }));
   app.use('/v1/*', bodyLimit({ maxBytes: deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES }));
   app.use('/v1/*', admission({ lifecycle }));
-  const servingDeps = { metrics, shutdownSignal: lifecycle.cancelSignal };
-  app.route('/', modelsRoute());
-  app.route('/', variantsRoute());
+  const experiments = deps.experiments ?? experimentRouterFor(lifecycle, metrics);
+  const servingDeps = { metrics, shutdownSignal: lifecycle.cancelSignal, experiments };
+  app.route('/', modelsRoute({ experiments }));
+  app.route('/', variantsRoute({ metrics, fidelity: deps.fidelity }));
+  app.route('/', experimentsRoute({ experiments }));
   app.route('/', completionsRoute(servingDeps));
   app.route('/', chatRoute(servingDeps));
 

@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
 import type { TextFinish } from '../../engine/output/text-generation.ts';
+import { type LatencySummary, RollingLatency, type RollingLatencyOptions } from './latency-window.ts';
 
 /**
  * Prometheus metrics with vLLM's names, definitions and bucket sets under a `dropserve:` prefix, so
@@ -26,6 +27,11 @@ const REQUEST_LATENCY_BUCKETS = [
   0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
   960.0, 1920.0, 7680.0,
 ];
+
+// Fidelity of a pruned variant against the full model (server/fidelity): per scored request.
+const AGREEMENT_BUCKETS = Array.from({ length: 20 }, (_, i) => Number(((i + 1) * 0.05).toFixed(2)));
+// Nats; means per request span from ~1e-4 (nearly identical) to several nats (unrelated).
+const NATS_BUCKETS = [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 
 /** vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, … up to max. */
 export function buckets125(max: number): number[] {
@@ -55,7 +61,18 @@ export interface ServerMetricsOptions {
   collectProcessMetrics?: boolean;
   /** Context length, for the token-count bucket sets (default 4096). */
   maxModelLen?: number;
+  /** The rolling windows behind GET /v1/variants' `latency` (default: 5 min, last 1000 requests). */
+  latencyWindow?: RollingLatencyOptions;
 }
+
+/** One shadow-scored request's means (server/fidelity). */
+export interface ObservedFidelity {
+  agreement: number;
+  klMean: number;
+  deltaNllMean: number;
+}
+
+export type ShadowDropReason = 'busy' | 'error' | 'unfinished' | 'empty';
 
 type EngineSource = EngineClient | (() => EngineClient | undefined);
 
@@ -77,6 +94,14 @@ export class ServerMetrics {
   readonly #generationTokens: Counter<'variant' | 'transport'>;
   readonly #success: Counter<'variant' | 'transport' | 'finished_reason'>;
   readonly #rejected: Counter<'transport' | 'reason'>;
+  readonly #agreement: Histogram<'variant'>;
+  readonly #kl: Histogram<'variant'>;
+  readonly #deltaNll: Histogram<'variant'>;
+  readonly #shadowRequests: Counter<'variant'>;
+  readonly #shadowDropped: Counter<'variant' | 'reason'>;
+  readonly #assignments: Counter<'experiment' | 'variant'>;
+  /** Per-variant rolling latency windows, fed by observeRequest. */
+  readonly latency: RollingLatency;
   #servedVariants: Set<string> | undefined;
 
   /**
@@ -171,6 +196,42 @@ export class ServerMetrics {
       labelNames: ['transport', 'reason'],
       registers,
     });
+    const fidelityHistogram = (name: string, help: string, buckets: number[]): Histogram<'variant'> =>
+      new Histogram({ name: PREFIX + name, help, labelNames: ['variant'], buckets, registers });
+    this.#agreement = fidelityHistogram(
+      'fidelity_top1_agreement',
+      "Per shadow-scored request: share of generated positions where the full model's top-1 token is the variant's token.",
+      AGREEMENT_BUCKETS,
+    );
+    this.#kl = fidelityHistogram(
+      'fidelity_kl',
+      'Per shadow-scored request: mean KL(full || variant) over generated positions, in nats.',
+      NATS_BUCKETS,
+    );
+    this.#deltaNll = fidelityHistogram(
+      'fidelity_delta_nll',
+      "Per shadow-scored request: mean of the full model's NLL of the variant's token minus its NLL of its own top-1, in nats.",
+      NATS_BUCKETS,
+    );
+    this.#shadowRequests = new Counter({
+      name: `${PREFIX}shadow_requests_total`,
+      help: 'Finished pruned-variant requests sampled for shadow scoring by the full model.',
+      labelNames: ['variant'],
+      registers,
+    });
+    this.#shadowDropped = new Counter({
+      name: `${PREFIX}shadow_dropped_total`,
+      help: 'Sampled requests not scored (reason: busy = interactive work waiting or too many scores in flight, error, unfinished = the request did not complete, empty = it generated no token).',
+      labelNames: ['variant', 'reason'],
+      registers,
+    });
+    this.#assignments = new Counter({
+      name: `${PREFIX}experiment_assignments_total`,
+      help: 'Requests to an A/B experiment, by the variant they were assigned to.',
+      labelNames: ['experiment', 'variant'],
+      registers,
+    });
+    this.latency = new RollingLatency(options.latencyWindow);
     this.#registerEngineGauges(registers);
   }
 
@@ -207,6 +268,51 @@ export class ServerMetrics {
     observe(this.#prefill, seconds(t.scheduledMs, firstTokenMs));
     observe(this.#decode, decodeSeconds);
     observe(this.#inference, seconds(t.scheduledMs, lastTokenMs));
+    // The live windows describe completed requests; aborts and failures would skew them.
+    if (labels.variant !== 'unknown' && (finish.reason === 'stop' || finish.reason === 'length')) {
+      const ms = (s: number | undefined): number | undefined => (s === undefined ? undefined : s * 1000);
+      const gaps: number[] = [];
+      for (let i = 1; i < finish.tokenTimesMs.length; i++) {
+        gaps.push(Math.max(0, finish.tokenTimesMs[i]! - finish.tokenTimesMs[i - 1]!));
+      }
+      this.latency.observe(labels.variant, {
+        startMs,
+        finishedMs: t.finishedMs,
+        ttftMs: ms(seconds(startMs, firstTokenMs)),
+        e2eMs: ms(seconds(startMs, t.finishedMs)),
+        tpotMs:
+          decodeSeconds !== undefined && numTokens > 1 ? (decodeSeconds * 1000) / (numTokens - 1) : undefined,
+        itlGapsMs: gaps,
+        outputTokens: numTokens,
+      });
+    }
+  }
+
+  /** The rolling latency summary of one variant (GET /v1/variants). */
+  latencyOf(variant: string): LatencySummary {
+    return this.latency.summary(variant);
+  }
+
+  /** One shadow-scored request of a variant. */
+  observeFidelity(variant: string, fidelity: ObservedFidelity): void {
+    const labels = { variant: this.#variantLabel(variant) };
+    this.#agreement.observe(labels, fidelity.agreement);
+    if (Number.isFinite(fidelity.klMean)) this.#kl.observe(labels, fidelity.klMean);
+    this.#deltaNll.observe(labels, fidelity.deltaNllMean);
+  }
+
+  /** A finished request was sampled and handed to the shadow scorer. */
+  observeShadowRequest(variant: string): void {
+    this.#shadowRequests.inc({ variant: this.#variantLabel(variant) });
+  }
+
+  observeShadowDropped(variant: string, reason: ShadowDropReason): void {
+    this.#shadowDropped.inc({ variant: this.#variantLabel(variant), reason });
+  }
+
+  /** A request to an experiment was assigned to a variant. */
+  observeAssignment(experiment: string, variant: string): void {
+    this.#assignments.inc({ experiment, variant: this.#variantLabel(variant) });
   }
 
   /** Counts a request refused before generation (overload, bad parameters, auth). */

@@ -1,15 +1,14 @@
 import { Hono } from 'hono';
 import type { AppEnv } from '../../http/env.ts';
 import { sseResponse } from '../../http/sse.ts';
-import type { ServerMetrics } from '../../metrics/metrics.ts';
 import { parseRequest } from '../common/parse-request.ts';
 import { readJsonBody } from '../common/read-json.ts';
-import { servingContextOf } from '../common/route-context.ts';
+import { type ServingDeps, servingContextOf } from '../common/route-context.ts';
 import { chatRequestSchema, UNSUPPORTED_CHAT_PARAMS } from './schema.ts';
 import { serveChatCompletion } from './serving.ts';
 
 /** POST /v1/chat/completions */
-export function chatRoute(deps: { metrics: ServerMetrics; shutdownSignal: AbortSignal }): Hono<AppEnv> {
+export function chatRoute(deps: ServingDeps): Hono<AppEnv> {
   return new Hono<AppEnv>().post('/v1/chat/completions', async (c) => {
     const body = parseRequest(chatRequestSchema, readJsonBody(c), UNSUPPORTED_CHAT_PARAMS);
     const result = await serveChatCompletion(servingContextOf(c, deps), body);

@@ -5,7 +5,7 @@ import { invalidRequest } from '../../http/errors.ts';
 import { type ChoicePlan, startChoices } from '../common/choice-runner.ts';
 import { resolveMaxTokens } from '../common/context-window.ts';
 import { type ChatTokenLogprob, chatLogprobsOf } from '../common/logprobs.ts';
-import { resolveVariant } from '../common/resolve-variant.ts';
+import { routeVariant } from '../common/resolve-variant.ts';
 import {
   checkChoiceCount,
   checkStreamOptions,
@@ -57,7 +57,7 @@ export async function serveChatCompletion(ctx: ServingContext, body: ChatRequest
   if (body.top_logprobs !== null && body.top_logprobs !== undefined && !body.logprobs) {
     throw invalidRequest('top_logprobs requires logprobs to be true', 'top_logprobs');
   }
-  const variant = resolveVariant(engine, body.model);
+  const variant = routeVariant(ctx, body.model, body.user);
   const promptTokenIds = chatPromptTokenIds(ctx, body.messages);
   const stopTokenIds = body.stop_token_ids ?? undefined;
   if (stopTokenIds) checkTokenIds(stopTokenIds, tokenizer.vocabSize, 'stop_token_ids');

@@ -1,5 +1,6 @@
 import type { EngineClient } from '../../../engine/client.ts';
 import type { TextFinish } from '../../../engine/output/text-generation.ts';
+import type { ExperimentRouter } from '../../experiments/experiment-router.ts';
 import { HttpProblem, shuttingDown } from '../../http/errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { ServerMetrics } from '../../metrics/metrics.ts';
@@ -16,6 +17,10 @@ export interface ServingContext {
   signal: AbortSignal;
   /** Shutdown alone, to tell the two apart. */
   shutdownSignal: AbortSignal;
+  /** A/B experiments: model names that route to one of several variants. */
+  experiments?: ExperimentRouter;
+  /** Tells the client which variant serves the request (the x-dropserve-variant header). */
+  announceVariant?: (variant: string) => void;
 }
 
 /** What a route sends: one JSON body, or SSE chunks ("data: [DONE]" is the transport's job). */

@@ -3,7 +3,7 @@ import type { Tokenizer } from '../../../engine/tokenizer/tokenizer.ts';
 import { type ChoicePlan, startChoices } from '../common/choice-runner.ts';
 import { resolveMaxTokens } from '../common/context-window.ts';
 import { type CompletionLogprobs, CompletionLogprobsBuilder, topOfDistribution } from '../common/logprobs.ts';
-import { resolveVariant } from '../common/resolve-variant.ts';
+import { routeVariant } from '../common/resolve-variant.ts';
 import {
   checkChoiceCount,
   checkStreamOptions,
@@ -55,7 +55,7 @@ export async function serveCompletion(ctx: ServingContext, body: CompletionReque
   const { engine } = ctx;
   const { tokenizer } = engine;
   checkStreamOptions(body);
-  const variant = resolveVariant(engine, body.model);
+  const variant = routeVariant(ctx, body.model, body.user);
   const prompts = promptsOf(tokenizer, body.prompt);
   for (const p of prompts) checkTokenIds(p.ids, tokenizer.vocabSize, 'prompt');
   const stopTokenIds = body.stop_token_ids ?? undefined;

@@ -1,4 +1,5 @@
 import type { EngineClient, VariantInfo } from '../../../engine/client.ts';
+import type { Experiment, ExperimentArm, ExperimentRouter } from '../../experiments/experiment-router.ts';
 
 /** One OpenAI model object; vLLM's `root` (where it came from) and `parent` (the base of a variant). */
 export interface ModelCard {
@@ -9,6 +10,8 @@ export interface ModelCard {
   root: string;
   parent: string | null;
   max_model_len: number;
+  /** Only on A/B experiments: the variants a request to this name is split between. */
+  dropserve_experiment?: { arms: ExperimentArm[] };
 }
 
 export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCard {
@@ -24,6 +27,26 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
   };
 }
 
-export function listModels(engine: EngineClient): { object: 'list'; data: ModelCard[] } {
-  return { object: 'list', data: engine.variants().map((v) => modelCardOf(engine, v)) };
+/** An A/B experiment is a routable model name too; `parent` is null (it is no one variant). */
+export function experimentCardOf(engine: EngineClient, experiment: Experiment): ModelCard {
+  const { model } = engine;
+  return {
+    id: experiment.name,
+    object: 'model',
+    created: model.createdAt,
+    owned_by: 'dropserve',
+    root: model.source.path ?? model.source.id,
+    parent: null,
+    max_model_len: model.config.maxSeqLen,
+    dropserve_experiment: { arms: experiment.arms.map((a) => ({ ...a })) },
+  };
+}
+
+export function listModels(
+  engine: EngineClient,
+  experiments?: ExperimentRouter,
+): { object: 'list'; data: ModelCard[] } {
+  const variants = engine.variants().map((v) => modelCardOf(engine, v));
+  const tests = (experiments?.list() ?? []).map((e) => experimentCardOf(engine, e));
+  return { object: 'list', data: [...variants, ...tests] };
 }

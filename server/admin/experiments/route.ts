@@ -1,0 +1,83 @@
+import { Hono } from 'hono';
+import { DropserveError } from '../../../engine/errors.ts';
+import { checkExperimentName, parseExperimentBody } from '../../experiments/experiment-body.ts';
+import type { Experiment, ExperimentRouter } from '../../experiments/experiment-router.ts';
+import type { AppEnv } from '../../http/env.ts';
+import { HttpProblem, invalidRequest } from '../../http/errors.ts';
+import { readJsonBody } from '../../openai/common/read-json.ts';
+
+/** One experiment as the admin API shows it: each arm with its weight and its share of traffic. */
+export interface ExperimentView {
+  object: 'experiment';
+  name: string;
+  arms: { variant: string; weight: number; share: number }[];
+}
+
+export function experimentView(experiment: Experiment): ExperimentView {
+  const total = experiment.arms.reduce((s, a) => s + a.weight, 0);
+  return {
+    object: 'experiment',
+    name: experiment.name,
+    arms: experiment.arms.map((a) => ({ variant: a.variant, weight: a.weight, share: a.weight / total })),
+  };
+}
+
+const notFound = (name: string): HttpProblem =>
+  new HttpProblem(404, `no experiment named \`${name}\``, {
+    type: 'invalid_request_error',
+    code: 'experiment_not_found',
+    param: 'name',
+  });
+
+/**
+ * A/B experiments at runtime (behind the /v1/* API key when one is set):
+ *   GET    /v1/experiments          all experiments
+ *   GET    /v1/experiments/{name}   one
+ *   POST   /v1/experiments/{name}   create, or replace its arms whole: {"arms":[…]} or {"weights":{…}}
+ *   DELETE /v1/experiments/{name}   remove (requests already assigned finish on their variant)
+ * A change applies to requests that arrive after it; in-flight ones keep the variant they got.
+ */
+export function experimentsRoute(deps: { experiments: ExperimentRouter }): Hono<AppEnv> {
+  const { experiments } = deps;
+  return new Hono<AppEnv>()
+    .get('/v1/experiments', (c) => c.json({ object: 'list', data: experiments.list().map(experimentView) }))
+    .get('/v1/experiments/:name{.+}', (c) => {
+      const experiment = experiments.get(c.req.param('name'));
+      if (!experiment) throw notFound(c.req.param('name'));
+      return c.json(experimentView(experiment));
+    })
+    .post('/v1/experiments/:name{.+}', (c) => {
+      const name = checkExperimentName(c.req.param('name'));
+      const arms = parseExperimentBody(readJsonBody(c));
+      const before = experiments.get(name);
+      let after: Experiment;
+      try {
+        after = experiments.set(name, arms);
+      } catch (error) {
+        // An unknown variant in the body is a bad body, not a missing resource at this URL.
+        if (error instanceof DropserveError && error.code === 'DS_NOT_FOUND') {
+          throw invalidRequest(error.message, 'arms', 'variant_not_found');
+        }
+        throw error;
+      }
+      c.get('logger').info(
+        { experiment: name, oldWeights: weightsOf(before), newWeights: weightsOf(after) },
+        before ? `experiment ${name}: weights changed` : `experiment ${name}: created`,
+      );
+      return c.json(experimentView(after), before ? 200 : 201);
+    })
+    .delete('/v1/experiments/:name{.+}', (c) => {
+      const name = c.req.param('name');
+      const before = experiments.get(name);
+      if (!before || !experiments.delete(name)) throw notFound(name);
+      c.get('logger').info(
+        { experiment: name, oldWeights: weightsOf(before) },
+        `experiment ${name}: deleted`,
+      );
+      return c.json({ object: 'experiment.deleted', name, deleted: true });
+    });
+}
+
+function weightsOf(experiment: Experiment | undefined): Record<string, number> | null {
+  return experiment ? Object.fromEntries(experiment.arms.map((a) => [a.variant, a.weight])) : null;
+}
