@@ -30,7 +30,7 @@ export const planSchema = z.object({
   model: planModelShapeSchema,
   drop_attention: layerList,
   drop_mlp: layerList,
-  /** Side file (JSON, path relative to the plan) holding emulation tensors; see emulation-file.ts. */
+  /** Side file (JSON, path relative to the plan) holding emulation tensors (emulationFileSchema below). */
   emulation: z
     .object({
       file: z.string(),
