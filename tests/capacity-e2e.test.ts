@@ -1,0 +1,143 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCapacity } from '../loadtests/src/capacity.ts';
+import { fetchVariants } from '../loadtests/src/variants-client.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+/**
+ * Capacity under a KV budget, end to end: stories260K and a variant without 4 of its 5 attention
+ * layers share one --kv-cache-bytes budget of exactly two full-model worst cases. The scheduler
+ * admits a sequence only when prompt + max_tokens fits, so under a closed-loop load of more users
+ * than either can hold, the peak number of running sequences each one reaches is fixed by the
+ * arithmetic floor(budget / (worst × KV bytes per token)): 2 for the full model, 10 for the variant
+ * whose KV cache is a fifth the size (and 3, not 3.33, for one without 2 layers). The planner (runCapacity) samples that peak from
+ * GET /v1/variants while it drives the load.
+ */
+
+const PROMPT = 'Once upon a time, there was a little girl named Lily.';
+const MAX_TOKENS = 64;
+const USERS = 12;
+const REQUESTS = 48;
+const VARIANT = 'attn-4';
+const DROPPED = 'attn:1,2,3,4'; // the four cheapest attention layers of stories260K by cosine
+/** Two layers dropped: 768 B/token, 1280/768 is not whole, so the floor decides (3, not 3.33). */
+const VARIANT_2 = 'attn-2';
+const DROPPED_2 = 'attn:2,3';
+
+let server: TestServer;
+let dir: string;
+let promptTokens: number;
+let budgetBytes: number;
+
+beforeAll(async () => {
+  // The server's own token count of the prompt (BOS included) sizes the budget: one throwaway server.
+  const probe = await startTestServer({ model: 'stories260K' });
+  try {
+    const completion = await probe.client.completions.create({
+      model: probe.modelName,
+      prompt: PROMPT,
+      max_tokens: 1,
+    });
+    promptTokens = completion.usage!.prompt_tokens;
+  } finally {
+    await probe.close();
+  }
+  const fullBytesPerToken = 1280; // 5 layers × 4 KV heads × head dim 8 × (K + V) × 4 bytes
+  budgetBytes = 2 * (promptTokens + MAX_TOKENS) * fullBytesPerToken;
+  server = await startTestServer({
+    model: 'stories260K',
+    variants: [
+      { name: VARIANT, spec: DROPPED },
+      { name: VARIANT_2, spec: DROPPED_2 },
+    ],
+    kvCacheBytes: budgetBytes,
+    maxQueue: 64,
+  });
+  dir = await mkdtemp(join(tmpdir(), 'dropserve-capacity-e2e-'));
+}, 60_000);
+
+afterAll(async () => {
+  await server?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('capacity under a KV budget (stories260K, real server)', () => {
+  it('the attention-dropped variant runs floor(budget / (worst × bytes/token)) sequences: 5× the full model', async () => {
+    const full = server.modelName;
+    const pruned = `${full}:${VARIANT}`;
+    const variants = await fetchVariants(server.url);
+    const fullInfo = variants!.find((v) => v.id === full)!;
+    const prunedInfo = variants!.find((v) => v.id === pruned)!;
+    expect(fullInfo.kvBytesPerToken).toBe(1280);
+    expect(prunedInfo.kvBytesPerToken).toBe(256);
+    expect(prunedInfo.dropAttention).toEqual([1, 2, 3, 4]);
+    expect(fullInfo.kvBudgetBytes).toBe(budgetBytes);
+
+    // Every request is the same prompt, so every worst case is the same number of tokens.
+    const dataset = join(dir, 'prompt.jsonl');
+    await writeFile(dataset, `${JSON.stringify({ prompt: PROMPT })}\n`);
+    const report = await runCapacity({
+      baseUrl: server.url,
+      models: [full, pruned, `${full}:${VARIANT_2}`],
+      // The SLO is not what is measured here; it only has to hold so the single level counts.
+      slo: { ttftMs: 60_000 },
+      levels: [USERS],
+      requestsPerLevel: REQUESTS,
+      warmup: 0,
+      dataset: { kind: 'file', path: dataset, outputLen: MAX_TOKENS },
+      ignoreEos: true,
+      saturationGain: -1,
+      pollIntervalMs: 10,
+    });
+    expect(report.variantsAvailable).toBe(true);
+
+    const worst = promptTokens + MAX_TOKENS;
+    const expectedRunning = (bytesPerToken: number): number =>
+      Math.floor(budgetBytes / (worst * bytesPerToken));
+    const rows = report.variants.map((v) => {
+      const level = v.levels[0]!;
+      const s = level.summary;
+      expect(s.failed, `${v.model}: ${JSON.stringify(s.errorsByKind)}`).toBe(0);
+      expect(s.completed).toBe(REQUESTS);
+      expect(s.totalOutputTokens).toBe(REQUESTS * MAX_TOKENS);
+      expect(s.totalInputTokens).toBe(REQUESTS * promptTokens);
+      expect(s.maxConcurrency).toBe(USERS); // the client kept 12 requests in flight
+      expect(v.kvBudgetBytes).toBe(budgetBytes);
+      expect(v.kvBudgetTokens).toBe(Math.floor(budgetBytes / v.kvBytesPerToken!));
+      // More users than KV room: some waited, and at the peak the reserved share of the budget was
+      // exactly that many worst cases (all of it for 2 × 1280 and 10 × 256, 90% for 3 × 768).
+      const expected = expectedRunning(v.kvBytesPerToken!);
+      expect(level.maxWaiting).toBeGreaterThan(0);
+      expect(level.maxKvCacheUsagePerc).toBeCloseTo((expected * worst * v.kvBytesPerToken!) / budgetBytes, 9);
+      expect(v.maxRunningObserved, `${v.model} peak running`).toBe(expected);
+      return {
+        model: v.model,
+        kvBytesPerToken: v.kvBytesPerToken!,
+        expected,
+        peak: v.maxRunningObserved!,
+        reqPerS: s.requestThroughput,
+      };
+    });
+
+    const [fullRow, prunedRow, halfRow] = rows;
+    expect(fullRow!.expected).toBe(2);
+    expect(prunedRow!.expected).toBe(10);
+    expect(halfRow).toMatchObject({ kvBytesPerToken: 768, expected: 3 });
+    const ratio = prunedRow!.peak / fullRow!.peak;
+    expect(ratio).toBe(prunedRow!.expected / fullRow!.expected);
+    expect(ratio).toBe(fullRow!.kvBytesPerToken / prunedRow!.kvBytesPerToken);
+    console.log(
+      [
+        `KV budget ${budgetBytes} B = 2 × (${promptTokens} prompt + ${MAX_TOKENS} max_tokens) × 1280 B; ${USERS} users`,
+        'model                    KV B/token  floor(budget/(worst×B))  peak running  req/s',
+        ...rows.map(
+          (r) =>
+            `${r.model.padEnd(24)} ${String(r.kvBytesPerToken).padStart(10)}  ${String(r.expected).padStart(23)}  ${String(r.peak).padStart(12)}  ${r.reqPerS.toFixed(1).padStart(5)}`,
+        ),
+        `peak running ratio ${prunedRow!.model} / ${fullRow!.model} = ${ratio}; ${halfRow!.model} / ${fullRow!.model} = ${halfRow!.peak / fullRow!.peak}`,
+      ].join('\n'),
+    );
+  });
+});
