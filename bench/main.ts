@@ -15,6 +15,10 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner
     summary: 'time of `prune analyze` per metric on stories260K, evaluations per second',
     load: async () => (await import('./prune.ts')).runPruneBench,
   },
+  shadow: {
+    summary: 'interactive p50 TTFT under closed-loop load, shadow scoring off vs --shadow-rate 1',
+    load: async () => (await import('./shadow.ts')).runShadowBench,
+  },
 };
 
 export async function runBenchCommand(argv: string[]): Promise<number> {

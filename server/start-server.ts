@@ -16,7 +16,12 @@ import { ServerMetrics } from './metrics/metrics.ts';
 export const DEFAULT_HTTP_PORT = 8000;
 export const DEFAULT_GRPC_PORT = 50051;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
-export const DEFAULT_SHADOW_MAX_IN_FLIGHT = 4;
+/**
+ * One shadow score queued or running at a time: a score is one uninterruptible forward pass over
+ * prompt + completion, and a new interactive request that arrives meanwhile waits for it. Under
+ * load, extra samples are dropped (counted as busy) rather than queued. bench/shadow.ts measures it.
+ */
+export const DEFAULT_SHADOW_MAX_IN_FLIGHT = 1;
 
 export interface StartServerOptions {
   /** Interface to bind (default 0.0.0.0, every interface, as vLLM). */
@@ -55,7 +60,7 @@ export interface StartServerOptions {
   experiments?: { name: string; arms: ExperimentArm[] }[];
   /** Share (0..1) of finished pruned-variant requests re-scored by the full model (default 0: off). */
   shadowRate?: number;
-  /** Shadow scores in flight beyond this are dropped and counted (default 4). */
+  /** Shadow scores in flight beyond this are dropped and counted (default 1). */
   shadowMaxInFlight?: number;
 }
 
@@ -112,10 +117,11 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     throw error;
   }
   if (shadowRate > 0) {
+    const maxInFlight = options.shadowMaxInFlight ?? DEFAULT_SHADOW_MAX_IN_FLIGHT;
     scorer = new ShadowScorer({
       engine,
       rate: shadowRate,
-      maxInFlight: options.shadowMaxInFlight ?? DEFAULT_SHADOW_MAX_IN_FLIGHT,
+      maxInFlight,
       onScored: (variant, result) => metrics.observeFidelity(variant, result),
       onDropped: (variant, reason) => metrics.observeShadowDropped(variant, reason),
     });
@@ -124,7 +130,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
       onSampled: (variant) => metrics.observeShadowRequest(variant),
       onSkipped: (variant, reason) => metrics.observeShadowDropped(variant, reason),
     });
-    logger.info({ shadowRate, maxInFlight: options.shadowMaxInFlight }, 'shadow scoring on');
+    logger.info({ shadowRate, maxInFlight }, 'shadow scoring on');
   }
   lifecycle.setEngine(engine);
   logEngine(logger, engine);
