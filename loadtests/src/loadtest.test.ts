@@ -227,6 +227,34 @@ describe('runLoadtest against a scripted streaming server', () => {
     expect(aborted.summary.errorsByKind).toEqual({ aborted: 3 });
   });
 
+  it('more than 10 requests in flight on one run signal raise no MaxListenersExceededWarning', async () => {
+    upstream = await startFakeUpstream({ plan: () => stream(60, 5, 2) });
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning.name);
+    };
+    process.on('warning', onWarning);
+    const controller = new AbortController();
+    try {
+      const report = await runLoadtest({
+        baseUrl: upstream.baseUrl,
+        model: 'm',
+        concurrency: 16,
+        requests: 32,
+        signal: controller.signal,
+      });
+      expect(report.summary.completed).toBe(32);
+      expect(report.summary.maxConcurrency).toBe(16);
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on next tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).not.toContain('MaxListenersExceededWarning');
+    // The caller's signal gets its own threshold back.
+    const { getMaxListeners } = await import('node:events');
+    expect(getMaxListeners(controller.signal)).toBe(10);
+  });
+
   it('open loop: sends a fixed count over exactly count/rate, as vLLM rescales it', async () => {
     upstream = await startFakeUpstream({ plan: () => stream(5, 5, 2) });
     const report = await runLoadtest({

@@ -1,3 +1,4 @@
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent } from 'undici';
@@ -169,6 +170,10 @@ export async function runLoadtest(options: LoadtestOptions): Promise<LoadtestRep
     extraBody: options.extraBody,
     dispatcher,
   };
+  // Every in-flight request listens on the run's signal and removes its listener when it ends, so
+  // more than 10 at once is no leak: lift Node's MaxListenersExceededWarning threshold for the run.
+  const signalListenerLimit = options.signal ? getMaxListeners(options.signal) : 0;
+  if (options.signal) setMaxListeners(0, options.signal);
   try {
     const warmup = await runWarmup(config, target, warmupPrompts, options);
     const measured = await runMeasuredPhase(config, target, prompts, options);
@@ -181,6 +186,7 @@ export async function runLoadtest(options: LoadtestOptions): Promise<LoadtestRep
       requests: measured.records,
     };
   } finally {
+    if (options.signal) setMaxListeners(signalListenerLimit, options.signal);
     await dispatcher.close();
   }
 }
