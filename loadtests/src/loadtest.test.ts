@@ -1,3 +1,4 @@
+import { getMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runLoadtest } from './loadtest.ts';
@@ -251,7 +252,6 @@ describe('runLoadtest against a scripted streaming server', () => {
     }
     expect(warnings).not.toContain('MaxListenersExceededWarning');
     // The caller's signal gets its own threshold back.
-    const { getMaxListeners } = await import('node:events');
     expect(getMaxListeners(controller.signal)).toBe(10);
   });
 
