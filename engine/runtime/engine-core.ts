@@ -62,6 +62,9 @@ interface PendingScore {
   reject: (e: unknown) => void;
 }
 
+/** Most of the engine's time background scores (shadow scoring) may take from interactive work. */
+const BACKGROUND_SHARE = 0.1;
+
 const nowMs = (): number => performance.timeOrigin + performance.now();
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -86,6 +89,8 @@ export class EngineCore {
   readonly #byId = new Map<string, Sequence>();
   #wake: (() => void) | null = null;
   #isClosed = false;
+  /** performance.now() before which no background score may start while interactive work runs. */
+  #backgroundNotBefore = 0;
   #isRunningLoop = false;
   #loopDone: Promise<void> = Promise.resolve();
   /**
@@ -341,16 +346,37 @@ export class EngineCore {
         this.onStepEnd?.();
       }
     }
-    const hasInteractiveWaiting = this.#waiting.some((s) => s.request.priority !== 'background');
-    const score = this.#scores.find((s) => s.request.priority !== 'background' || !hasInteractiveWaiting);
+    const score =
+      this.#scores.find((s) => s.request.priority !== 'background') ?? this.#backgroundScoreIfAllowed();
     if (score) {
       this.#scores.splice(this.#scores.indexOf(score), 1);
+      const started = performance.now();
       try {
         score.resolve(await this.#score(score));
       } catch (error) {
         score.reject(error);
       }
+      if (score.request.priority === 'background' && this.#hasInteractiveRunning()) {
+        // A score is one uninterruptible run: spacing them out caps what background work takes
+        // from interactive sequences at BACKGROUND_SHARE of the engine's time.
+        const ms = performance.now() - started;
+        this.#backgroundNotBefore = performance.now() + (ms * (1 - BACKGROUND_SHARE)) / BACKGROUND_SHARE;
+      }
     }
+  }
+
+  /** Background work runs only when no interactive request waits, and within its time share. */
+  #backgroundScoreIfAllowed(): PendingScore | undefined {
+    if (this.#waiting.some((s) => s.request.priority !== 'background')) return undefined;
+    if (this.#hasInteractiveRunning() && performance.now() < this.#backgroundNotBefore) return undefined;
+    return this.#scores[0];
+  }
+
+  #hasInteractiveRunning(): boolean {
+    for (const v of this.#variants.values()) {
+      for (const s of v.running.values()) if (s.request.priority !== 'background') return true;
+    }
+    return false;
   }
 
   /** Admits and prefills waiting sequences, in order, while KV fits and the round's budget lasts. */
