@@ -12,6 +12,10 @@ export interface ModelCard {
   max_model_len: number;
   /** Only on A/B experiments: the variants a request to this name is split between. */
   dropserve_experiment?: { arms: ExperimentArm[] };
+  /** Where the weights came from; says plainly when it is the built-in synthetic default. */
+  dropserve_source?: { kind: string; description: string };
+  /** Only on variants: which sublayers it drops and what its KV cache costs. */
+  dropserve_variant?: { drop_attention: number[]; drop_mlp: number[]; kv_bytes_per_token: number };
 }
 
 export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCard {
@@ -24,6 +28,12 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
     root: model.source.path ?? model.source.id,
     parent: variant.id === variant.base ? null : variant.base,
     max_model_len: model.config.maxSeqLen,
+    dropserve_source: { kind: model.source.kind, description: model.source.description },
+    dropserve_variant: {
+      drop_attention: variant.spec.dropAttention,
+      drop_mlp: variant.spec.dropMlp,
+      kv_bytes_per_token: variant.kvBytesPerToken,
+    },
   };
 }
 
