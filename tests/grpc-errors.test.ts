@@ -107,7 +107,7 @@ describe('authentication', () => {
     const answer = await secured.client.unary<CompleteResponseMessage>(
       SERVICE,
       'Complete',
-      { prompt: 'x', max_tokens: 3 },
+      { prompt: 'x', max_tokens: 3, ignore_eos: true },
       { apiKey: 's3cret' },
     );
     expect(answer.usage?.completion_tokens).toBe(3);
