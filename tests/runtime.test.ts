@@ -6,7 +6,7 @@ import { createEngine, type InProcessEngine } from '../engine/engine.ts';
 import type { DropserveError } from '../engine/errors.ts';
 import { loadLlama2cCheckpoint } from '../engine/model/llama2c-loader.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
-import { syntheticModel } from '../engine/model/synthetic.ts';
+import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../engine/model/synthetic.ts';
 import { ByteTokenizer } from '../engine/tokenizer/byte-tokenizer.ts';
 
 const GREEDY = { ...DEFAULT_SAMPLING, temperature: 0 };
@@ -31,16 +31,7 @@ function promptOf(seed: number, length: number, vocab: number): number[] {
   return [1, ...Array.from({ length: length - 1 }, (_, i) => 3 + ((seed * 131 + i * 17) % (vocab - 3)))];
 }
 
-const smallModel = (): LoadedModel =>
-  syntheticModel({
-    numLayers: 4,
-    dim: 64,
-    numHeads: 4,
-    numKvHeads: 2,
-    headDim: 16,
-    vocabSize: 300,
-    maxSeqLen: 256,
-  });
+const smallModel = (): LoadedModel => syntheticModel(TINY_SYNTHETIC_SHAPE);
 
 describe('continuous batching', () => {
   let engine: InProcessEngine;

@@ -45,6 +45,17 @@ export const DEFAULT_SYNTHETIC_SHAPE: Required<Omit<SyntheticModelOptions, 'seed
   rmsNormEps: 1e-5,
 };
 
+/** A 4-layer shape small enough for fast end-to-end tests (byte tokenizer, context 256). */
+export const TINY_SYNTHETIC_SHAPE: SyntheticModelOptions = {
+  numLayers: 4,
+  dim: 64,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 16,
+  vocabSize: 300,
+  maxSeqLen: 256,
+};
+
 export function syntheticConfig(options: SyntheticModelOptions = {}): ModelConfig {
   const s = { ...DEFAULT_SYNTHETIC_SHAPE, ...options };
   const headDim = options.headDim ?? Math.floor(s.dim / s.numHeads);

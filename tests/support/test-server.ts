@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import OpenAI from 'openai';
 import type { EngineClient } from '../../engine/client.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
-import { syntheticModel } from '../../engine/model/synthetic.ts';
+import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../../engine/model/synthetic.ts';
 import type { VariantArg } from '../../server/config/variant-flag.ts';
 import { type RunningServer, startServer } from '../../server/start-server.ts';
 
@@ -15,16 +15,7 @@ import { type RunningServer, startServer } from '../../server/start-server.ts';
 export const STORIES_260K = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
 
 /** The small synthetic model of the e2e suites: byte tokenizer, 4 layers, context 256. */
-export const testModel = (): LoadedModel =>
-  syntheticModel({
-    numLayers: 4,
-    dim: 64,
-    numHeads: 4,
-    numKvHeads: 2,
-    headDim: 16,
-    vocabSize: 300,
-    maxSeqLen: 256,
-  });
+export const testModel = (): LoadedModel => syntheticModel(TINY_SYNTHETIC_SHAPE);
 
 export const TEST_MODEL_NAME = 'tiny';
 

@@ -1,6 +1,6 @@
 import type { EngineClient } from '../../../engine/client.ts';
 import { createEngine, type InProcessEngine } from '../../../engine/engine.ts';
-import { syntheticModel } from '../../../engine/model/synthetic.ts';
+import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../../../engine/model/synthetic.ts';
 import { type GrpcServer, type GrpcServerOptions, startGrpcServer } from '../grpc-server.ts';
 import type { ObservedGrpcRequest, RequestObserver } from '../request-observer.ts';
 import { GrpcTestClient } from './grpc-test-client.ts';
@@ -12,15 +12,7 @@ export const TEST_VARIANT = 'm:attn-1';
 /** The real engine on a small synthetic model (4 layers, context 256, byte tokenizer). */
 export function createTestEngine(options: { maxQueue?: number } = {}): Promise<InProcessEngine> {
   return createEngine({
-    model: syntheticModel({
-      numLayers: 4,
-      dim: 64,
-      numHeads: 4,
-      numKvHeads: 2,
-      headDim: 16,
-      vocabSize: 300,
-      maxSeqLen: 256,
-    }),
+    model: syntheticModel(TINY_SYNTHETIC_SHAPE),
     servedModelName: TEST_MODEL,
     variants: [{ name: 'attn-1', spec: { dropAttention: [1], dropMlp: [] } }],
     kvCacheBytes: 64 * 1024 * 1024,
