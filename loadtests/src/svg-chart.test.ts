@@ -66,6 +66,8 @@ describe('renderLineChartSvg', () => {
   it('is a well-formed SVG document', () => {
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     assertWellFormedXml(svg);
+    // The document's accessible name is its first child.
+    expect(svg.split('\n')[1]).toBe('<title>Capacity at p99 TTFT ≤ 500 ms (random in=128 out=64)</title>');
   });
 
   it('draws one path per variant in each of the two panels, plus a legend entry per variant', () => {

@@ -52,6 +52,8 @@ export function renderLineChartSvg(spec: ChartSpec): string {
 
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, 'Segoe UI', sans-serif" font-size="12">`,
+    // An accessible name: screen readers (and biome's a11y lint on committed charts) need a <title>.
+    `<title>${escapeXml(spec.subtitle ? `${spec.title} (${spec.subtitle})` : spec.title)}</title>`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="${width / 2}" y="22" text-anchor="middle" font-size="16" font-weight="600">${escapeXml(spec.title)}</text>`,
   ];
