@@ -49,10 +49,12 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (values.prompt === undefined) throw new DropserveError('DS_INVALID_ARGUMENT', `--prompt is required\n\n${HELP}`);
+  if (values.prompt === undefined)
+    throw new DropserveError('DS_INVALID_ARGUMENT', `--prompt is required\n\n${HELP}`);
   const number = (name: string, text: string): number => {
     const n = Number(text);
-    if (!Number.isFinite(n)) throw new DropserveError('DS_INVALID_ARGUMENT', `--${name} must be a number, got "${text}"`);
+    if (!Number.isFinite(n))
+      throw new DropserveError('DS_INVALID_ARGUMENT', `--${name} must be a number, got "${text}"`);
     return n;
   };
 
@@ -76,7 +78,10 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   const variant = variantId(model.source.id, isPruned ? 'cli' : undefined);
   try {
     const promptTokenIds = tokenizer.encode(values.prompt, { addBos: true });
-    const maxTokens = Math.min(number('max-tokens', values['max-tokens']), config.maxSeqLen - promptTokenIds.length);
+    const maxTokens = Math.min(
+      number('max-tokens', values['max-tokens']),
+      config.maxSeqLen - promptTokenIds.length,
+    );
     const detokenizer = new IncrementalDetokenizer(tokenizer, promptTokenIds);
     const completion: number[] = [];
     let text = '';
@@ -106,9 +111,11 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       text += tail;
       const t = event.timings;
       const prefillMs = (t.prefillEndMs ?? t.finishedMs) - (t.scheduledMs ?? t.arrivalMs);
-      const decodeMs = t.firstTokenMs !== undefined && t.lastTokenMs !== undefined ? t.lastTokenMs - t.firstTokenMs : 0;
+      const decodeMs =
+        t.firstTokenMs !== undefined && t.lastTokenMs !== undefined ? t.lastTokenMs - t.firstTokenMs : 0;
       // As llama2.c: the clock starts after the first token, so tokens/s is over the other n − 1.
-      const decodeTokensPerSecond = completion.length > 1 && decodeMs > 0 ? (completion.length - 1) / (decodeMs / 1000) : 0;
+      const decodeTokensPerSecond =
+        completion.length > 1 && decodeMs > 0 ? (completion.length - 1) / (decodeMs / 1000) : 0;
       const kvBytesPerToken = engine.variants().find((v) => v.id === variant)!.kvBytesPerToken;
       if (values.json) {
         console.log(
@@ -134,7 +141,8 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
             `KV ${kvBytesPerToken} B/token`,
         );
       }
-      if (event.reason === 'error') throw new DropserveError('DS_ORT_RUN_FAILED', event.error?.message ?? 'generation failed');
+      if (event.reason === 'error')
+        throw new DropserveError('DS_ORT_RUN_FAILED', event.error?.message ?? 'generation failed');
     }
   } finally {
     await engine.close();
