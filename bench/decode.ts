@@ -9,12 +9,17 @@ import { benchModels, benchRequest, commitId, decodeRate, median, printTable } f
 export async function runDecodeBench(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { tokens: { type: 'string', default: '200' }, reps: { type: 'string', default: '5' } },
+    options: {
+      tokens: { type: 'string', default: '200' },
+      reps: { type: 'string', default: '5' },
+      'prompt-len': { type: 'string', default: '8' },
+    },
   });
   const tokens = Number(values.tokens);
   const reps = Number(values.reps);
+  const promptLength = Number(values['prompt-len']);
   console.log(
-    `bench decode: batch 1, greedy, ${tokens} tokens × ${reps} reps, 1 thread, commit ${commitId()}`,
+    `bench decode: batch 1, greedy, ${promptLength}-token prompt, ${tokens} tokens × ${reps} reps, 1 thread, commit ${commitId()}`,
   );
   for (const { name, model } of await benchModels()) {
     const layers = model.config.numLayers;
@@ -27,7 +32,18 @@ export async function runDecodeBench(argv: string[]): Promise<number> {
     }));
     const engine = await createEngine({ model, servedModelName: name, variants });
     const ids = [name, ...variants.map((v) => `${name}:${v.name}`)];
-    const prompt = [model.config.bosTokenId, 10, 20, 30, 40, 50, 60, 70];
+    // Longer prompts make attention (which dropping removes) a larger share of each step.
+    const prompt = [
+      model.config.bosTokenId,
+      ...Array.from({ length: promptLength - 1 }, (_, i) => 10 + ((i * 7) % 200)),
+    ];
+    if (promptLength + tokens > model.config.maxSeqLen) {
+      console.log(
+        `${name}: skipped, ${promptLength} + ${tokens} tokens exceed its context of ${model.config.maxSeqLen}`,
+      );
+      await engine.close();
+      continue;
+    }
     const rates = new Map<string, number[]>(ids.map((id) => [id, []]));
     await decodeRate(engine, benchRequest(name, prompt, 16)); // warm-up
     for (let r = 0; r < reps; r++) {
