@@ -10,6 +10,7 @@ import type {
 } from '../client.ts';
 import { DEFAULT_MAX_QUEUE, defaultKvCacheBytes, type EngineOptions, variantDefinitions } from '../engine.ts';
 import { DropserveError } from '../errors.ts';
+import type { ModelWeights } from '../model/weights.ts';
 import { EventQueue } from '../runtime/event-queue.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
@@ -65,7 +66,8 @@ export class WorkerEngine implements EngineClient {
       device: options.device ?? 'cpu',
       threads: options.threads ?? 1,
     };
-    worker.postMessage(init);
+    // Transferred, not cloned: a second copy of the weights would double peak memory at load.
+    worker.postMessage(init, weightBuffers(model.weights));
     try {
       await ready;
     } catch (error) {
@@ -184,6 +186,26 @@ export class WorkerEngine implements EngineClient {
   }
 }
 
+/** Every distinct buffer behind the weights (a tied head shares the embedding's). */
+function weightBuffers(weights: ModelWeights): ArrayBuffer[] {
+  const arrays: Float32Array[] = [weights.tokenEmbedding, weights.finalNorm, weights.lmHead];
+  for (const layer of weights.layers) {
+    for (const t of Object.values(layer)) if (t instanceof Float32Array) arrays.push(t);
+  }
+  const buffers = new Set<ArrayBuffer>();
+  for (const a of arrays) {
+    // A view into a larger (possibly pooled) buffer must be cloned, not taken away from its owner.
+    if (a.buffer instanceof ArrayBuffer && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) {
+      buffers.add(a.buffer);
+    }
+  }
+  return [...buffers];
+}
+
+/**
+ * Starts the engine in a worker thread. The worker takes ownership of `options.model.weights`:
+ * their buffers are transferred, so the caller must not use the weight arrays afterwards.
+ */
 export function createWorkerEngine(options: EngineOptions): Promise<WorkerEngine> {
   return WorkerEngine.create(options);
 }
