@@ -19,10 +19,17 @@ import {
 } from './decoder-layer.ts';
 import type { SublayerMask } from './io.ts';
 import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
-import type { NodeProto, TensorProto, ValueInfoProto } from './onnx-helpers.ts';
+import type {
+  ExternalWeightFile,
+  GraphProto,
+  NodeProto,
+  TensorProto,
+  ValueInfoProto,
+} from './onnx-helpers.ts';
 import {
   ElemType,
   encodeModel,
+  externalizeInitializers,
   floatTensor,
   graph,
   int64Tensor,
@@ -50,12 +57,31 @@ const FINAL_NORM = 'norm.weight'; // [dim]
 /** Residual stream value after sublayer k (0 = embedding). */
 const hidden = (k: number): string => GRAPH_OUTPUT.hidden(k);
 
-/** Serialized ModelProto (IR 8, opsets '' 17 and com.microsoft 1). */
+/** Serialized ModelProto (IR 8, opsets '' 17 and com.microsoft 1), weights inlined (< 2 GB only). */
 export function buildModelGraph(
   config: ModelConfig,
   weights: ModelWeights,
   options: BuildGraphOptions = {},
 ): Uint8Array {
+  return encodeModel(buildMainGraph(config, weights, options));
+}
+
+/**
+ * The same model with its weights as in-memory external data: a small protobuf plus one buffer per
+ * weight tensor (views of the weight arrays, not copies), for InferenceSession's `externalData`.
+ * Works at any model size.
+ */
+export function buildModelGraphWithExternalWeights(
+  config: ModelConfig,
+  weights: ModelWeights,
+  options: BuildGraphOptions = {},
+): { model: Uint8Array; externalData: ExternalWeightFile[] } {
+  const mainGraph = buildMainGraph(config, weights, options);
+  const externalData = externalizeInitializers(mainGraph);
+  return { model: encodeModel(mainGraph), externalData };
+}
+
+function buildMainGraph(config: ModelConfig, weights: ModelWeights, options: BuildGraphOptions): GraphProto {
   checkGraphConstraints(config, weights);
   const staticDrop = options.staticDrop;
   const isAttnKept = (l: number) => staticDrop?.attnKeep[l] ?? true;
@@ -99,14 +125,13 @@ export function buildModelGraph(
   nodes.push(...head.nodes);
   initializers.push(...head.initializers);
 
-  const mainGraph = graph({
+  return graph({
     name: 'dropserve',
     nodes,
     initializers,
     inputs: graphInputs(config, isAttnKept, !staticDrop),
     outputs: graphOutputs(config, isAttnKept, !staticDrop, options.outputHiddenStates ?? false),
   });
-  return encodeModel(mainGraph);
 }
 
 function identity(name: string, x: string, out: string): NodeProto {

@@ -109,6 +109,39 @@ export function graph(spec: GraphSpec): GraphProto {
   };
 }
 
+/** Bytes of one initializer kept outside the protobuf, fed to onnxruntime by name at session creation. */
+export interface ExternalWeightFile {
+  path: string;
+  data: Uint8Array;
+}
+
+/** TensorProto.DataLocation.EXTERNAL */
+const EXTERNAL_LOCATION = 1;
+
+/**
+ * Moves the bytes of every initializer of at least minBytes out of the graph: the tensor keeps its
+ * name, type and shape and points at an in-memory "file" of its own. Protobuf caps a message at 2 GB,
+ * so weights of any real-sized model cannot be inlined; one file per tensor also avoids concatenating
+ * the weights into yet another copy.
+ */
+export function externalizeInitializers(mainGraph: GraphProto, minBytes = 1024): ExternalWeightFile[] {
+  const files: ExternalWeightFile[] = [];
+  for (const tensor of mainGraph.initializer ?? []) {
+    const data = tensor.rawData;
+    if (!data || data.byteLength < minBytes) continue;
+    const path = `weight-${files.length}.bin`;
+    files.push({ path, data });
+    tensor.rawData = new Uint8Array(0);
+    tensor.dataLocation = EXTERNAL_LOCATION;
+    tensor.externalData = [
+      { key: 'location', value: path },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: String(data.byteLength) },
+    ];
+  }
+  return files;
+}
+
 /** Serializes a ModelProto: IR 8, default opset 17 plus com.microsoft 1. */
 export function encodeModel(mainGraph: GraphProto): Uint8Array {
   const model = onnx.ModelProto.create({
