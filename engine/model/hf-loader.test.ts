@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
+import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { readHuggingFaceConfig } from './hf-config.ts';
 import { exportHuggingFaceDir } from './hf-export.ts';
 import { loadHuggingFaceDir, loadHuggingFaceModel } from './hf-loader.ts';
@@ -13,16 +13,6 @@ import type { LayerWeights, ModelWeights } from './weights.ts';
 const TINY = path.resolve(process.cwd(), '../shared/models/tinystories-656K');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-hf-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function errorOf(fn: () => unknown): DropserveError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DropserveError);
-    return e as DropserveError;
-  }
-  throw new Error('expected an error');
-}
 
 /** A directory with the given config.json (merged over a small valid one) and no weights. */
 function configDir(name: string, overrides: Record<string, unknown>): string {

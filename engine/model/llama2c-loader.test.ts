@@ -2,23 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
+import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { expectedFileBytes, loadLlama2cCheckpoint } from './llama2c-loader.ts';
 import { countParameters } from './weights.ts';
 
 const STORIES = path.resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-llama2c-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function catchError(fn: () => unknown): DropserveError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DropserveError);
-    return e as DropserveError;
-  }
-  throw new Error('expected an error');
-}
 
 /** A small version-0 checkpoint whose every float is its own index, so positions are checkable. */
 function writeCountingCheckpoint(file: string, header: number[]): number {
@@ -97,7 +87,7 @@ describe('loadLlama2cCheckpoint layout', () => {
 
 describe('loadLlama2cCheckpoint errors', () => {
   it('names a missing file', () => {
-    const e = catchError(() => loadLlama2cCheckpoint(path.join(tmp, 'nope.bin')));
+    const e = errorOf(() => loadLlama2cCheckpoint(path.join(tmp, 'nope.bin')));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('nope.bin');
   });
@@ -105,7 +95,7 @@ describe('loadLlama2cCheckpoint errors', () => {
   it('says expected vs found bytes for a truncated file', () => {
     const file = path.join(tmp, 'truncated.bin');
     fs.writeFileSync(file, fs.readFileSync(STORIES).subarray(0, 500_000));
-    const e = catchError(() => loadLlama2cCheckpoint(file));
+    const e = errorOf(() => loadLlama2cCheckpoint(file));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('1056540 bytes, found 500000');
     expect(e.message).toContain('truncated');
@@ -114,12 +104,12 @@ describe('loadLlama2cCheckpoint errors', () => {
   it('rejects trailing data', () => {
     const file = path.join(tmp, 'long.bin');
     fs.writeFileSync(file, Buffer.concat([fs.readFileSync(STORIES), Buffer.alloc(8)]));
-    expect(catchError(() => loadLlama2cCheckpoint(file)).message).toContain('found 1056548 (trailing data)');
+    expect(errorOf(() => loadLlama2cCheckpoint(file)).message).toContain('found 1056548 (trailing data)');
   });
 
   it('rejects a nonsense header (a tokenizer file passed as the model)', () => {
     const tok = path.resolve(process.cwd(), '../shared/models/stories260K/tok512.bin');
-    const e = catchError(() => loadLlama2cCheckpoint(tok));
+    const e = errorOf(() => loadLlama2cCheckpoint(tok));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('not a llama2.c checkpoint');
   });
@@ -127,7 +117,7 @@ describe('loadLlama2cCheckpoint errors', () => {
   it('rejects heads that do not divide', () => {
     const file = path.join(tmp, 'heads.bin');
     fs.writeFileSync(file, Buffer.from(Int32Array.from([64, 172, 5, 8, 3, 512, 512]).buffer));
-    expect(catchError(() => loadLlama2cCheckpoint(file)).message).toContain(
+    expect(errorOf(() => loadLlama2cCheckpoint(file)).message).toContain(
       'n_heads 8 is not a multiple of n_kv_heads 3',
     );
   });
@@ -138,7 +128,7 @@ describe('loadLlama2cCheckpoint errors', () => {
     header.writeUInt32LE(0x616b3432, 0);
     header.writeInt32LE(1, 4);
     fs.writeFileSync(file, header);
-    const e = catchError(() => loadLlama2cCheckpoint(file));
+    const e = errorOf(() => loadLlama2cCheckpoint(file));
     expect(e.code).toBe('DS_UNSUPPORTED');
     expect(e.message).toContain('version 1');
   });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
+import { rejectionOf } from '../testing/expect-dropserve-error.ts';
 import { findCachedModel, hfHubCacheDir, looksLikeHfId } from './hf-cache.ts';
 import { exportHuggingFaceDir } from './hf-export.ts';
 import { loadModel } from './load-model.ts';
@@ -15,16 +15,6 @@ const TOK32K = path.join(MODELS, 'llama2c-tokenizer/tokenizer.bin');
 const TINY = path.join(MODELS, 'tinystories-656K');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-load-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-async function loadError(promise: Promise<unknown>): Promise<DropserveError> {
-  try {
-    await promise;
-  } catch (e) {
-    expect(e).toBeInstanceOf(DropserveError);
-    return e as DropserveError;
-  }
-  throw new Error('expected an error');
-}
 
 /** A directory of symlinks to shared model files (as the HF cache lays out snapshots). */
 function linkDir(dir: string, files: Record<string, string>): string {
@@ -63,14 +53,14 @@ describe('loadModel', () => {
 
   it('asks for --tokenizer when no tokenizer sits beside the checkpoint', async () => {
     const dir = linkDir(path.join(tmp, 'lonely'), { 'model.bin': STORIES_BIN });
-    const e = await loadError(loadModel({ model: path.join(dir, 'model.bin') }));
+    const e = await rejectionOf(loadModel({ model: path.join(dir, 'model.bin') }));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('pass --tokenizer');
     expect(e.message).toContain('no tok*.bin or tokenizer.bin there');
   });
 
   it('refuses a tokenizer with more tokens than the model, giving both numbers', async () => {
-    const e = await loadError(loadModel({ model: STORIES_BIN, tokenizer: TOK32K }));
+    const e = await rejectionOf(loadModel({ model: STORIES_BIN, tokenizer: TOK32K }));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('tokenizer has 32000 tokens but the model');
     expect(e.message).toContain('vocabulary is 512');
@@ -94,13 +84,13 @@ describe('loadModel', () => {
   });
 
   it('names a path that does not exist', async () => {
-    const e = await loadError(loadModel({ model: path.join(tmp, 'missing.bin') }));
+    const e = await rejectionOf(loadModel({ model: path.join(tmp, 'missing.bin') }));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('missing.bin: no such file or directory');
   });
 
   it('refuses --tokenizer without --model', async () => {
-    expect((await loadError(loadModel({ tokenizer: TOK512 }))).code).toBe('DS_INVALID_ARGUMENT');
+    expect((await rejectionOf(loadModel({ tokenizer: TOK512 }))).code).toBe('DS_INVALID_ARGUMENT');
   });
 });
 
@@ -148,7 +138,7 @@ describe('Hugging Face cache lookup', () => {
   });
 
   it('says where it looked for a model that is not cached, and never downloads', async () => {
-    const e = await loadError(loadModel({ model: 'meta-llama/Llama-3.2-1B' }));
+    const e = await rejectionOf(loadModel({ model: 'meta-llama/Llama-3.2-1B' }));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain(path.join(hub, 'models--meta-llama--Llama-3.2-1B'));
     expect(e.message).toContain('never downloads');

@@ -2,23 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
+import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { f16ToFloat32, openSafetensors } from './safetensors.ts';
 import { float32ToBf16, writeSafetensorsFile } from './safetensors-writer.ts';
 
 const TINY = path.resolve(process.cwd(), '../shared/models/tinystories-656K');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-st-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function errorOf(fn: () => unknown): DropserveError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DropserveError);
-    return e as DropserveError;
-  }
-  throw new Error('expected an error');
-}
 
 /** A file with a hand-written header, to test what the writer never produces. */
 function writeRaw(file: string, header: unknown, dataBytes: number): void {

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
+import type { DropserveError } from '../errors.ts';
+import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { FALLBACK_CHAT_TEMPLATE, renderChatPrompt } from './chat-template.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
 import { Llama2cTokenizer } from './llama2c-tokenizer.ts';
@@ -81,15 +82,9 @@ describe('renderChatPrompt', () => {
     // The BOS string encodes to the BOS id, so the caller must not add another.
     expect(tok.encode(rendered.text)[0]).toBe(tok.bosTokenId);
 
-    let error: unknown;
-    try {
-      renderChatPrompt(tok, conversation);
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(DropserveError);
-    expect((error as DropserveError).code).toBe('DS_INVALID_ARGUMENT');
-    expect((error as DropserveError).message).toContain('Conversation roles must alternate');
+    const error = errorOf(() => renderChatPrompt(tok, conversation));
+    expect(error.code).toBe('DS_INVALID_ARGUMENT');
+    expect(error.message).toContain('Conversation roles must alternate');
   });
 
   it('reports unparsable templates and render failures with codes', () => {

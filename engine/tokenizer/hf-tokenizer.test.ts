@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
+import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
 
 const TINY = path.resolve(process.cwd(), '../shared/models/tinystories-656K');
@@ -113,13 +113,7 @@ describe('HfTokenizer.fromDir config variants', () => {
       /no tokenizer\.json \(only a SentencePiece tokenizer\.model/,
     );
     const noEos = dirWithConfig('no-eos', {});
-    let error: unknown;
-    try {
-      HfTokenizer.fromDir(noEos);
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(DropserveError);
-    expect((error as DropserveError).message).toContain('no EOS token');
+    const error = errorOf(() => HfTokenizer.fromDir(noEos));
+    expect(error.message).toContain('no EOS token');
   });
 });

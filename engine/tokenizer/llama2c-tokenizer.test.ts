@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DropserveError } from '../errors.ts';
 import { SeededRandom } from '../model/random.ts';
+import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { Llama2cTokenizer } from './llama2c-tokenizer.ts';
 
 const SHARED = path.resolve(process.cwd(), '../shared');
@@ -166,15 +166,9 @@ describe('Llama2cTokenizer.fromFile errors', () => {
   it('rejects a truncated file with the entry it stopped at', () => {
     const file = path.join(tmp, 'short.bin');
     fs.writeFileSync(file, fs.readFileSync(TOK512).subarray(0, 3000));
-    let error: unknown;
-    try {
-      Llama2cTokenizer.fromFile(file);
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(DropserveError);
-    expect((error as DropserveError).code).toBe('DS_MODEL_LOAD');
-    expect((error as DropserveError).message).toMatch(/entry \d+/);
+    const error = errorOf(() => Llama2cTokenizer.fromFile(file));
+    expect(error.code).toBe('DS_MODEL_LOAD');
+    expect(error.message).toMatch(/entry \d+/);
   });
 
   it('reads only vocabSize entries when given, and fails when the file has fewer', () => {

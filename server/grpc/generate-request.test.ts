@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
-import { DropserveError } from '../../engine/errors.ts';
+import type { DropserveError } from '../../engine/errors.ts';
 import { syntheticConfig } from '../../engine/model/synthetic.ts';
+import { errorOf } from '../../engine/testing/expect-dropserve-error.ts';
 import { ByteTokenizer } from '../../engine/tokenizer/byte-tokenizer.ts';
 import { toTextGenerationRequest } from './generate-request.ts';
 import { generateRequestSchema, parseGenerateRequest, shortestFloat32Decimal } from './request-schemas.ts';
@@ -44,14 +45,9 @@ const decoded = (fields: Record<string, unknown>): Record<string, unknown> => ({
 });
 
 function invalidArgument(fn: () => unknown): DropserveError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DropserveError);
-    expect((e as DropserveError).code).toBe('DS_INVALID_ARGUMENT');
-    return e as DropserveError;
-  }
-  throw new Error('expected DS_INVALID_ARGUMENT');
+  const error = errorOf(fn);
+  expect(error.code).toBe('DS_INVALID_ARGUMENT');
+  return error;
 }
 
 describe('shortestFloat32Decimal', () => {
