@@ -5,15 +5,16 @@ import type { Progress } from '../progress.ts';
 import { rankLowest } from '../select.ts';
 import { sublayerName, sublayersOf } from '../sublayers.ts';
 import type { Workspace } from '../workspace.ts';
-import { DEFAULT_SAMPLES, DEFAULT_SEQ_LEN, openWorkspace } from '../workspace.ts';
+import { openWorkspace } from '../workspace.ts';
 import type { PruneIo } from './flags.ts';
 import {
   CALIBRATION_OPTIONS,
   COMMON_OPTIONS,
-  integerFlag,
+  calibrationWorkspaceOptions,
   modelInfo,
   parseFlags,
   requireFlag,
+  shapleyFlags,
 } from './flags.ts';
 
 export async function runAnalyzeCommand(
@@ -29,17 +30,14 @@ export async function runAnalyzeCommand(
   );
   const metric = parseMetric((flags.metric as string | undefined) ?? 'cosine');
   const started = performance.now();
-  const workspace = await openWorkspace({
-    model: flags.model as string | undefined,
-    tokenizer: flags.tokenizer as string | undefined,
-    data: requireFlag(flags.data as string | undefined, 'data', 'analyze'),
-    samples: integerFlag(flags.samples as string | undefined, 'samples', DEFAULT_SAMPLES, 1),
-    seqLen: integerFlag(flags['seq-len'] as string | undefined, 'seq-len', DEFAULT_SEQ_LEN, 2),
-    threads: integerFlag(flags.threads as string | undefined, 'threads', 1, 1),
-    hiddenStates: true,
-    signal,
-    onMessage: (m) => io.stderr(`${m}\n`),
-  });
+  const workspace = await openWorkspace(
+    calibrationWorkspaceOptions(
+      flags,
+      requireFlag(flags.data as string | undefined, 'data', 'analyze'),
+      io,
+      signal,
+    ),
+  );
   try {
     progress.phase(`analyze ${metric}`, 1);
     const analysis = await analyzeSublayers(
@@ -50,10 +48,7 @@ export async function runAnalyzeCommand(
         onProgress: (done, total) => progress.update(done, total),
       },
       metric,
-      {
-        permutations: integerFlag(flags.permutations as string | undefined, 'permutations', 16, 1),
-        seed: integerFlag(flags.seed as string | undefined, 'seed', 0),
-      },
+      shapleyFlags(flags),
     );
     progress.stop();
     const seconds = (performance.now() - started) / 1000;

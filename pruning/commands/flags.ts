@@ -3,6 +3,8 @@ import type { ParseArgsConfig } from 'node:util';
 import { parseArgs } from 'node:util';
 import { DropserveError } from '../../engine/errors.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
+import type { WorkspaceOptions } from '../workspace.ts';
+import { DEFAULT_SAMPLES, DEFAULT_SEQ_LEN } from '../workspace.ts';
 
 /** Where output goes; tests pass their own. */
 export interface PruneIo {
@@ -83,6 +85,34 @@ export function layerListFlag(value: string | undefined, flag: string): number[]
     }
     return n;
   });
+}
+
+/** openWorkspace options from COMMON_OPTIONS + CALIBRATION_OPTIONS: analyze and plan open the same workspace. */
+export function calibrationWorkspaceOptions(
+  flags: FlagValues,
+  data: string,
+  io: PruneIo,
+  signal: AbortSignal,
+): WorkspaceOptions {
+  return {
+    model: flags.model as string | undefined,
+    tokenizer: flags.tokenizer as string | undefined,
+    data,
+    samples: integerFlag(flags.samples as string | undefined, 'samples', DEFAULT_SAMPLES, 1),
+    seqLen: integerFlag(flags['seq-len'] as string | undefined, 'seq-len', DEFAULT_SEQ_LEN, 2),
+    threads: integerFlag(flags.threads as string | undefined, 'threads', 1, 1),
+    hiddenStates: true,
+    signal,
+    onMessage: (m) => io.stderr(`${m}\n`),
+  };
+}
+
+/** --permutations / --seed of the Shapley search: analyze and plan accept the same bounds and defaults. */
+export function shapleyFlags(flags: FlagValues): { permutations: number; seed: number } {
+  return {
+    permutations: integerFlag(flags.permutations as string | undefined, 'permutations', 16, 1),
+    seed: integerFlag(flags.seed as string | undefined, 'seed', 0),
+  };
 }
 
 export function modelInfo(model: LoadedModel): { id: string; path?: string; num_layers: number } {

@@ -8,9 +8,17 @@ import { buildPlan, emulationPathFor, writePlan } from '../plan-file.ts';
 import type { Progress } from '../progress.ts';
 import { checkDropCounts, METHOD_METRIC, parseMethod, selectSublayers } from '../select.ts';
 import { sublayerName } from '../sublayers.ts';
-import { DEFAULT_SAMPLES, DEFAULT_SEQ_LEN, openWorkspace } from '../workspace.ts';
+import { openWorkspace } from '../workspace.ts';
 import type { PruneIo } from './flags.ts';
-import { CALIBRATION_OPTIONS, COMMON_OPTIONS, integerFlag, parseFlags, requireFlag } from './flags.ts';
+import {
+  CALIBRATION_OPTIONS,
+  COMMON_OPTIONS,
+  calibrationWorkspaceOptions,
+  integerFlag,
+  parseFlags,
+  requireFlag,
+  shapleyFlags,
+} from './flags.ts';
 
 export async function runPlanCommand(
   argv: string[],
@@ -53,19 +61,8 @@ export async function runPlanCommand(
   }
   const emulationText = (flags.emulate as string | undefined) ?? 'none';
   parseEmulationChoice(emulationText); // fail on a bad value before loading anything
-  const permutations = integerFlag(flags.permutations as string | undefined, 'permutations', 16, 1);
-  const seed = integerFlag(flags.seed as string | undefined, 'seed', 0);
-  const workspace = await openWorkspace({
-    model: flags.model as string | undefined,
-    tokenizer: flags.tokenizer as string | undefined,
-    data,
-    samples: integerFlag(flags.samples as string | undefined, 'samples', DEFAULT_SAMPLES, 1),
-    seqLen: integerFlag(flags['seq-len'] as string | undefined, 'seq-len', DEFAULT_SEQ_LEN, 2),
-    threads: integerFlag(flags.threads as string | undefined, 'threads', 1, 1),
-    hiddenStates: true,
-    signal,
-    onMessage: (m) => io.stderr(`${m}\n`),
-  });
+  const { permutations, seed } = shapleyFlags(flags);
+  const workspace = await openWorkspace(calibrationWorkspaceOptions(flags, data, io, signal));
   try {
     const { config, weights } = workspace.model;
     checkDropCounts(counts, config.numLayers);
