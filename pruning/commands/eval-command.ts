@@ -96,28 +96,43 @@ export async function runEvalCommand(
     }
     progress.stop();
     const seconds = (performance.now() - started) / 1000;
-    if (flags.json) {
-      io.stdout(
-        `${JSON.stringify(evalJson(model, corpus.path, spec, variant, report, taskResults, seconds), null, 2)}\n`,
-      );
-    } else {
-      io.stdout(evalTable(model, corpus.path, spec, variant, report, taskResults, seconds));
-    }
+    const outcome: EvalOutcome = {
+      model,
+      data: corpus.path,
+      spec,
+      variant,
+      report,
+      tasks: taskResults,
+      seconds,
+    };
+    io.stdout(flags.json ? `${JSON.stringify(evalJson(outcome), null, 2)}\n` : evalTable(outcome));
     return 0;
   } finally {
     await session.release();
   }
 }
 
-function evalJson(
-  model: LoadedModel,
-  data: string,
-  spec: DropSpec,
-  variant: string,
-  report: PerplexityReport,
-  tasks: TaskResults | undefined,
-  seconds: number,
-): Record<string, unknown> {
+/** What one `prune eval` run measured: the single input of both output formats. */
+interface EvalOutcome {
+  model: LoadedModel;
+  /** Path of the text file scored. */
+  data: string;
+  spec: DropSpec;
+  variant: string;
+  report: PerplexityReport;
+  tasks: TaskResults | undefined;
+  seconds: number;
+}
+
+function evalJson({
+  model,
+  data,
+  spec,
+  variant,
+  report,
+  tasks,
+  seconds,
+}: EvalOutcome): Record<string, unknown> {
   return {
     model: modelInfo(model),
     variant,
@@ -138,15 +153,7 @@ function evalJson(
   };
 }
 
-function evalTable(
-  model: LoadedModel,
-  data: string,
-  spec: DropSpec,
-  variant: string,
-  report: PerplexityReport,
-  tasks: TaskResults | undefined,
-  seconds: number,
-): string {
+function evalTable({ model, data, spec, variant, report, tasks, seconds }: EvalOutcome): string {
   const row = (label: string, value: string) => `${label.padEnd(16)}${value}`;
   const full = kvBytesPerToken(model.config, []);
   const lines = [
