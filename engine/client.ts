@@ -156,4 +156,11 @@ export interface VariantInfo {
   kvCacheBudgetBytes: number;
   requestsRunning: number;
   requestsWaiting: number;
+  /** Prompt tokens whose KV was copied from a running sequence's shared prefix (with prefix reuse on). */
+  prefixReusedTokens?: number;
+}
+
+/** Prompt tokens reused across all variants (0 when prefix reuse is off). */
+export function totalPrefixReusedTokens(variants: readonly VariantInfo[]): number {
+  return variants.reduce((sum, v) => sum + (v.prefixReusedTokens ?? 0), 0);
 }

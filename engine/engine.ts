@@ -12,7 +12,7 @@ import type { Device } from './device.ts';
 import { ModelSession } from './graph/model-session.ts';
 import type { LoadedModel } from './model/loaded-model.ts';
 import type { DropSpec } from './plan/plan.ts';
-import { EngineCore } from './runtime/engine-core.ts';
+import { EngineCore, type PrefixReuseOptions } from './runtime/engine-core.ts';
 import { EventQueue } from './runtime/event-queue.ts';
 import { type VariantDefinition, variantId } from './runtime/variant.ts';
 import type { Tokenizer } from './tokenizer/tokenizer.ts';
@@ -29,6 +29,8 @@ export interface EngineOptions {
   maxQueue?: number;
   device?: Device;
   threads?: number;
+  /** Reuse a running sequence's KV for a shared prompt prefix (default: off). */
+  prefixReuse?: PrefixReuseOptions;
 }
 
 export const DEFAULT_MAX_QUEUE = 1024;
@@ -111,6 +113,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     variants: variantDefinitions(name, options.variants),
     kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
+    prefixReuse: options.prefixReuse,
   });
   const info: ServedModelInfo = {
     name,

@@ -64,4 +64,49 @@ describe('HostKvCachePool', () => {
     const cap = arena.tokenCapacity;
     expect(arena.pastViews()[0]!.value[(0 * cap + 3) * 8 + 2]).toBe(1000 + 3 * 16 + 2);
   });
+
+  it('copyPrefix copies the first positions of every kept layer, K and V, and the copy outlives its donor', () => {
+    const pool = new HostKvCachePool(1e9);
+    const arena = pool.addVariant('v', layout);
+    arena.addRow('donor', 40);
+    for (const layer of [0, 1]) arena.append(layer, [0], 6, rows(layer + 1, 0, 6), rows(layer + 5, 0, 6));
+    arena.advance([0], 6);
+    const receiver = arena.addRow('receiver', 40);
+    arena.copyPrefix(0, receiver, 4);
+    expect(arena.length(receiver)).toBe(4);
+    // The receiver goes on from position 4 with its own tokens.
+    for (const layer of [0, 1]) arena.append(layer, [receiver], 1, rows(9, 4, 1), rows(9, 4, 1));
+    arena.advance([receiver], 1);
+    arena.removeRow('donor'); // the receiver moves to row 0
+    expect(arena.rowOf('receiver')).toBe(0);
+    const cap = arena.tokenCapacity;
+    const at = (view: Float32Array, h: number, pos: number, d: number): number =>
+      view[((0 * 2 + h) * cap + pos) * 8 + d]!;
+    const [layer0, layer1] = arena.pastViews();
+    for (let pos = 0; pos < 4; pos++) {
+      for (const h of [0, 1]) {
+        expect(at(layer0!.key, h, pos, 3)).toBe(1000 + pos * 16 + h * 8 + 3);
+        expect(at(layer0!.value, h, pos, 3)).toBe(5000 + pos * 16 + h * 8 + 3);
+        expect(at(layer1!.key, h, pos, 7)).toBe(2000 + pos * 16 + h * 8 + 7);
+        expect(at(layer1!.value, h, pos, 7)).toBe(6000 + pos * 16 + h * 8 + 7);
+      }
+    }
+    expect(at(layer1!.key, 1, 4, 0)).toBe(9000 + 4 * 16 + 8);
+    // Nothing beyond the copied prefix came along (position 5 of the donor).
+    expect(at(layer0!.key, 0, 5, 0)).toBe(0);
+    // A row's view is its slice of the batch-major buffer.
+    expect(arena.rowViews(0)[1]!.key).toEqual(layer1!.key.subarray(0, 2 * cap * 8));
+  });
+
+  it('copyPrefix refuses a non-empty receiver or more tokens than the donor holds', () => {
+    const pool = new HostKvCachePool(1e9);
+    const arena = pool.addVariant('v', layout);
+    arena.addRow('a', 10);
+    for (const layer of [0, 1]) arena.append(layer, [0], 3, rows(1, 0, 3), rows(1, 0, 3));
+    arena.advance([0], 3);
+    arena.addRow('b', 10);
+    expect(() => arena.copyPrefix(0, 1, 4)).toThrow(/copyPrefix/);
+    expect(() => arena.copyPrefix(1, 0, 0)).toThrow(/copyPrefix/);
+    expect(() => arena.copyPrefix(0, 0, 1)).toThrow(/copyPrefix/);
+  });
 });

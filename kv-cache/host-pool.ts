@@ -191,6 +191,43 @@ class HostKvArena implements KvArena {
     for (const row of rows) this.#lengths[row] = this.#lengths[row]! + seqLen;
   }
 
+  copyPrefix(fromRow: number, toRow: number, tokens: number): void {
+    if (fromRow === toRow || !(fromRow < this.numRows && toRow < this.numRows)) {
+      throw new DropserveError(
+        'DS_INTERNAL',
+        `copyPrefix: bad rows ${fromRow} → ${toRow} of ${this.numRows}`,
+      );
+    }
+    if (this.#lengths[toRow] !== 0 || tokens > this.#lengths[fromRow]! || tokens > this.#capacities[toRow]!) {
+      throw new DropserveError(
+        'DS_INTERNAL',
+        `copyPrefix: ${tokens} tokens from row ${fromRow} (length ${this.#lengths[fromRow]}) into row ${toRow} (length ${this.#lengths[toRow]}, reserved ${this.#capacities[toRow]})`,
+      );
+    }
+    const { numKvHeads, headDim } = this.layout;
+    const cap = this.#tokenCapacity;
+    const floats = tokens * headDim;
+    // Per head, positions 0..tokens-1 are one contiguous run of [tokens, D] floats.
+    for (const buffers of [this.#keys, this.#values]) {
+      for (const b of buffers) {
+        for (let h = 0; h < numKvHeads; h++) {
+          const from = (fromRow * numKvHeads + h) * cap * headDim;
+          const to = (toRow * numKvHeads + h) * cap * headDim;
+          b.copyWithin(to, from, from + floats);
+        }
+      }
+    }
+    this.#lengths[toRow] = tokens;
+  }
+
+  rowViews(row: number): { key: Float32Array; value: Float32Array }[] {
+    const rowFloats = this.layout.numKvHeads * this.#tokenCapacity * this.layout.headDim;
+    return this.#keys.map((key, i) => ({
+      key: key.subarray(row * rowFloats, (row + 1) * rowFloats),
+      value: this.#values[i]!.subarray(row * rowFloats, (row + 1) * rowFloats),
+    }));
+  }
+
   pastViews(): { key: Float32Array; value: Float32Array }[] {
     const floats = this.numRows * this.layout.numKvHeads * this.#tokenCapacity * this.layout.headDim;
     return this.#keys.map((key, i) => ({

@@ -69,6 +69,14 @@ export interface KvArena {
   ): void;
   /** Marks S tokens appended to each row (after every kept layer was written). */
   advance(rows: number[], seqLen: number): void;
+  /**
+   * Prefix reuse: copies positions 0..tokens-1 of every kept layer's K and V from one row to another
+   * (fromRow ≠ toRow) and sets toRow's length to tokens. toRow must be empty, and fromRow must hold at
+   * least that many tokens. After the copy the rows share nothing: either may be removed.
+   */
+  copyPrefix(fromRow: number, toRow: number, tokens: number): void;
+  /** Row `row` alone, as a batch of one: [1, kvH, tokenCapacity, D] per kept layer (zero-copy). */
+  rowViews(row: number): { key: Float32Array; value: Float32Array }[];
   /** Views of the first numRows rows of each kept layer, in layout.keptLayers order. */
   pastViews(): { key: Float32Array; value: Float32Array }[];
   /** Frees all buffers (arena empty). */

@@ -27,7 +27,20 @@ export interface EngineCoreOptions {
   maxQueue: number;
   /** Prompt tokens prefilled per scheduling round (at least one sequence), bounding decode stalls. */
   maxPrefillTokensPerRound?: number;
+  /** Reuse the KV of a running sequence's prompt prefix (off when absent). */
+  prefixReuse?: PrefixReuseOptions;
 }
+
+/**
+ * Prefix reuse: a new sequence whose prompt starts with at least minPrefixTokens tokens of the prompt
+ * of a sequence running in the same variant (same drop mask, so the same KV) copies those positions'
+ * K/V from the donor's row and prefills only the rest of its prompt.
+ */
+export interface PrefixReuseOptions {
+  minPrefixTokens: number;
+}
+
+export const DEFAULT_MIN_PREFIX_TOKENS = 16;
 
 export type EventSink = (event: GenerateEvent) => void;
 
@@ -53,6 +66,8 @@ interface VariantState {
   /** Sequences admitted, prefilled and decoding, by id. */
   running: Map<string, Sequence>;
   waiting: number;
+  /** Prompt tokens whose KV was copied from a donor instead of computed. */
+  prefixReusedTokens: number;
 }
 
 interface PendingScore {
@@ -83,6 +98,7 @@ export class EngineCore {
   readonly #variants = new Map<string, VariantState>();
   readonly #maxQueue: number;
   readonly #maxPrefillTokensPerRound: number;
+  readonly #prefixReuse: PrefixReuseOptions | null;
   /** Not yet prefilled, interactive first then background, FIFO within each. */
   #waiting: Sequence[] = [];
   #scores: PendingScore[] = [];
@@ -108,18 +124,30 @@ export class EngineCore {
     if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) {
       throw new RangeError(`maxQueue must be a non-negative integer, got ${options.maxQueue}`);
     }
+    this.#prefixReuse = options.prefixReuse ?? null;
+    const minPrefix = this.#prefixReuse?.minPrefixTokens;
+    if (minPrefix !== undefined && !(Number.isInteger(minPrefix) && minPrefix >= 1)) {
+      throw new RangeError(`prefixReuse.minPrefixTokens must be a positive integer, got ${minPrefix}`);
+    }
     for (const definition of options.variants) {
       if (this.#variants.has(definition.id)) {
         throw new DropserveError('DS_INVALID_ARGUMENT', `variant "${definition.id}" is defined twice`);
       }
       const def = resolveVariant(definition, options.config);
       const arena = this.#pool.addVariant(def.id, def.kvLayout);
-      this.#variants.set(def.id, { def, arena, running: new Map(), waiting: 0 });
+      this.#variants.set(def.id, { def, arena, running: new Map(), waiting: 0, prefixReusedTokens: 0 });
     }
   }
 
   get kvCacheBytes(): number {
     return this.#pool.budgetBytes;
+  }
+
+  /** Prompt tokens reused from donors, all variants (0 when prefix reuse is off). */
+  get prefixReusedTokens(): number {
+    let total = 0;
+    for (const v of this.#variants.values()) total += v.prefixReusedTokens;
+    return total;
   }
 
   variantIds(): string[] {
@@ -140,6 +168,7 @@ export class EngineCore {
         kvCacheBudgetBytes: this.#pool.budgetBytes,
         requestsRunning: v.running.size,
         requestsWaiting: v.waiting,
+        ...(this.#prefixReuse ? { prefixReusedTokens: v.prefixReusedTokens } : {}),
       };
     });
   }
@@ -396,10 +425,11 @@ export class EngineCore {
       sequence.reservation = reservation;
       sequence.timings.scheduledMs = nowMs();
       sequence.variant.running.set(sequence.id, sequence);
-      prefilledTokens += sequence.request.promptTokenIds.length;
       try {
-        await this.#prefill(sequence);
+        // A reused prefix is not computed, so it does not count against the round's budget.
+        prefilledTokens += await this.#prefill(sequence);
       } catch (error) {
+        prefilledTokens += sequence.request.promptTokenIds.length;
         this.#finish(sequence, 'error', undefined, error);
       }
       this.onStepEnd?.();
@@ -408,25 +438,71 @@ export class EngineCore {
     }
   }
 
-  async #prefill(sequence: Sequence): Promise<void> {
+  /**
+   * One B=1 run over the prompt. With a reused prefix of p tokens the run covers only positions
+   * p..n-1, with the sequence's own row as past (GQA takes S > 1 with past for a batch of one).
+   * Returns the prompt tokens computed.
+   */
+  async #prefill(sequence: Sequence): Promise<number> {
     const { variant } = sequence;
     const prompt = sequence.request.promptTokenIds;
     const row = variant.arena.addRow(sequence.id, sequence.worstCaseTokens);
+    const reused = this.#reusePrefix(sequence, row);
+    const rest = prompt.slice(reused);
+    let kept = 0;
+    const views = reused > 0 ? variant.arena.rowViews(row) : [];
+    // NOTE: the run reads the arena in place; nothing may add or remove rows until it returns
+    // (the loop is the only writer and awaits this run).
     const output = await this.#runner.run({
       batchSize: 1,
-      seqLen: prompt.length,
-      inputIds: prompt,
-      positionIds: prompt.map((_, i) => i),
+      seqLen: rest.length,
+      inputIds: rest,
+      positionIds: rest.map((_, i) => reused + i),
       mask: variant.def.mask,
-      pastLengths: [0],
-      past: this.#emptyPast(variant),
-      pastCapacity: 0,
-      logitsIndex: [prompt.length - 1],
+      pastLengths: [reused],
+      past:
+        reused > 0
+          ? variant.def.mask.attnKeep.map((keep) => (keep ? views[kept++]! : null))
+          : this.#emptyPast(variant),
+      pastCapacity: reused > 0 ? variant.arena.tokenCapacity : 0,
+      logitsIndex: [rest.length - 1],
     });
-    this.#writeKv(variant, [row], prompt.length, output.newKeys, output.newValues);
+    this.#writeKv(variant, [row], rest.length, output.newKeys, output.newValues);
     sequence.timings.prefillEndMs = nowMs();
-    if (sequence.isAborted) return;
-    this.#acceptToken(sequence, output.logits);
+    if (!sequence.isAborted) this.#acceptToken(sequence, output.logits);
+    return rest.length;
+  }
+
+  /**
+   * Copies the longest prompt prefix shared with a running sequence of the same variant into `row`;
+   * returns its length (0 = none). At most n−1 tokens, so the last prompt position is computed: its
+   * logits give the first token. A linear scan: running sequences per variant are few.
+   */
+  #reusePrefix(sequence: Sequence, row: number): number {
+    if (!this.#prefixReuse) return 0;
+    const { variant } = sequence;
+    const prompt = sequence.request.promptTokenIds;
+    let best = 0;
+    let donorRow = -1;
+    for (const donor of variant.running.values()) {
+      if (donor === sequence) continue;
+      const fromRow = variant.arena.rowOf(donor.id);
+      const limit = Math.min(
+        prompt.length - 1,
+        donor.request.promptTokenIds.length,
+        variant.arena.length(fromRow),
+      );
+      let shared = 0;
+      while (shared < limit && donor.request.promptTokenIds[shared] === prompt[shared]) shared++;
+      if (shared > best) {
+        best = shared;
+        donorRow = fromRow;
+      }
+    }
+    if (best < this.#prefixReuse.minPrefixTokens) return 0;
+    variant.arena.copyPrefix(donorRow, row, best);
+    variant.prefixReusedTokens += best;
+    return best;
   }
 
   async #decodeStep(variant: VariantState): Promise<void> {

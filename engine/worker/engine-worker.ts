@@ -38,6 +38,7 @@ port.on('message', async (message: ToWorker) => {
           variants: message.variants,
           kvCacheBytes: message.kvCacheBytes,
           maxQueue: message.maxQueue,
+          prefixReuse: message.prefixReuse,
         });
         core.onStepEnd = flush;
         post({ type: 'ready', variants: core.variants() });

@@ -3,6 +3,7 @@ import type { Device } from '../device.ts';
 import type { SerializedError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import type { PrefixReuseOptions } from '../runtime/engine-core.ts';
 import type { VariantDefinition } from '../runtime/variant.ts';
 
 /** Every message between the server thread and the engine worker; `id` pairs requests and replies. */
@@ -16,6 +17,7 @@ export type ToWorker =
       maxQueue: number;
       device: Device;
       threads: number;
+      prefixReuse?: PrefixReuseOptions;
     }
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'abort'; requestId: string }

@@ -65,6 +65,7 @@ export class WorkerEngine implements EngineClient {
       maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
       device: options.device ?? 'cpu',
       threads: options.threads ?? 1,
+      prefixReuse: options.prefixReuse,
     };
     // Transferred, not cloned: a second copy of the weights would double peak memory at load.
     worker.postMessage(init, weightBuffers(model.weights));
