@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { DEVICES, type Device } from '../engine/device.ts';
+import { DEFAULT_MIN_PREFIX_TOKENS } from '../engine/runtime/engine-core.ts';
 import { parseByteSize } from '../server/config/byte-size.ts';
 import { parseVariantFlag, type VariantArg } from '../server/config/variant-flag.ts';
 import { type ExperimentArm, parseExperimentFlag } from '../server/experiments/experiment-router.ts';
@@ -42,6 +43,10 @@ engine
   --max-queue N              requests allowed to wait for a slot; beyond it: 429 (default 1024)
   --threads N                onnxruntime intra-op threads (default 1)
   --device cpu|cuda|webgpu   execution provider (default cpu)
+  --prefix-reuse             a prompt sharing a long prefix with a running request of the same
+                             variant copies that prefix's KV instead of computing it (default off)
+  --prefix-reuse-min-tokens N
+                             shortest shared prefix reused (default ${DEFAULT_MIN_PREFIX_TOKENS}; needs --prefix-reuse)
 network
   --host HOST                interface to bind (default 0.0.0.0: every interface, as vLLM)
   --port N                   HTTP port (default ${DEFAULT_HTTP_PORT})
@@ -68,6 +73,8 @@ const FLAGS = {
   'max-queue': { type: 'string' },
   threads: { type: 'string' },
   device: { type: 'string' },
+  'prefix-reuse': { type: 'boolean' },
+  'prefix-reuse-min-tokens': { type: 'string' },
   host: { type: 'string' },
   port: { type: 'string' },
   'grpc-port': { type: 'string' },
@@ -143,6 +150,10 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   }
   const apiKey = values['api-key'] ?? (env.DROPSERVE_API_KEY || undefined);
   if (apiKey !== undefined && apiKey.trim() === '') throw new UsageError('--api-key must not be empty');
+  const minPrefixTokens = integer('prefix-reuse-min-tokens', values['prefix-reuse-min-tokens'], 1, 1_000_000);
+  if (minPrefixTokens !== undefined && !values['prefix-reuse']) {
+    throw new UsageError('--prefix-reuse-min-tokens needs --prefix-reuse');
+  }
   const shutdownGraceMs =
     integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 24 * 3600 * 1000) ??
     DEFAULT_SHUTDOWN_GRACE_MS;
@@ -161,6 +172,9 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       maxQueue: integer('max-queue', values['max-queue'], 0, 1_000_000),
       threads: integer('threads', values.threads, 1, 1024),
       device,
+      prefixReuse: values['prefix-reuse']
+        ? { minPrefixTokens: minPrefixTokens ?? DEFAULT_MIN_PREFIX_TOKENS }
+        : undefined,
       host: values.host ?? '0.0.0.0',
       port: integer('port', values.port, 0, 65535) ?? DEFAULT_HTTP_PORT,
       grpcPort: integer('grpc-port', values['grpc-port'], 0, 65535) ?? DEFAULT_GRPC_PORT,

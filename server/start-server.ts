@@ -3,6 +3,7 @@ import { type ServerType, serve } from '@hono/node-server';
 import type { EngineClient } from '../engine/client.ts';
 import type { Device } from '../engine/device.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
+import type { PrefixReuseOptions } from '../engine/runtime/engine-core.ts';
 import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
 import { checkExperimentName } from './experiments/experiment-body.ts';
 import type { ExperimentArm, ExperimentRouter } from './experiments/experiment-router.ts';
@@ -54,6 +55,8 @@ export interface StartServerOptions {
   maxQueue?: number;
   device?: Device;
   threads?: number;
+  /** Reuse a running request's KV for a shared prompt prefix (--prefix-reuse; default off). */
+  prefixReuse?: PrefixReuseOptions;
   /** Run the engine on this thread instead of a worker (tools, tests; model runs block the loop). */
   inProcess?: boolean;
   /** A/B experiments served from the start (--experiment); more can be added at runtime. */
@@ -244,6 +247,7 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     maxQueue: options.maxQueue,
     device: options.device,
     threads: options.threads,
+    prefixReuse: options.prefixReuse,
   };
   if (options.inProcess) return (await import('../engine/engine.ts')).createEngine(engineOptions);
   return (await import('../engine/worker/worker-engine.ts')).createWorkerEngine(engineOptions);
