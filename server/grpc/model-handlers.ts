@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
+import { variantLoadView } from '../admin/variants/variant-load.ts';
 import { type HandlerContext, unaryHandler } from './handler-kit.ts';
 import { detokenizeRequestSchema, parseMessage, tokenizeRequestSchema } from './request-schemas.ts';
 import { resolveVariant } from './resolve-model.ts';
@@ -56,17 +57,8 @@ export function modelInfoMessage(
 ): ModelInfoMessage {
   const { config, createdAt } = engine.model;
   return {
-    id: variant.id,
-    base: variant.base,
-    drop_attention: [...variant.spec.dropAttention],
-    drop_mlp: [...variant.spec.dropMlp],
+    ...variantLoadView(variant),
     has_emulation: variant.spec.emulation !== undefined,
-    kv_bytes_per_token: variant.kvBytesPerToken,
-    kv_cache_usage_perc: variant.kvCacheUsagePerc,
-    kv_cache_bytes_used: variant.kvCacheBytesUsed,
-    kv_cache_budget_bytes: variant.kvCacheBudgetBytes,
-    requests_running: variant.requestsRunning,
-    requests_waiting: variant.requestsWaiting,
     max_context: config.maxSeqLen,
     num_layers: config.numLayers,
     created: createdAt,

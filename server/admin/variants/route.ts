@@ -4,6 +4,8 @@ import type { VariantFidelity } from '../../fidelity/shadow-scorer.ts';
 import type { AppEnv } from '../../http/env.ts';
 import type { LatencySummary } from '../../metrics/latency-window.ts';
 import type { ServerMetrics } from '../../metrics/metrics.ts';
+import type { VariantLoadView } from './variant-load.ts';
+import { variantLoadView } from './variant-load.ts';
 
 /** Live accuracy against the full model, over every shadow-scored request since start. */
 export interface FidelityView {
@@ -20,17 +22,7 @@ export interface FidelityView {
 }
 
 /** GET /v1/variants: each served variant with what it drops and its live load, in snake_case. */
-export interface VariantView {
-  id: string;
-  base: string;
-  drop_attention: number[];
-  drop_mlp: number[];
-  kv_bytes_per_token: number;
-  kv_cache_usage_perc: number;
-  kv_cache_bytes_used: number;
-  kv_cache_budget_bytes: number;
-  requests_running: number;
-  requests_waiting: number;
+export interface VariantView extends VariantLoadView {
   /** Null for the full model, and for a variant never sampled (or with shadow scoring off). */
   fidelity: FidelityView | null;
   /** Rolling window of completed requests (see server/metrics/latency-window.ts). */
@@ -45,16 +37,7 @@ export interface VariantsDeps {
 
 export function listVariants(engine: EngineClient, deps: VariantsDeps): VariantView[] {
   return engine.variants().map((v) => ({
-    id: v.id,
-    base: v.base,
-    drop_attention: v.spec.dropAttention,
-    drop_mlp: v.spec.dropMlp,
-    kv_bytes_per_token: v.kvBytesPerToken,
-    kv_cache_usage_perc: v.kvCacheUsagePerc,
-    kv_cache_bytes_used: v.kvCacheBytesUsed,
-    kv_cache_budget_bytes: v.kvCacheBudgetBytes,
-    requests_running: v.requestsRunning,
-    requests_waiting: v.requestsWaiting,
+    ...variantLoadView(v),
     fidelity: v.id === v.base ? null : fidelityView(deps.fidelity?.(v.id)),
     latency: deps.metrics.latencyOf(v.id),
   }));

@@ -1,0 +1,31 @@
+import type { VariantInfo } from '../../../engine/client.ts';
+
+/** What a variant drops and its live load, in snake_case: the part GET /v1/variants and gRPC ListModels share. */
+export interface VariantLoadView {
+  id: string;
+  base: string;
+  drop_attention: number[];
+  drop_mlp: number[];
+  kv_bytes_per_token: number;
+  kv_cache_usage_perc: number;
+  kv_cache_bytes_used: number;
+  kv_cache_budget_bytes: number;
+  requests_running: number;
+  requests_waiting: number;
+}
+
+/** One mapping from VariantInfo to wire names, so the HTTP and gRPC views cannot drift apart. */
+export function variantLoadView(v: VariantInfo): VariantLoadView {
+  return {
+    id: v.id,
+    base: v.base,
+    drop_attention: [...v.spec.dropAttention],
+    drop_mlp: [...v.spec.dropMlp],
+    kv_bytes_per_token: v.kvBytesPerToken,
+    kv_cache_usage_perc: v.kvCacheUsagePerc,
+    kv_cache_bytes_used: v.kvCacheBytesUsed,
+    kv_cache_budget_bytes: v.kvCacheBudgetBytes,
+    requests_running: v.requestsRunning,
+    requests_waiting: v.requestsWaiting,
+  };
+}
