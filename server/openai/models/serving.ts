@@ -18,16 +18,24 @@ export interface ModelCard {
   dropserve_variant?: { drop_attention: number[]; drop_mlp: number[]; kv_bytes_per_token: number };
 }
 
-export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCard {
+/** The fields every card carries, in this order: variant and experiment cards differ only in id and parent. */
+function baseCard(engine: EngineClient, id: string, parent: string | null): ModelCard {
   const { model } = engine;
   return {
-    id: variant.id,
+    id,
     object: 'model',
     created: model.createdAt,
     owned_by: 'dropserve',
     root: model.source.path ?? model.source.id,
-    parent: variant.id === variant.base ? null : variant.base,
+    parent,
     max_model_len: model.config.maxSeqLen,
+  };
+}
+
+export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCard {
+  const { model } = engine;
+  return {
+    ...baseCard(engine, variant.id, variant.id === variant.base ? null : variant.base),
     dropserve_source: { kind: model.source.kind, description: model.source.description },
     dropserve_variant: {
       drop_attention: variant.spec.dropAttention,
@@ -39,15 +47,8 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
 
 /** An A/B experiment is a routable model name too; `parent` is null (it is no one variant). */
 export function experimentCardOf(engine: EngineClient, experiment: Experiment): ModelCard {
-  const { model } = engine;
   return {
-    id: experiment.name,
-    object: 'model',
-    created: model.createdAt,
-    owned_by: 'dropserve',
-    root: model.source.path ?? model.source.id,
-    parent: null,
-    max_model_len: model.config.maxSeqLen,
+    ...baseCard(engine, experiment.name, null),
     dropserve_experiment: { arms: experiment.arms.map((a) => ({ ...a })) },
   };
 }
