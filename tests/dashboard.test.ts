@@ -5,7 +5,13 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VariantView } from '../server/admin/variants/route.ts';
 import { type RunningServer, type StartServerOptions, startServer } from '../server/start-server.ts';
-import { eventually, STORIES_260K, TEST_MODEL_NAME, testModel } from './support/test-server.ts';
+import {
+  e2eServerOptions,
+  eventually,
+  STORIES_260K,
+  TEST_MODEL_NAME,
+  testModel,
+} from './support/test-server.ts';
 
 /**
  * The dashboard in a real headless Chromium against a real server with pruned variants and shadow
@@ -26,23 +32,14 @@ interface DashboardState {
 }
 
 function serverOptions(extra: Partial<StartServerOptions>): StartServerOptions {
-  const model = existsSync(STORIES_260K)
-    ? { model: STORIES_260K }
-    : { loadedModel: testModel(), servedModelName: TEST_MODEL_NAME };
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    grpcPort: 0,
-    collectProcessMetrics: false,
-    ...model,
+  return e2eServerOptions(existsSync(STORIES_260K) ? 'stories260K' : 'synthetic', {
     variants: [
       { name: 'attn-1', spec: 'attn:3' },
       { name: 'attn-2', spec: 'attn:2,3' },
     ],
-    kvCacheBytes: 64 * 1024 * 1024,
     shadowRate: 1,
     ...extra,
-  };
+  });
 }
 
 /** Requests round-robin over every served model until stopped, a few at a time. */

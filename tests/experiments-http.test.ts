@@ -1,7 +1,7 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, type StartServerOptions, startServer } from '../server/start-server.ts';
-import { scrapeMetrics, sumOf, TEST_MODEL_NAME, testModel } from './support/test-server.ts';
+import { e2eServerOptions, scrapeMetrics, sumOf, TEST_MODEL_NAME } from './support/test-server.ts';
 
 /**
  * A/B experiments end to end: the real engine (worker thread) behind the real HTTP server, driven
@@ -13,27 +13,22 @@ const PRUNED = `${TEST_MODEL_NAME}:attn-1`;
 const VARIANT_HEADER = 'x-dropserve-variant';
 
 function startExperimentServer(extra: Partial<StartServerOptions> = {}): Promise<RunningServer> {
-  return startServer({
-    host: '127.0.0.1',
-    port: 0,
-    grpcPort: 0,
-    collectProcessMetrics: false,
-    loadedModel: testModel(),
-    servedModelName: TEST_MODEL_NAME,
-    variants: [{ name: 'attn-1', spec: 'attn:1' }],
-    kvCacheBytes: 64 * 1024 * 1024,
-    shutdownGraceMs: 2_000,
-    experiments: [
-      {
-        name: 'ab',
-        arms: [
-          { variant: FULL, weight: 1 },
-          { variant: PRUNED, weight: 1 },
-        ],
-      },
-    ],
-    ...extra,
-  });
+  return startServer(
+    e2eServerOptions('synthetic', {
+      variants: [{ name: 'attn-1', spec: 'attn:1' }],
+      shutdownGraceMs: 2_000,
+      experiments: [
+        {
+          name: 'ab',
+          arms: [
+            { variant: FULL, weight: 1 },
+            { variant: PRUNED, weight: 1 },
+          ],
+        },
+      ],
+      ...extra,
+    }),
+  );
 }
 
 const clientOf = (server: RunningServer, apiKey = 'unused'): OpenAI =>

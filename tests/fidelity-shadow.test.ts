@@ -8,13 +8,13 @@ import type { CompleteResponseMessage } from '../server/grpc/generate-response.t
 import { DROPSERVE_SERVICE, loadDropserveProtos } from '../server/grpc/load-protos.ts';
 import { type RunningServer, type StartServerOptions, startServer } from '../server/start-server.ts';
 import {
+  e2eServerOptions,
   eventually,
   freePort,
   STORIES_260K,
   scrapeMetrics,
   sumOf,
   TEST_MODEL_NAME,
-  testModel,
 } from './support/test-server.ts';
 
 /**
@@ -49,16 +49,13 @@ describe.skipIf(!existsSync(STORIES_260K))('shadow scoring end to end (stories26
   let client: OpenAI;
   const PRUNED = 'stories260K:attn-2';
   beforeAll(async () => {
-    server = await startServer({
-      host: '127.0.0.1',
-      port: 0,
-      grpcPort: await freePort(),
-      collectProcessMetrics: false,
-      model: STORIES_260K,
-      variants: [{ name: 'attn-2', spec: 'attn:1,3' }],
-      kvCacheBytes: 64 * 1024 * 1024,
-      shadowRate: 1,
-    });
+    server = await startServer(
+      e2eServerOptions('stories260K', {
+        grpcPort: await freePort(),
+        variants: [{ name: 'attn-2', spec: 'attn:1,3' }],
+        shadowRate: 1,
+      }),
+    );
     client = new OpenAI({ baseURL: `${server.httpUrl}/v1`, apiKey: 'unused', maxRetries: 0 });
   });
   afterAll(() => server?.close(0));
@@ -131,17 +128,7 @@ describe.skipIf(!existsSync(STORIES_260K))('shadow scoring end to end (stories26
 describe('shadow scoring accounting under load (synthetic model)', () => {
   const PRUNED = `${TEST_MODEL_NAME}:attn-1`;
   const start = (extra: Partial<StartServerOptions>): Promise<RunningServer> =>
-    startServer({
-      host: '127.0.0.1',
-      port: 0,
-      grpcPort: 0,
-      collectProcessMetrics: false,
-      loadedModel: testModel(),
-      servedModelName: TEST_MODEL_NAME,
-      variants: [{ name: 'attn-1', spec: 'attn:1' }],
-      kvCacheBytes: 64 * 1024 * 1024,
-      ...extra,
-    });
+    startServer(e2eServerOptions('synthetic', { variants: [{ name: 'attn-1', spec: 'attn:1' }], ...extra }));
 
   it('every sampled request is either scored or dropped with a reason; none is lost', async () => {
     const server = await start({ shadowRate: 1, shadowMaxInFlight: 1 });

@@ -4,7 +4,7 @@ import type { EngineClient } from '../../engine/client.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
 import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../../engine/model/synthetic.ts';
 import type { VariantArg } from '../../server/config/variant-flag.ts';
-import { type RunningServer, startServer } from '../../server/start-server.ts';
+import { type RunningServer, type StartServerOptions, startServer } from '../../server/start-server.ts';
 
 /**
  * End-to-end test servers: the real engine (worker thread, as `dropserve serve` runs it) behind the
@@ -35,6 +35,27 @@ export interface TestServerOptions {
   onListening?: (info: { httpUrl: string }) => void;
   /** Also start gRPC, on this port (default: no gRPC). */
   grpcPort?: number;
+}
+
+/**
+ * startServer options for suites that need more than startTestServer offers (experiments, shadow
+ * scoring): loopback, any free port, no gRPC, no process metrics, 64 MiB of KV; `extra` overrides.
+ */
+export function e2eServerOptions(
+  model: TestServerOptions['model'],
+  extra: StartServerOptions = {},
+): StartServerOptions {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    grpcPort: 0,
+    collectProcessMetrics: false,
+    ...(model === 'stories260K'
+      ? { model: STORIES_260K }
+      : { loadedModel: testModel(), servedModelName: TEST_MODEL_NAME }),
+    kvCacheBytes: 64 * 1024 * 1024,
+    ...extra,
+  };
 }
 
 export interface TestServer {
