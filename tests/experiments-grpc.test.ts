@@ -15,7 +15,7 @@ type Method = protoLoader.MethodDefinition<object, object>;
 describe('A/B experiments over gRPC', () => {
   let server: RunningServer;
   let client: grpc.Client;
-  let methods: Record<'Complete' | 'Generate', Method>;
+  let methods: Record<'Complete' | 'Generate' | 'ListModels', Method>;
   beforeAll(async () => {
     server = await startServer(
       e2eServerOptions('synthetic', {
@@ -34,7 +34,33 @@ describe('A/B experiments over gRPC', () => {
     );
     client = new grpc.Client(`127.0.0.1:${server.grpcPort}`, grpc.credentials.createInsecure());
     const service = loadDropserveProtos()[DROPSERVE_SERVICE] as Record<string, Method>;
-    methods = { Complete: service.Complete!, Generate: service.Generate! };
+    methods = { Complete: service.Complete!, Generate: service.Generate!, ListModels: service.ListModels! };
+  });
+
+  it('ListModels lists the experiment with its arms next to the variants', async () => {
+    const m = methods.ListModels;
+    const reply = await new Promise<{
+      models: { id: string }[];
+      experiments: { name: string; arms: object[] }[];
+    }>((resolve, reject) =>
+      client.makeUnaryRequest(
+        m.path,
+        m.requestSerialize,
+        (bytes: Buffer) => m.responseDeserialize(bytes) as never,
+        {},
+        (error, response) => (error ? reject(error) : resolve(response!)),
+      ),
+    );
+    expect(reply.models.map((v) => v.id)).toEqual([FULL, PRUNED]);
+    expect(reply.experiments).toEqual([
+      {
+        name: 'ab',
+        arms: [
+          { variant: FULL, weight: 1 },
+          { variant: PRUNED, weight: 1 },
+        ],
+      },
+    ]);
   });
   afterAll(async () => {
     client.close();

@@ -2,6 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
 import { variantLoadView } from '../admin/variants/variant-load.ts';
+import type { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { type HandlerContext, unaryHandler } from './handler-kit.ts';
 import { detokenizeRequestSchema, parseMessage, tokenizeRequestSchema } from './request-schemas.ts';
 import { resolveVariant } from './resolve-model.ts';
@@ -24,8 +25,14 @@ export interface ModelInfoMessage {
   created: number;
 }
 
+export interface ExperimentInfoMessage {
+  name: string;
+  arms: { variant: string; weight: number }[];
+}
+
 export interface ListModelsResponseMessage {
   models: ModelInfoMessage[];
+  experiments: ExperimentInfoMessage[];
 }
 
 export interface TokenizeResponseMessage {
@@ -41,6 +48,7 @@ export interface DetokenizeResponseMessage {
 
 export interface ModelHandlerContext extends HandlerContext {
   engine: EngineClient;
+  experiments?: ExperimentRouter;
 }
 
 export function listModelsHandler(
@@ -48,6 +56,10 @@ export function listModelsHandler(
 ): grpc.handleUnaryCall<unknown, ListModelsResponseMessage> {
   return unaryHandler('ListModels', context, async () => ({
     models: context.engine.variants().map((v) => modelInfoMessage(v, context.engine)),
+    experiments: (context.experiments?.list() ?? []).map((e) => ({
+      name: e.name,
+      arms: e.arms.map((a) => ({ variant: a.variant, weight: a.weight })),
+    })),
   }));
 }
 
