@@ -15,13 +15,17 @@ if (!port) throw new Error('engine-worker must run in a worker thread');
 let core: EngineCore | null = null;
 let pending: { requestId: string; event: GenerateEvent }[] = [];
 
-const post = (message: FromWorker): void => port.postMessage(message);
+const post = (message: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
 
 function flush(): void {
   if (!core) return;
   const events = pending;
   pending = [];
-  post({ type: 'events', events, variants: core.variants() });
+  // Recorded distributions (a vocab-sized row per token) are moved, not copied, to the server thread.
+  const transfer = events.flatMap(({ event }) =>
+    event.type === 'token' && event.distribution ? [event.distribution.buffer as ArrayBuffer] : [],
+  );
+  post({ type: 'events', events, variants: core.variants() }, transfer);
 }
 
 port.on('message', async (message: ToWorker) => {
