@@ -72,6 +72,11 @@ export class HostKvCachePool implements KvCachePool {
   }
 }
 
+/** An arena outside any pool budget, for short-lived private KV (chunked background scoring). */
+export function createHostKvArena(layout: KvLayout): KvArena {
+  return new HostKvArena(layout);
+}
+
 class HostKvArena implements KvArena {
   readonly layout: KvLayout;
   readonly bytesPerToken: number;

@@ -211,3 +211,43 @@ describe('KV memory: a budget of N full sequences admits N·L/kept of a pruned v
     }
   });
 });
+
+describe('scoring', () => {
+  it('a background score (fed in chunks between rounds) equals the one-pass interactive score', async () => {
+    const engine = await createEngine({
+      model: smallModel(),
+      servedModelName: 'm',
+      variants: [{ name: 'attn-1', spec: { dropAttention: [1], dropMlp: [] } }],
+    });
+    try {
+      const tokens = promptOf(3, 150, 300);
+      for (const variant of ['m', 'm:attn-1']) {
+        const score = (priority: 'interactive' | 'background') =>
+          engine.score({
+            requestId: `s-${priority}`,
+            variant,
+            tokenIds: tokens,
+            fromIndex: 20,
+            priority,
+            returnDistributions: true,
+          });
+        // Decode traffic alongside the background score, so it is interleaved with real rounds.
+        const traffic = Promise.all(
+          [1, 2, 3].map((i) => collect(engine, request(variant, promptOf(i, 8, 300), 30))),
+        );
+        const [oneShot, chunked] = await Promise.all([score('interactive'), score('background')]);
+        await traffic;
+        expect(chunked.tokenLogprobs).toHaveLength(150 - 20);
+        expect(chunked.argmaxIds).toEqual(oneShot.argmaxIds);
+        chunked.tokenLogprobs.forEach((lp, i) =>
+          expect(Math.abs(lp - oneShot.tokenLogprobs[i]!)).toBeLessThan(1e-4),
+        );
+        expect(Math.abs(chunked.distributions![129]![7]! - oneShot.distributions![129]![7]!)).toBeLessThan(
+          1e-4,
+        );
+      }
+    } finally {
+      await engine.close();
+    }
+  });
+});

@@ -1,4 +1,4 @@
-import { HostKvCachePool } from '../../kv-cache/host-pool.ts';
+import { createHostKvArena, HostKvCachePool } from '../../kv-cache/host-pool.ts';
 import type { KvArena, KvCachePool, KvReservation } from '../../kv-cache/kv-pool.ts';
 import type {
   FinishReason,
@@ -70,6 +70,15 @@ interface VariantState {
   prefixReusedTokens: number;
 }
 
+/** A background score in progress (see #advanceBackgroundScore). */
+interface ScoreJob {
+  pending: PendingScore;
+  arena: KvArena;
+  /** Next token position to feed. */
+  nextToken: number;
+  result: ScoreResult;
+}
+
 interface PendingScore {
   request: ScoreRequest;
   variant: VariantState;
@@ -79,6 +88,8 @@ interface PendingScore {
 
 /** Most of the engine's time background scores (shadow scoring) may take from interactive work. */
 const BACKGROUND_SHARE = 0.1;
+/** Tokens a background score feeds per model run. */
+const SCORE_CHUNK_TOKENS = 32;
 
 const nowMs = (): number => performance.timeOrigin + performance.now();
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -102,6 +113,7 @@ export class EngineCore {
   /** Not yet prefilled, interactive first then background, FIFO within each. */
   #waiting: Sequence[] = [];
   #scores: PendingScore[] = [];
+  #scoreJob: ScoreJob | null = null;
   readonly #byId = new Map<string, Sequence>();
   #wake: (() => void) | null = null;
   #isClosed = false;
@@ -276,6 +288,8 @@ export class EngineCore {
     while (this.#byId.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     for (const id of [...this.#byId.keys()]) this.abort(id);
     for (const s of this.#scores.splice(0)) s.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
+    this.#scoreJob?.pending.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
+    this.#scoreJob = null;
     this.#wakeLoop();
     await this.#loopDone;
     await this.#runner.release();
@@ -339,7 +353,7 @@ export class EngineCore {
   }
 
   #hasWork(): boolean {
-    if (this.#waiting.length > 0 || this.#scores.length > 0) return true;
+    if (this.#waiting.length > 0 || this.#scores.length > 0 || this.#scoreJob !== null) return true;
     for (const v of this.#variants.values()) if (v.running.size > 0) return true;
     return false;
   }
@@ -375,30 +389,113 @@ export class EngineCore {
         this.onStepEnd?.();
       }
     }
-    const score =
-      this.#scores.find((s) => s.request.priority !== 'background') ?? this.#backgroundScoreIfAllowed();
-    if (score) {
-      this.#scores.splice(this.#scores.indexOf(score), 1);
-      const started = performance.now();
+    const interactiveScore = this.#scores.find((s) => s.request.priority !== 'background');
+    if (interactiveScore) {
+      this.#scores.splice(this.#scores.indexOf(interactiveScore), 1);
       try {
-        score.resolve(await this.#score(score));
+        interactiveScore.resolve(await this.#score(interactiveScore));
       } catch (error) {
-        score.reject(error);
+        interactiveScore.reject(error);
       }
-      if (score.request.priority === 'background' && this.#hasInteractiveRunning()) {
-        // A score is one uninterruptible run: spacing them out caps what background work takes
-        // from interactive sequences at BACKGROUND_SHARE of the engine's time.
-        const ms = performance.now() - started;
-        this.#backgroundNotBefore = performance.now() + (ms * (1 - BACKGROUND_SHARE)) / BACKGROUND_SHARE;
-      }
+    } else if (this.#isBackgroundAllowed()) {
+      await this.#advanceBackgroundScore();
     }
   }
 
   /** Background work runs only when no interactive request waits, and within its time share. */
-  #backgroundScoreIfAllowed(): PendingScore | undefined {
-    if (this.#waiting.some((s) => s.request.priority !== 'background')) return undefined;
-    if (this.#hasInteractiveRunning() && performance.now() < this.#backgroundNotBefore) return undefined;
-    return this.#scores[0];
+  #isBackgroundAllowed(): boolean {
+    if (this.#scoreJob === null && this.#scores.length === 0) return false;
+    if (this.#waiting.some((s) => s.request.priority !== 'background')) return false;
+    return !this.#hasInteractiveRunning() || performance.now() >= this.#backgroundNotBefore;
+  }
+
+  /**
+   * Background scores run a chunk of SCORE_CHUNK_TOKENS per round, with their KV in a private
+   * arena: an interactive request arriving meanwhile waits for one chunk, not a whole sequence. While
+   * interactive sequences run, chunks are spaced so background work takes at most BACKGROUND_SHARE
+   * of the engine's time.
+   */
+  async #advanceBackgroundScore(): Promise<void> {
+    if (this.#scoreJob === null) {
+      const pending = this.#scores.shift()!;
+      const arena = createHostKvArena(pending.variant.def.kvLayout);
+      arena.addRow('score', pending.request.tokenIds.length);
+      const result: ScoreResult = { tokenLogprobs: [], argmaxIds: [], argmaxLogprobs: [] };
+      if (pending.request.returnDistributions) result.distributions = [];
+      this.#scoreJob = { pending, arena, nextToken: 0, result };
+    }
+    const job = this.#scoreJob;
+    const started = performance.now();
+    try {
+      const isDone = await this.#scoreChunk(job);
+      if (isDone) {
+        this.#scoreJob = null;
+        job.pending.resolve(job.result);
+      }
+    } catch (error) {
+      this.#scoreJob = null;
+      job.pending.reject(error);
+    }
+    if (this.#hasInteractiveRunning()) {
+      const ms = performance.now() - started;
+      this.#backgroundNotBefore = performance.now() + (ms * (1 - BACKGROUND_SHARE)) / BACKGROUND_SHARE;
+    }
+  }
+
+  /** Feeds the next chunk of a score job; true once every scored position has its row. */
+  async #scoreChunk(job: ScoreJob): Promise<boolean> {
+    const { request, variant } = job.pending;
+    const tokens = request.tokenIds;
+    // Positions fed: 0..n-2 (the last token is only predicted). Rows kept: fromIndex-1..n-2.
+    const end = tokens.length - 1;
+    const start = job.nextToken;
+    const seqLen = Math.min(SCORE_CHUNK_TOKENS, end - start);
+    const firstScored = Math.max(start, request.fromIndex - 1);
+    const scoredPositions = Array.from(
+      { length: Math.max(0, start + seqLen - firstScored) },
+      (_, i) => firstScored + i,
+    );
+    let kept = 0;
+    const views = start === 0 ? [] : job.arena.rowViews(0);
+    const output = await this.#runner.run({
+      batchSize: 1,
+      seqLen,
+      inputIds: tokens.slice(start, start + seqLen),
+      positionIds: Array.from({ length: seqLen }, (_, i) => start + i),
+      mask: variant.def.mask,
+      pastLengths: [start],
+      past:
+        start === 0
+          ? this.#emptyPast(variant)
+          : variant.def.mask.attnKeep.map((keep) => (keep ? views[kept++]! : null)),
+      pastCapacity: start === 0 ? 0 : job.arena.tokenCapacity,
+      logitsIndex: scoredPositions.map((p) => p - start),
+    });
+    variant.def.kvLayout.keptLayers.forEach((layer, i) => {
+      job.arena.append(i, [0], seqLen, output.newKeys[layer]!, output.newValues[layer]!);
+    });
+    job.arena.advance([0], seqLen);
+    this.#collectScores(job.result, request, output.logits, scoredPositions);
+    job.nextToken = start + seqLen;
+    return job.nextToken >= end;
+  }
+
+  /** Turns logits rows (one per scored position p, predicting tokens[p+1]) into score entries. */
+  #collectScores(
+    result: ScoreResult,
+    request: ScoreRequest,
+    logits: Float32Array,
+    positions: number[],
+  ): void {
+    const vocab = this.config.vocabSize;
+    positions.forEach((p, i) => {
+      const row = logSoftmax(logits.subarray(i * vocab, (i + 1) * vocab));
+      const best = argmax(row);
+      result.tokenLogprobs.push(row[request.tokenIds[p + 1]!]!);
+      result.argmaxIds.push(best);
+      result.argmaxLogprobs.push(row[best]!);
+      result.distributions?.push(row);
+    });
   }
 
   #hasInteractiveRunning(): boolean {
@@ -649,17 +746,9 @@ export class EngineCore {
       pastCapacity: 0,
       logitsIndex: positions,
     });
-    const vocab = this.config.vocabSize;
     const result: ScoreResult = { tokenLogprobs: [], argmaxIds: [], argmaxLogprobs: [] };
     if (request.returnDistributions) result.distributions = [];
-    positions.forEach((_, i) => {
-      const row = logSoftmax(output.logits.subarray(i * vocab, (i + 1) * vocab));
-      const best = argmax(row);
-      result.tokenLogprobs.push(row[tokens[request.fromIndex + i]!]!);
-      result.argmaxIds.push(best);
-      result.argmaxLogprobs.push(row[best]!);
-      result.distributions?.push(row);
-    });
+    this.#collectScores(result, request, output.logits, positions);
     return result;
   }
 }
