@@ -239,9 +239,9 @@ describe('scoring', () => {
         await traffic;
         expect(chunked.tokenLogprobs).toHaveLength(150 - 20);
         expect(chunked.argmaxIds).toEqual(oneShot.argmaxIds);
-        chunked.tokenLogprobs.forEach((lp, i) =>
-          expect(Math.abs(lp - oneShot.tokenLogprobs[i]!)).toBeLessThan(1e-4),
-        );
+        for (const [i, lp] of chunked.tokenLogprobs.entries()) {
+          expect(Math.abs(lp - oneShot.tokenLogprobs[i]!)).toBeLessThan(1e-4);
+        }
         expect(Math.abs(chunked.distributions![129]![7]! - oneShot.distributions![129]![7]!)).toBeLessThan(
           1e-4,
         );
