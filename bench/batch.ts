@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
+import type { GenerateEvent } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
+import { generatedTokenIds } from '../engine/output/token-ids.ts';
 import { benchModels, benchRequest, commitId, printTable } from './common.ts';
 
 /**
@@ -51,8 +53,6 @@ export async function runBatchBench(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function drain(events: AsyncIterable<{ type: string }>): Promise<number> {
-  let n = 0;
-  for await (const e of events) if (e.type === 'token') n++;
-  return n;
+async function drain(events: AsyncIterable<GenerateEvent>): Promise<number> {
+  return (await generatedTokenIds(events)).length;
 }

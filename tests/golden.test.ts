@@ -5,6 +5,7 @@ import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
+import { generatedTokenIds } from '../engine/output/token-ids.ts';
 import { maskOf } from '../engine/plan/plan.ts';
 import { ReferenceModel } from '../engine/reference/forward.ts';
 import { argmax } from '../engine/sampling/log-softmax.ts';
@@ -45,18 +46,15 @@ async function engineGreedy(
     variants: [{ name: 'pruned', spec: { dropAttention, dropMlp: [] } }],
   });
   try {
-    const ids: number[] = [];
-    const variant = dropAttention.length > 0 ? 'm:pruned' : 'm';
-    for await (const e of engine.generate({
-      requestId: 'golden',
-      variant,
-      promptTokenIds: prompt,
-      maxTokens,
-      sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
-    })) {
-      if (e.type === 'token') ids.push(e.tokenId);
-    }
-    return ids;
+    return await generatedTokenIds(
+      engine.generate({
+        requestId: 'golden',
+        variant: dropAttention.length > 0 ? 'm:pruned' : 'm',
+        promptTokenIds: prompt,
+        maxTokens,
+        sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
+      }),
+    );
   } finally {
     await engine.close();
   }

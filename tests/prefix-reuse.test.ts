@@ -6,6 +6,7 @@ import { createEngine, type InProcessEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../engine/model/synthetic.ts';
+import { generatedTokenIds } from '../engine/output/token-ids.ts';
 
 /**
  * Prefix reuse (EngineCoreOptions.prefixReuse): a sequence whose prompt shares a long prefix with a
@@ -23,14 +24,8 @@ function request(variant: string, promptTokenIds: number[], maxTokens: number): 
   return { requestId: `p${nextId++}`, variant, promptTokenIds, maxTokens, sampling: GREEDY, ignoreEos: true };
 }
 
-async function collect(
-  engine: InProcessEngine,
-  req: GenerateRequest,
-  signal?: AbortSignal,
-): Promise<number[]> {
-  const ids: number[] = [];
-  for await (const event of engine.generate(req, signal)) if (event.type === 'token') ids.push(event.tokenId);
-  return ids;
+function collect(engine: InProcessEngine, req: GenerateRequest, signal?: AbortSignal): Promise<number[]> {
+  return generatedTokenIds(engine.generate(req, signal));
 }
 
 /** A 40-token "system prompt" shared by every request, then a question starting with a distinct token. */

@@ -7,6 +7,7 @@ import type { DropserveError } from '../engine/errors.ts';
 import { loadLlama2cCheckpoint } from '../engine/model/llama2c-loader.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../engine/model/synthetic.ts';
+import { generatedTokenIds } from '../engine/output/token-ids.ts';
 import { ByteTokenizer } from '../engine/tokenizer/byte-tokenizer.ts';
 
 const GREEDY = { ...DEFAULT_SAMPLING, temperature: 0 };
@@ -17,14 +18,8 @@ function request(variant: string, promptTokenIds: number[], maxTokens: number): 
   return { requestId: `r${nextId++}`, variant, promptTokenIds, maxTokens, sampling: GREEDY };
 }
 
-async function collect(
-  engine: InProcessEngine,
-  req: GenerateRequest,
-  signal?: AbortSignal,
-): Promise<number[]> {
-  const ids: number[] = [];
-  for await (const event of engine.generate(req, signal)) if (event.type === 'token') ids.push(event.tokenId);
-  return ids;
+function collect(engine: InProcessEngine, req: GenerateRequest, signal?: AbortSignal): Promise<number[]> {
+  return generatedTokenIds(engine.generate(req, signal));
 }
 
 function promptOf(seed: number, length: number, vocab: number): number[] {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING, type GenerateRequest } from '../../engine/client.ts';
+import { generatedTokenIds } from '../../engine/output/token-ids.ts';
 import { FakeEngine } from '../testing/fake-engine.ts';
 import { ShadowSamplingEngine, type ShadowSkipReason } from './shadow-sampling.ts';
 import { type FinishedGeneration, ShadowScorer } from './shadow-scorer.ts';
@@ -24,14 +25,8 @@ const request = (variant: string, extra: Partial<GenerateRequest> = {}): Generat
   ...extra,
 });
 
-async function drain(
-  engine: ShadowSamplingEngine,
-  r: GenerateRequest,
-  signal?: AbortSignal,
-): Promise<number[]> {
-  const ids: number[] = [];
-  for await (const e of engine.generate(r, signal)) if (e.type === 'token') ids.push(e.tokenId);
-  return ids;
+function drain(engine: ShadowSamplingEngine, r: GenerateRequest, signal?: AbortSignal): Promise<number[]> {
+  return generatedTokenIds(engine.generate(r, signal));
 }
 
 const nextMacrotask = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
