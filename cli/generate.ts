@@ -10,7 +10,8 @@ import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
 
 const HELP = `usage: dropserve generate --prompt TEXT [flags]
 
-  --model PATH|HF_ID      llama2.c .bin, Hugging Face directory or cached HF id (default: built-in synthetic model)
+  --model PATH|HF_ID      llama2.c .bin, Hugging Face directory, cached HF id, or synthetic[:SEED]
+                          (default: the built-in stories260K, a TinyStories model)
   --tokenizer PATH        tokenizer for llama2.c checkpoints (default: tok*.bin / tokenizer.bin beside the model)
   --prompt TEXT           prompt (BOS is prepended)
   --max-tokens N          tokens to generate (default 256, capped by the context)

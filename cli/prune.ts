@@ -26,8 +26,8 @@ const processIo: PruneIo = {
 
 const EXIT_INTERRUPTED = 130;
 
-const COMMON_FLAGS = `  --model M          llama2.c .bin, Hugging Face directory, or org/name in the local HF cache
-                     (default: the built-in synthetic model)
+const COMMON_FLAGS = `  --model M          llama2.c .bin, Hugging Face directory, org/name in the local HF cache, or
+                     synthetic[:SEED] (default: the built-in stories260K)
   --tokenizer T      tokenizer file or directory (default: found beside the model)
   --data FILE        text; documents split on "<|endoftext|>" lines, else running text
   --threads N        onnxruntime intra-op threads (default 1)`;

@@ -22,8 +22,10 @@ Serves a model and its pruned variants over an OpenAI-compatible HTTP API (and g
 Each variant is served as a model named "<model>:<NAME>" next to the full "<model>".
 
 model
-  --model PATH|HF_ID         llama2.c .bin checkpoint, Hugging Face directory, or org/name from the
-                             local HF cache (default: the built-in synthetic model, random weights)
+  --model PATH|HF_ID|synthetic[:SEED]
+                             llama2.c .bin checkpoint, Hugging Face directory, org/name from the
+                             local HF cache, or "synthetic" (random weights, for API trials)
+                             (default: the built-in stories260K, a TinyStories model in models/)
   --tokenizer PATH           tokenizer file or directory (default: found beside the model)
   --served-model-name NAME   name of the full model in the API (default: from the model source)
   --variant NAME=SPEC        serve a pruned variant; SPEC is a plan file or inline "attn:1,3;mlp:2"

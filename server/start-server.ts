@@ -44,7 +44,7 @@ export interface StartServerOptions {
 
   /** Makes the engine; by default the model below is loaded and run in a worker thread. */
   createEngine?: () => Promise<EngineClient>;
-  /** Path or HF id; absent = the built-in synthetic default. */
+  /** Path, HF id or `synthetic[:SEED]`; absent = the built-in default (stories260K in models/). */
   model?: string;
   tokenizer?: string;
   /** An already loaded model (tests, embedding); takes the place of `model`/`tokenizer`. */
@@ -233,10 +233,15 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
       tokenizer: options.tokenizer,
       onProgress: (message) => logger.info(message),
     }));
-  if (model.source.kind === 'synthetic' && options.loadedModel === undefined) {
+  if (model.source.builtIn) {
+    logger.info(
+      { model: model.source.id, path: model.source.path, builtIn: true },
+      `no --model given: serving the built-in default ${model.source.id} (a TinyStories model; --model picks another)`,
+    );
+  } else if (model.source.kind === 'synthetic' && options.loadedModel === undefined) {
     logger.warn(
       { model: model.source.id, description: model.source.description },
-      'no --model given: serving the BUILT-IN SYNTHETIC DEFAULT (random weights, not a trained model; output is gibberish)',
+      'serving the SYNTHETIC model (random weights, not a trained model; output is gibberish)',
     );
   }
   const engineOptions = {

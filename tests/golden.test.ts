@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SAMPLING } from '../engine/client.ts';
+import { DEFAULT_SAMPLING, type FinishEvent } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
@@ -11,7 +12,8 @@ import { ReferenceModel } from '../engine/reference/forward.ts';
 import { argmax } from '../engine/sampling/log-softmax.ts';
 
 const SHARED = resolve(process.cwd(), '../shared/models');
-const STORIES = resolve(SHARED, 'stories260K/stories260K.bin');
+/** The checkpoint that ships in the repository as the built-in default. */
+const STORIES = fileURLToPath(new URL('../models/stories260K/stories260K.bin', import.meta.url));
 const TINYSTORIES_HF = resolve(SHARED, 'tinystories-656K');
 
 /** Greedy continuation by the plain TypeScript reference, stopping at EOS like the engine. */
@@ -71,6 +73,53 @@ describe.skipIf(!existsSync(STORIES))('stories260K (llama2.c checkpoint, interle
     expect(text).toMatch(
       /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\. One day, she saw a big, red ball\./,
     );
+  });
+
+  it('a greedy story ends where llama2.c run.c ends it: at BOS, after 341 tokens, finish_reason "stop"', async () => {
+    // No --model: the built-in default is this checkpoint, shipped in models/.
+    const model = await loadModel();
+    expect(model.source).toMatchObject({ id: 'stories260K', builtIn: true });
+    const prompt = model.tokenizer.encode('Once upon a time', { addBos: true });
+    const engine = await createEngine({ model, servedModelName: 'm' });
+    const greedy = async (ignoreEos: boolean) => {
+      const ids: number[] = [];
+      let finish: FinishEvent | undefined;
+      for await (const event of engine.generate({
+        requestId: `story-${ignoreEos}`,
+        variant: 'm',
+        promptTokenIds: prompt,
+        maxTokens: 400,
+        ignoreEos,
+        sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
+      })) {
+        if (event.type === 'token') ids.push(event.tokenId);
+        else finish = event;
+      }
+      return { ids, finish: finish! };
+    };
+    try {
+      // Run on past the end: the model itself starts the next story with BOS + "Once upon a time".
+      const runOn = await greedy(true);
+      expect(runOn.finish.reason).toBe('length');
+      expect(runOn.ids).toHaveLength(400);
+      const bosAt = runOn.ids.indexOf(model.tokenizer.bosTokenId);
+      expect(bosAt).toBe(341);
+      expect(runOn.ids.slice(bosAt, bosAt + 5)).toEqual(prompt);
+
+      const story = await greedy(false);
+      expect(story.finish).toMatchObject({
+        reason: 'stop',
+        stopTokenId: 1,
+        usage: { completionTokens: bosAt },
+      });
+      expect(story.ids).toEqual(runOn.ids.slice(0, bosAt));
+      expect(story.ids).toEqual(referenceGreedy(model, prompt, 400, []));
+      const text = model.tokenizer.decode(story.ids);
+      expect(text).toMatch(/^, there was a little girl named Lily\./);
+      expect(text).toMatch(/She was so happy and said, "Thank you, Lily! You are a good friend\."$/);
+    } finally {
+      await engine.close();
+    }
   });
 
   it('with attention layers 1 and 3 dropped, the engine still equals the reference (and differs from full)', async () => {

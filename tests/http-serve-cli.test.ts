@@ -1,7 +1,12 @@
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseServeArgs } from '../cli/serve.ts';
+
+const BIN = fileURLToPath(new URL('../bin/dropserve.js', import.meta.url));
+const SHIPPED_MODEL = fileURLToPath(new URL('../models/stories260K/stories260K.bin', import.meta.url));
 
 /** `dropserve serve`: flag parsing, and the real process from start-up log to SIGTERM exit. */
 describe('parseServeArgs', () => {
@@ -92,22 +97,12 @@ describe('parseServeArgs', () => {
 });
 
 describe('dropserve serve (process)', () => {
-  it('logs JSON lines with the URL, the synthetic default and each variant; exits 0 on SIGTERM', async () => {
+  it('with no --model serves the built-in stories260K from any cwd; logs JSON lines; exits 0 on SIGTERM', async () => {
     const child = spawn(
       process.execPath,
-      [
-        'bin/dropserve.js',
-        'serve',
-        '--host',
-        '127.0.0.1',
-        '--port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--variant',
-        'a2=attn:1,3',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--variant', 'a2=attn:1,3'],
+      // Another working directory: the default model is found beside the package, not the cwd.
+      { stdio: ['ignore', 'pipe', 'pipe'], cwd: os.tmpdir() },
     );
     const lines: Record<string, unknown>[] = [];
     const serving = new Promise<string>((resolve, reject) => {
@@ -122,16 +117,36 @@ describe('dropserve serve (process)', () => {
     try {
       const url = await serving;
       expect((await fetch(`${url}/health`)).status).toBe(200);
-      const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
-      expect(models.data.map((m) => m.id)).toEqual(['dropserve-default', 'dropserve-default:a2']);
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as {
+        data: { id: string; root: string; dropserve_source: { kind: string; built_in: boolean } }[];
+      };
+      expect(models.data.map((m) => m.id)).toEqual(['stories260K', 'stories260K:a2']);
+      expect(models.data[0]).toMatchObject({
+        root: SHIPPED_MODEL,
+        dropserve_source: { kind: 'llama2c', built_in: true },
+      });
+      const completion = (await (
+        await fetch(`${url}/v1/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model: 'stories260K',
+            prompt: 'Once upon a time',
+            max_tokens: 12,
+            temperature: 0,
+          }),
+        })
+      ).json()) as { choices: { text: string }[] };
+      expect(completion.choices[0]!.text).toBe(', there was a little girl named Lily. She');
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
     const messages = lines.map((l) => String(l.msg));
-    expect(messages.some((m) => m.includes('BUILT-IN SYNTHETIC DEFAULT'))).toBe(true);
-    expect(lines.find((l) => l.variant === 'dropserve-default:a2')?.kvBytesPerToken).toBe(2048);
+    expect(messages.some((m) => m.includes('serving the built-in default stories260K'))).toBe(true);
+    // 3 of 5 attention layers keep a cache: 3 × 2 (K, V) × 4 kv heads × 8 dims × 4 bytes.
+    expect(lines.find((l) => l.variant === 'stories260K:a2')?.kvBytesPerToken).toBe(768);
     expect(messages).toContain('shut down');
   });
 });

@@ -35,6 +35,23 @@ describe('stories260K over HTTP', () => {
     expect(expectedPromptTokens).toBeLessThan(prompt.length);
   });
 
+  it('a greedy story ends at BOS with finish_reason "stop", as llama2.c run.c ends it; ignore_eos runs on', async () => {
+    const request = { model: t.modelName, prompt: 'Once upon a time', max_tokens: 400, temperature: 0 };
+    const response = await t.client.completions.create(request);
+    const story = response.choices[0]!;
+    expect(story.finish_reason).toBe('stop');
+    // BOS ends the story: a finish on an end-of-sequence id, not a stop string or stop_token_ids.
+    expect((story as { stop_reason?: unknown }).stop_reason).toBeNull();
+    expect(response.usage!.completion_tokens).toBe(341);
+    expect(story.text).toMatch(/She was so happy and said, "Thank you, Lily! You are a good friend\."$/);
+
+    const runOn = await t.client.completions.create({ ...request, ignore_eos: true } as typeof request);
+    expect(runOn.choices[0]!.finish_reason).toBe('length');
+    expect(runOn.usage!.completion_tokens).toBe(400);
+    // The next story starts where the first one ended.
+    expect(runOn.choices[0]!.text.startsWith(`${story.text}Once upon a time, there was`)).toBe(true);
+  });
+
   it('chat: prompt tokens are those of the rendered template, BOS once', async () => {
     const messages = [{ role: 'user' as const, content: 'Tell me about a cat.' }];
     const r = await t.client.chat.completions.create({

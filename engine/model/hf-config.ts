@@ -81,14 +81,14 @@ export function readHuggingFaceConfig(dir: string): HfConfigResult {
     maxSeqLen = window;
   }
 
+  // generation_config.json first: it is what transformers' generate() reads. May be empty here when
+  // only the tokenizer names an EOS token; withTokenizerEos completes the list once it is loaded.
   const eosTokenIds = [
     ...new Set([...tokenIdList(generation.eos_token_id), ...tokenIdList(raw.eos_token_id)]),
   ];
   const bosTokenId = tokenIdList(raw.bos_token_id)[0] ?? tokenIdList(generation.bos_token_id)[0];
   if (bosTokenId === undefined)
     throw modelLoadError(file, 'no bos_token_id in config.json or generation_config.json');
-  if (eosTokenIds.length === 0)
-    throw modelLoadError(file, 'no eos_token_id in config.json or generation_config.json');
 
   const declaredTie = typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : undefined;
   const config: ModelConfig = {
@@ -113,6 +113,26 @@ export function readHuggingFaceConfig(dir: string): HfConfigResult {
   const scaling = ropeScalingOf(file, raw.rope_scaling);
   if (scaling) config.ropeScaling = scaling;
   return { config, declaredTie, notes };
+}
+
+/**
+ * Adds the tokenizer's EOS ids (tokenizer_config.json `eos_token`) to the ids that end generation, as
+ * vLLM stops on the tokenizer's EOS as well as on generation_config's. Chat checkpoints often end a
+ * turn with a token that only one of the files names.
+ */
+export function withTokenizerEos(
+  config: ModelConfig,
+  tokenizerEosIds: readonly number[],
+  where: string,
+): ModelConfig {
+  config.eosTokenIds = [...new Set([...config.eosTokenIds, ...tokenizerEosIds])];
+  if (config.eosTokenIds.length === 0) {
+    throw modelLoadError(
+      where,
+      'no EOS token: none of generation_config.json, config.json, tokenizer_config.json names one',
+    );
+  }
+  return config;
 }
 
 function architectureOf(file: string, raw: Record<string, unknown>): ModelConfig['architecture'] {

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorOf } from '../testing/expect-dropserve-error.ts';
-import { readHuggingFaceConfig } from './hf-config.ts';
+import { readHuggingFaceConfig, withTokenizerEos } from './hf-config.ts';
 import { exportHuggingFaceDir } from './hf-export.ts';
 import { loadHuggingFaceDir, loadHuggingFaceModel } from './hf-loader.ts';
 import { openSafetensors } from './safetensors.ts';
@@ -242,6 +242,28 @@ describe('readHuggingFaceConfig', () => {
       highFreqFactor: 4,
       originalMaxPositionEmbeddings: 8192,
     });
+  });
+
+  it('EOS ids: generation_config.json (number or list) first, then config.json, without repeats', () => {
+    const listed = configDir('eos-generation-list', { eos_token_id: 2 });
+    fs.writeFileSync(path.join(listed, 'generation_config.json'), JSON.stringify({ eos_token_id: [9, 2] }));
+    expect(readHuggingFaceConfig(listed).config.eosTokenIds).toEqual([9, 2]);
+    const single = configDir('eos-generation-number', { eos_token_id: undefined });
+    fs.writeFileSync(path.join(single, 'generation_config.json'), JSON.stringify({ eos_token_id: 5 }));
+    expect(readHuggingFaceConfig(single).config.eosTokenIds).toEqual([5]);
+  });
+
+  it('with no EOS id in either file, the tokenizer’s EOS token completes the list; none at all is an error', () => {
+    const dir = configDir('eos-absent', { eos_token_id: undefined });
+    const { config } = readHuggingFaceConfig(dir);
+    expect(config.eosTokenIds).toEqual([]);
+    expect(withTokenizerEos({ ...config }, [7], dir).eosTokenIds).toEqual([7]);
+    const e = errorOf(() => withTokenizerEos({ ...config }, [], dir));
+    expect(e.code).toBe('DS_MODEL_LOAD');
+    expect(e.message).toContain('no EOS token');
+    // A tokenizer EOS the configs already name is not repeated; one they do not name is added.
+    const named = readHuggingFaceConfig(configDir('eos-named', { eos_token_id: [2, 7] })).config;
+    expect(withTokenizerEos(named, [7, 3], dir).eosTokenIds).toEqual([2, 7, 3]);
   });
 
   it('rejects other rope scalings and activations', () => {

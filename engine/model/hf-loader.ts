@@ -3,7 +3,7 @@ import { DropserveError, modelLoadError } from '../errors.ts';
 import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
 import type { ModelConfig } from './config.ts';
 import { derivedSizes } from './config.ts';
-import { readHuggingFaceConfig } from './hf-config.ts';
+import { readHuggingFaceConfig, withTokenizerEos } from './hf-config.ts';
 import { openSafetensors, type SafetensorsReader } from './safetensors.ts';
 import type { LayerWeights, ModelWeights } from './weights.ts';
 
@@ -34,7 +34,7 @@ export function loadHuggingFaceDir(dir: string, options: HfLoadOptions = {}): Hf
     bosTokenId: config.bosTokenId,
     eosTokenIds: config.eosTokenIds,
   });
-  return { config, weights, tokenizer };
+  return { config: withTokenizerEos(config, tokenizer.eosTokenIds, dir), weights, tokenizer };
 }
 
 /** Config and weights only (for a model whose tokenizer comes from elsewhere). */

@@ -49,7 +49,7 @@ describe('loadLlama2cCheckpoint on stories260K', () => {
       ropeInterleaved: true,
       tieWordEmbeddings: true,
       bosTokenId: 1,
-      eosTokenIds: [2],
+      eosTokenIds: [1, 2],
     });
   });
 

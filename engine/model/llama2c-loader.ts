@@ -131,7 +131,10 @@ function configFromHeader(h: Llama2cHeader): ModelConfig {
     hasQkvBias: false,
     tieWordEmbeddings: h.vocabSize > 0,
     bosTokenId: 1,
-    eosTokenIds: [2],
+    // llama2.c trains on stories each prefixed by BOS and ends none with EOS, so a finished story is
+    // followed by BOS: run.c stops there ("the BOS (=1) token delimits sequences"). EOS (2) stays for
+    // Llama 2 exports, which do end with it.
+    eosTokenIds: [1, 2],
   };
 }
 

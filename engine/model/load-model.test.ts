@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rejectionOf } from '../testing/expect-dropserve-error.ts';
 import { findCachedModel, hfHubCacheDir, looksLikeHfId } from './hf-cache.ts';
@@ -24,13 +25,47 @@ function linkDir(dir: string, files: Record<string, string>): string {
 }
 
 describe('loadModel', () => {
-  it('serves the synthetic default without --model', async () => {
+  it('without --model loads the built-in stories260K shipped in models/, whatever the cwd', async () => {
     const lines: string[] = [];
-    const model = await loadModel({ onProgress: (m) => lines.push(m) });
-    expect(model.source).toMatchObject({ kind: 'synthetic', id: 'dropserve-default' });
-    expect(model.config.numLayers).toBe(6);
-    expect(lines[0]).toContain('synthetic');
+    const shipped = fileURLToPath(new URL('../../models/stories260K/stories260K.bin', import.meta.url));
+    const cwd = process.cwd();
+    process.chdir(os.tmpdir());
+    let model: Awaited<ReturnType<typeof loadModel>>;
+    try {
+      model = await loadModel({ onProgress: (m) => lines.push(m) });
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(model.source).toMatchObject({ kind: 'llama2c', id: 'stories260K', path: shipped, builtIn: true });
+    expect(model.source.description).toMatch(/^built-in default: llama2\.c checkpoint stories260K\.bin/);
+    expect(model.config.numLayers).toBe(5);
+    expect(model.tokenizer.vocabSize).toBe(512);
+    expect(lines[0]).toContain('no --model given, loading the built-in default stories260K');
   });
+
+  it('--model synthetic and synthetic:SEED give the random-weight model, named by its seed', async () => {
+    const lines: string[] = [];
+    const model = await loadModel({ model: 'synthetic', onProgress: (m) => lines.push(m) });
+    expect(model.source).toMatchObject({ kind: 'synthetic', id: 'synthetic' });
+    expect(model.source.builtIn).toBeUndefined();
+    expect(model.config.numLayers).toBe(6);
+    expect(lines[0]).toContain('not a trained model');
+    const seeded = await loadModel({ model: 'synthetic:42' });
+    expect(seeded.source.id).toBe('synthetic-42');
+    expect(seeded.weights.tokenEmbedding).not.toEqual(model.weights.tokenEmbedding);
+    expect((await loadModel({ model: 'synthetic:1234' })).weights.tokenEmbedding).toEqual(
+      model.weights.tokenEmbedding,
+    );
+  });
+
+  it.each(['synthetic:', 'synthetic:abc', 'synthetic:-1', 'synthetic:1.5', 'synthetic:4294967296'])(
+    'refuses %s naming the seed range',
+    async (spec) => {
+      const e = await rejectionOf(loadModel({ model: spec }));
+      expect(e.code).toBe('DS_INVALID_ARGUMENT');
+      expect(e.message).toContain('0..4294967295');
+    },
+  );
 
   it('loads a llama2.c checkpoint with the tokenizer beside it', async () => {
     const lines: string[] = [];
@@ -71,6 +106,22 @@ describe('loadModel', () => {
     expect(model.source).toMatchObject({ kind: 'huggingface', id: 'tinystories-656K' });
     expect(model.tokenizer.bosTokenId).toBe(1);
     expect(model.config.tieWordEmbeddings).toBe(true);
+  });
+
+  it('stops on the tokenizer’s EOS token (tokenizer_config.json) when neither config file names one', async () => {
+    const dir = path.join(tmp, 'eos-from-tokenizer');
+    const { eos_token_id: _dropped, ...config } = JSON.parse(
+      fs.readFileSync(path.join(TINY, 'config.json'), 'utf8'),
+    );
+    linkDir(dir, {
+      'model.safetensors': path.join(TINY, 'model.safetensors'),
+      'tokenizer.json': path.join(TINY, 'tokenizer.json'),
+      'tokenizer_config.json': path.join(TINY, 'tokenizer_config.json'),
+    });
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    const model = await loadModel({ model: dir });
+    expect(model.tokenizer.tokenText(2)).toBe('<|end_story|>');
+    expect(model.config.eosTokenIds).toEqual([2]);
   });
 
   it('loads an exported synthetic Qwen2 directory with a llama2.c tokenizer given by --tokenizer', async () => {

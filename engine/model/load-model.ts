@@ -4,19 +4,23 @@ import { DropserveError, modelLoadError } from '../errors.ts';
 import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import { BUILT_IN_MODEL_ID, builtInModelPath } from './built-in-model.ts';
 import type { ModelConfig } from './config.ts';
 import { findCachedModel, looksLikeHfId } from './hf-cache.ts';
+import { withTokenizerEos } from './hf-config.ts';
 import { loadHuggingFaceModel } from './hf-loader.ts';
 import { loadLlama2cCheckpoint } from './llama2c-loader.ts';
 import type { LoadedModel } from './loaded-model.ts';
-import { syntheticModel } from './synthetic.ts';
+import { DEFAULT_SYNTHETIC_SEED, SYNTHETIC_MODEL_NAME, syntheticModel } from './synthetic.ts';
 
 /**
  * `--model` resolution, in order:
- *   (none)                 the built-in synthetic default
+ *   (none)                 the built-in default: stories260K, shipped in models/ (see built-in-model.ts)
+ *   synthetic[:SEED]       random weights generated from a seed (byte tokenizer); for tests and API trials
  *   file.bin               llama2.c checkpoint; tokenizer from --tokenizer, else tok*.bin / tokenizer.bin beside it
  *   directory/config.json  Hugging Face checkpoint (its tokenizer unless --tokenizer)
  *   org/name               the same, from the local HF hub cache (never downloaded)
+ * A file or directory literally named "synthetic" is reached as ./synthetic.
  */
 
 export interface LoadModelOptions {
@@ -32,16 +36,35 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<LoadedM
       throw new DropserveError(
         'DS_INVALID_ARGUMENT',
         '--tokenizer needs --model (the built-in default has its own)',
-        {
-          param: 'tokenizer',
-        },
+        { param: 'tokenizer' },
       );
     }
-    const model = syntheticModel();
+    const file = builtInModelPath();
+    progress(`model: no --model given, loading the built-in default ${BUILT_IN_MODEL_ID} (${file})`);
+    const model = loadLlama2c(file, undefined, progress);
+    return {
+      ...model,
+      source: {
+        ...model.source,
+        builtIn: true,
+        description: `built-in default: ${model.source.description}, trained on TinyStories (MIT)`,
+      },
+    };
+  }
+  const spec = options.model;
+  const syntheticSeed = parseSyntheticSpec(spec);
+  if (syntheticSeed !== undefined) {
+    if (options.tokenizer !== undefined) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        '--tokenizer does not apply to --model synthetic (it has its own byte tokenizer)',
+        { param: 'tokenizer' },
+      );
+    }
+    const model = syntheticModel({ seed: syntheticSeed });
     progress(`model: ${model.source.description}`);
     return model;
   }
-  const spec = options.model;
   if (fs.existsSync(spec)) {
     const stat = fs.statSync(spec);
     if (stat.isFile() && spec.endsWith('.bin')) return loadLlama2c(spec, options.tokenizer, progress);
@@ -58,6 +81,23 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<LoadedM
     return loadHuggingFace(snapshot, spec, options.tokenizer, progress);
   }
   throw modelLoadError(spec, 'no such file or directory (and not an org/name Hugging Face id)');
+}
+
+/** The seed `synthetic` / `synthetic:SEED` asks for; undefined when the spec names something else. */
+function parseSyntheticSpec(spec: string): number | undefined {
+  if (spec === SYNTHETIC_MODEL_NAME) return DEFAULT_SYNTHETIC_SEED;
+  const prefix = `${SYNTHETIC_MODEL_NAME}:`;
+  if (!spec.startsWith(prefix)) return undefined;
+  const text = spec.slice(prefix.length);
+  const seed = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(seed) || seed > 0xffffffff) {
+    throw new DropserveError(
+      'DS_INVALID_ARGUMENT',
+      `--model ${spec}: the seed must be an integer in 0..4294967295, got "${text}"`,
+      { param: 'model' },
+    );
+  }
+  return seed;
 }
 
 /** A tokenizer from a path: a llama2.c .bin file, or an HF directory / its tokenizer.json. */
@@ -140,6 +180,7 @@ function loadHuggingFace(
     ? loadTokenizer(tokenizerPath)
     : HfTokenizer.fromDir(dir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
   checkVocab(config, tokenizer, dir);
+  withTokenizerEos(config, tokenizer.eosTokenIds, dir);
   progress(`tokenizer: vocab ${tokenizer.vocabSize}`);
   return {
     config,

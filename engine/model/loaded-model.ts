@@ -7,10 +7,12 @@ export interface ModelSource {
   kind: 'llama2c' | 'huggingface' | 'synthetic';
   /** File or directory it was read from; absent for synthetic models. */
   path?: string;
-  /** Default served name (file stem, directory name, HF id, or "dropserve-default"). */
+  /** Default served name (file stem, directory name, HF id, or "synthetic"). */
   id: string;
-  /** One line for humans, e.g. "synthetic (seed 1234): built-in default, not a trained model". */
+  /** One line for humans, e.g. "built-in default: llama2.c checkpoint stories260K.bin (…)". */
   description: string;
+  /** Loaded because no --model was given (the stories260K checkpoint shipped in models/). */
+  builtIn?: boolean;
 }
 
 export interface LoadedModel {

@@ -64,7 +64,9 @@ export function settleFinish(ctx: ServingContext, finish: TextFinish, maxTokens:
 /** vLLM's `stop_reason`: the stop string or stop token id; null for EOS and length. */
 export function stopReasonOf(ctx: ServingContext, finish: TextFinish): string | number | null {
   if (finish.stopReason === undefined) return null;
-  if (typeof finish.stopReason === 'number' && ctx.engine.tokenizer.eosTokenIds.includes(finish.stopReason)) {
+  // The model's end ids, not the tokenizer's: a llama2.c story also ends at BOS.
+  const endIds = ctx.engine.model.config.eosTokenIds;
+  if (typeof finish.stopReason === 'number' && endIds.includes(finish.stopReason)) {
     return null;
   }
   return finish.stopReason;

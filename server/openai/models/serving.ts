@@ -12,8 +12,8 @@ export interface ModelCard {
   max_model_len: number;
   /** Only on A/B experiments: the variants a request to this name is split between. */
   dropserve_experiment?: { arms: ExperimentArm[] };
-  /** Where the weights came from; says plainly when it is the built-in synthetic default. */
-  dropserve_source?: { kind: string; description: string };
+  /** Where the weights came from; `built_in` when no --model was given (stories260K from models/). */
+  dropserve_source?: { kind: string; description: string; built_in: boolean };
   /** Only on variants: which sublayers it drops and what its KV cache costs. */
   dropserve_variant?: { drop_attention: number[]; drop_mlp: number[]; kv_bytes_per_token: number };
 }
@@ -36,7 +36,11 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
   const { model } = engine;
   return {
     ...baseCard(engine, variant.id, variant.id === variant.base ? null : variant.base),
-    dropserve_source: { kind: model.source.kind, description: model.source.description },
+    dropserve_source: {
+      kind: model.source.kind,
+      description: model.source.description,
+      built_in: model.source.builtIn === true,
+    },
     dropserve_variant: {
       drop_attention: variant.spec.dropAttention,
       drop_mlp: variant.spec.dropMlp,
