@@ -15,9 +15,13 @@ import {
   formatLoadtestReport,
 } from '../loadtests/src/report-format.ts';
 import { parseSlo } from '../loadtests/src/slo.ts';
+import { runSoak } from '../loadtests/src/soak.ts';
+import { parseTokenRange, resolveModels } from '../loadtests/src/soak-plan.ts';
+import { formatSoakProgress, formatSoakReport } from '../loadtests/src/soak-report.ts';
 
 const LOADTEST_HELP = `usage: dropserve loadtest [flags]          load-test a running server (OpenAI API, streaming)
        dropserve loadtest capacity [flags] how many concurrent users each variant holds within an SLO
+       dropserve loadtest soak [flags]     hours of mixed traffic with client aborts; server RSS and fd drift
 
 target
   --url URL               server root (default http://127.0.0.1:8000)
@@ -48,7 +52,8 @@ measurement
   --baseline FILE         a previous --json report: print baseline, candidate and candidate/baseline
   --quiet                 no progress bar
 Token counts are the server's (stream_options.include_usage); without usage, one token per chunk.
-TTFT, ITL, TPOT, E2E and goodput follow vllm bench serve. \`dropserve loadtest capacity --help\` for capacity.`;
+TTFT, ITL, TPOT, E2E and goodput follow vllm bench serve. \`dropserve loadtest capacity --help\` for capacity,
+\`dropserve loadtest soak --help\` for the soak test.`;
 
 const CAPACITY_HELP = `usage: dropserve loadtest capacity --models A,B,... --slo SPEC [flags]
 
@@ -76,6 +81,42 @@ the server's KV budget (from GET /v1/variants when the server has it), and compa
   --json FILE             the full report
   --quiet                 no per-level lines on stderr`;
 
+const SOAK_HELP = `usage: dropserve loadtest soak --url URL --duration 10m [flags]
+
+A closed loop of workers, each sending its next request when the last ends. Every request picks
+streaming or not, completions or chat, and a served model or variant; a share of them is aborted by
+the client (before the response, after the first token, or mid-stream). Every request is classified:
+ok, aborted, or an error (HTTP status + code, error event in a stream, protocol: bad SSE, missing
+[DONE], usage that does not add up; network: reset, timeout). The server's RSS and open fds are
+sampled throughout; the summary gives their drift from --drift-from to the end and compares the
+harness's counts with the server's dropserve:request_success_total. Exit status 1 when errors exceed
+--max-errors (or nothing succeeded).
+
+stop (whichever comes first; in-flight requests finish)
+  --duration D            e.g. 10m, 1h (default 10m unless --requests is given)
+  --requests N            requests issued
+traffic
+  --url URL               server root (default http://127.0.0.1:8000)
+  --api-key KEY           bearer token (default $DROPSERVE_API_KEY)
+  --concurrency N         workers (default 8)
+  --variants all|A,B      served ids or variant names, e.g. stories260K,attn-2 (default all of /v1/models)
+  --stream-share F        share of streaming requests (default 0.5)
+  --chat-share F          share sent to /v1/chat/completions, the rest to /v1/completions (default 0.5)
+  --abort-share F         share aborted by the client at a random point (default 0.1)
+  --max-tokens N|MIN-MAX  max_tokens, uniform in the range (default 8-64)
+  --prompt-words N        random prompt words (default 32)
+  --temperature T         (default 0.8)
+  --seed S                the request mix and prompts (default 0)
+  --timeout D             per request; past it the request is a network error (default 60s)
+measurement
+  --sample-every D        RSS/fd sample and progress line interval (default 10s)
+  --drift-from D          drift is measured from the first sample at or after D (default 2m)
+  --pid PID               read RSS and fds from /proc/PID (same machine) instead of the server's
+                          /metrics (process_resident_memory_bytes, process_open_fds)
+  --max-errors N          errors tolerated before the exit status is 1 (default 0)
+  --json FILE             the full report: config, counts, every sample, error details
+  --quiet                 no progress lines on stderr`;
+
 const COMMON_OPTIONS = {
   url: { type: 'string', default: 'http://127.0.0.1:8000' },
   'api-key': { type: 'string' },
@@ -96,6 +137,7 @@ const COMMON_OPTIONS = {
 /** `dropserve loadtest [capacity] …`; argv is what follows "loadtest". Returns the exit code. */
 export async function runLoadtestCommand(argv: string[]): Promise<number> {
   if (argv[0] === 'capacity') return runCapacityCommand(argv.slice(1));
+  if (argv[0] === 'soak') return runSoakCommand(argv.slice(1));
   const values = parseFlags(argv, {
     ...COMMON_OPTIONS,
     model: { type: 'string' },
@@ -225,6 +267,110 @@ async function runCapacityCommand(argv: string[]): Promise<number> {
     console.error(`wrote ${values.json}`);
   }
   return 0;
+}
+
+async function runSoakCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(argv, {
+    url: { type: 'string', default: 'http://127.0.0.1:8000' },
+    'api-key': { type: 'string' },
+    duration: { type: 'string' },
+    requests: { type: 'string' },
+    concurrency: { type: 'string', default: '8' },
+    variants: { type: 'string', default: 'all' },
+    'stream-share': { type: 'string', default: '0.5' },
+    'chat-share': { type: 'string', default: '0.5' },
+    'abort-share': { type: 'string', default: '0.1' },
+    'max-tokens': { type: 'string', default: '8-64' },
+    'prompt-words': { type: 'string', default: '32' },
+    temperature: { type: 'string', default: '0.8' },
+    seed: { type: 'string', default: '0' },
+    timeout: { type: 'string', default: '60s' },
+    'sample-every': { type: 'string', default: '10s' },
+    'drift-from': { type: 'string', default: '2m' },
+    pid: { type: 'string' },
+    'max-errors': { type: 'string', default: '0' },
+    json: { type: 'string' },
+    quiet: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (values.help) {
+    console.log(SOAK_HELP);
+    return 0;
+  }
+  const baseUrl = values.url as string;
+  const apiKey = (values['api-key'] as string | undefined) ?? process.env.DROPSERVE_API_KEY;
+  const requests = optional(values.requests, (t) => positiveInt('requests', t));
+  const durationS =
+    optional(values.duration, (t) => parseDurationS('duration', t)) ??
+    (requests === undefined ? 600 : undefined);
+  const maxTokens = parseTokenRange(values['max-tokens'] as string);
+  if (!maxTokens)
+    usageError(`--max-tokens: expected N or MIN-MAX (1 <= MIN <= MAX), found '${values['max-tokens']}'`);
+  const models = await soakModels(baseUrl, apiKey, values.variants as string);
+  const isQuiet = values.quiet as boolean;
+  const report = await withInterrupt((signal) =>
+    runSoak({
+      baseUrl,
+      apiKey,
+      models,
+      concurrency: positiveInt('concurrency', values.concurrency as string),
+      durationS,
+      requests,
+      mix: {
+        streamShare: fraction('stream-share', values['stream-share'] as string),
+        chatShare: fraction('chat-share', values['chat-share'] as string),
+        abortShare: fraction('abort-share', values['abort-share'] as string),
+        promptWords: positiveInt('prompt-words', values['prompt-words'] as string),
+        maxTokens,
+      },
+      temperature: nonNegative('temperature', values.temperature as string),
+      seed: nonNegativeInt('seed', values.seed as string),
+      timeoutMs: parseDurationS('timeout', values.timeout as string) * 1000,
+      sampleEveryS: parseDurationS('sample-every', values['sample-every'] as string),
+      driftFromS: parseDurationS('drift-from', values['drift-from'] as string),
+      pid: optional(values.pid, (t) => positiveInt('pid', t)),
+      signal,
+      onSample: (sample) => {
+        if (!isQuiet) console.error(formatSoakProgress(sample));
+      },
+    }),
+  );
+  console.log(formatSoakReport(report));
+  if (values.json) {
+    await writeFile(values.json as string, `${JSON.stringify(report, jsonNumbers, 2)}\n`);
+    console.error(`wrote ${values.json}`);
+  }
+  const maxErrors = nonNegativeInt('max-errors', values['max-errors'] as string);
+  return report.errors > maxErrors || report.outcomes.ok === 0 ? 1 : 0;
+}
+
+/** The served ids behind --variants, checked against /v1/models when the server lists them. */
+async function soakModels(baseUrl: string, apiKey: string | undefined, variants: string): Promise<string[]> {
+  const served = await fetchModelIds(baseUrl, apiKey);
+  const requested =
+    variants.trim() === 'all'
+      ? 'all'
+      : variants
+          .split(',')
+          .map((v) => v.trim())
+          .filter((v) => v !== '');
+  if (!served || served.length === 0) {
+    if (requested === 'all' || requested.length === 0) {
+      usageError(`${baseUrl}/v1/models listed no model; pass --variants with served model ids`);
+    }
+    return requested;
+  }
+  try {
+    return resolveModels(requested === 'all' || requested.length === 0 ? 'all' : requested, served);
+  } catch (error) {
+    usageError(`--variants: ${(error as Error).message}`);
+  }
+}
+
+function fraction(name: string, text: string): number {
+  const n = number(name, text);
+  if (n < 0 || n > 1) usageError(`--${name}: expected a fraction in [0, 1], found '${text}'`);
+  return n;
 }
 
 type FlagValues = Record<string, string | boolean | undefined>;
