@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { DEVICES, type Device } from '../engine/device.ts';
+import { DropserveError } from '../engine/errors.ts';
 import { DEFAULT_MIN_PREFIX_TOKENS } from '../engine/runtime/engine-core.ts';
 import { parseByteSize } from '../server/config/byte-size.ts';
 import { parseVariantFlag, type VariantArg } from '../server/config/variant-flag.ts';
@@ -201,25 +202,12 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const logger = createLogger({ level: config.logLevel });
-  let server: Awaited<ReturnType<typeof startServer>>;
-  try {
-    server = await startServer({ ...config.server, logger });
-  } catch (e) {
-    const error = e as { code?: string; message?: string };
-    logger.fatal({ err: e, code: error.code }, `could not start: ${error.message ?? String(e)}`);
-    return 1;
-  }
-  logger.info({ http: server.httpUrl, grpcPort: server.grpcPort }, `serving on ${server.httpUrl}`);
-
+  const shutdownAsked = new AbortController();
+  const starting = startServer({ ...config.server, logger, signal: shutdownAsked.signal });
+  let server: Awaited<typeof starting> | undefined;
   let isStopping = false;
-  const stop = (signal: NodeJS.Signals): void => {
-    if (isStopping) {
-      logger.warn({ signal }, 'second signal: exiting without waiting');
-      process.exit(1);
-    }
-    isStopping = true;
-    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'signal received: shutting down');
-    server.close(config.shutdownGraceMs).then(
+  const shutDown = (running: NonNullable<typeof server>): void => {
+    running.close(config.shutdownGraceMs).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
@@ -227,8 +215,34 @@ export async function runServeCommand(argv: string[]): Promise<number> {
       },
     );
   };
+  // Installed before anything listens: a signal at any moment (loading, the instant /health says ok)
+  // drains and exits 0 instead of Node's default kill (exit 143, every stream reset).
+  const stop = (signal: NodeJS.Signals): void => {
+    if (isStopping) {
+      logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    isStopping = true;
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'signal received: shutting down');
+    if (server) shutDown(server);
+    else shutdownAsked.abort(new DropserveError('DS_SHUTTING_DOWN', `${signal} during start-up`));
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  try {
+    server = await starting;
+  } catch (e) {
+    if (shutdownAsked.signal.aborted) {
+      logger.info('shut down (during start-up)');
+      return 0;
+    }
+    const error = e as { code?: string; message?: string };
+    logger.fatal({ err: e, code: error.code }, `could not start: ${error.message ?? String(e)}`);
+    return 1;
+  }
+  logger.info({ http: server.httpUrl, grpcPort: server.grpcPort }, `serving on ${server.httpUrl}`);
+  // The signal came after start-up had passed its last check but before this line.
+  if (isStopping) shutDown(server);
   // The servers keep the process alive; main.ts must not set an exit code.
   return -1;
 }

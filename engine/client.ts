@@ -10,7 +10,10 @@ import type { Tokenizer } from './tokenizer/tokenizer.ts';
  * (engine/worker/worker-client.ts, for the server: session.run blocks its thread).
  */
 export interface EngineClient {
-  /** Token-level generation. Cancelling the signal frees the sequence's KV slot within one step. */
+  /**
+   * Token-level generation. Cancelling the signal frees the sequence's KV slot within one step; a
+   * signal already cancelled ends the request at once with a finish event of reason "abort".
+   */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
   /** Teacher-forced pass: log-probabilities of every position (live fidelity, eval). */
   score(request: ScoreRequest, signal?: AbortSignal): Promise<ScoreResult>;

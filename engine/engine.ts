@@ -12,6 +12,7 @@ import type { Device } from './device.ts';
 import { ModelSession } from './graph/model-session.ts';
 import type { LoadedModel } from './model/loaded-model.ts';
 import type { DropSpec } from './plan/plan.ts';
+import { abortedBeforeStart } from './runtime/aborted-before-start.ts';
 import { EngineCore, type PrefixReuseOptions } from './runtime/engine-core.ts';
 import { EventQueue } from './runtime/event-queue.ts';
 import { type VariantDefinition, variantId } from './runtime/variant.ts';
@@ -66,7 +67,10 @@ export class InProcessEngine implements EngineClient {
   }
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
-    signal?.throwIfAborted();
+    if (signal?.aborted) {
+      yield abortedBeforeStart(request);
+      return;
+    }
     const queue = new EventQueue<GenerateEvent>();
     this.core.submit(request, (event) => {
       queue.push(event);

@@ -1,12 +1,14 @@
 import type { EngineClient } from '../engine/client.ts';
+import { DropserveError } from '../engine/errors.ts';
 
 /**
  * Where the server is in its life, shared by the transports: the engine arrives after the sockets
  * listen (so /health can say 503 while the model loads), and shutdown drains in-flight requests before
  * cancelling them.
  *
- *   loading ──engine ready──▶ ready ──close()──▶ draining ──grace over──▶ closed
- *      └──load failed──▶ failed
+ *   loading ──engine ready──▶ ready ──close()──▶ draining ──drained or grace over──▶ closed
+ *      ├──load failed──▶ failed
+ *      └──shutdown while loading──▶ draining
  */
 export type LifecycleState = 'loading' | 'ready' | 'failed' | 'draining' | 'closed';
 
@@ -59,6 +61,16 @@ export class ServerLifecycle {
     this.#state = 'ready';
   }
 
+  /** Shutdown asked for while the model loads: /health says so, and the engine is not taken. */
+  cancelLoading(): void {
+    if (this.#state === 'loading') this.#state = 'draining';
+  }
+
+  /** Draining or closed: no new work; every response asks the client to close its connection. */
+  get isShuttingDown(): boolean {
+    return this.#state === 'draining' || this.#state === 'closed';
+  }
+
   setLoadFailed(error: unknown): void {
     this.#loadError = error;
     if (this.#state === 'loading') this.#state = 'failed';
@@ -75,7 +87,9 @@ export class ServerLifecycle {
   beginRequest(clientSignal?: AbortSignal): InFlightRequest {
     this.#inFlight++;
     const controller = new AbortController();
-    const onClientAbort = (): void => controller.abort(clientSignal?.reason);
+    // The HTTP adapter aborts with a bare string; what the engine and the error table see is typed.
+    const onClientAbort = (): void =>
+      controller.abort(new DropserveError('DS_CANCELLED', 'the client closed the connection'));
     if (clientSignal?.aborted) onClientAbort();
     else clientSignal?.addEventListener('abort', onClientAbort, { once: true });
     if (this.#cancelAll.signal.aborted) controller.abort(this.#cancelAll.signal.reason);

@@ -1,7 +1,9 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { type ServerType, serve } from '@hono/node-server';
+import { serve } from '@hono/node-server';
 import type { EngineClient } from '../engine/client.ts';
 import type { Device } from '../engine/device.ts';
+import { DropserveError } from '../engine/errors.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import type { PrefixReuseOptions } from '../engine/runtime/engine-core.ts';
 import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
@@ -10,6 +12,7 @@ import type { ExperimentArm, ExperimentRouter } from './experiments/experiment-r
 import { ShadowSamplingEngine } from './fidelity/shadow-sampling.ts';
 import { ShadowScorer } from './fidelity/shadow-scorer.ts';
 import { createHttpApp, DEFAULT_MAX_BODY_BYTES, experimentRouterFor } from './http/app.ts';
+import { installEdgeErrorHandlers } from './http/edge-errors.ts';
 import { ServerLifecycle } from './lifecycle.ts';
 import { type Logger, silentLogger } from './logger.ts';
 import { ServerMetrics } from './metrics/metrics.ts';
@@ -17,6 +20,8 @@ import { ServerMetrics } from './metrics/metrics.ts';
 export const DEFAULT_HTTP_PORT = 8000;
 export const DEFAULT_GRPC_PORT = 50051;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+/** After the drain, how long finished responses get to reach slow readers before sockets are cut. */
+const RESPONSE_FLUSH_MS = 2_000;
 /**
  * One shadow score queued or running at a time: a score is one uninterruptible forward pass over
  * prompt + completion, and a new interactive request that arrives meanwhile waits for it. Under
@@ -39,6 +44,12 @@ export interface StartServerOptions {
   logger?: Logger;
   /** Export Node process metrics on /metrics (default true). */
   collectProcessMetrics?: boolean;
+  /**
+   * Shutdown asked for before start-up is over (a signal while the model loads): the model load
+   * finishes or fails, nothing more is started, everything started is closed, and startServer
+   * rejects with DS_SHUTTING_DOWN. Once startServer has resolved, use close().
+   */
+  signal?: AbortSignal;
   /** Called once HTTP listens, before the model is loaded (/health answers 503 meanwhile). */
   onListening?: (info: { httpUrl: string }) => void;
 
@@ -76,7 +87,11 @@ export interface RunningServer {
   experiments: ExperimentRouter;
   /** Present when shadowRate > 0. */
   scorer?: ShadowScorer;
-  /** Stops accepting, lets in-flight requests finish within graceMs, cancels the rest, closes the engine. */
+  /**
+   * Drains: new requests (also on kept-alive connections) get 503 with `Connection: close` and
+   * /health says 503 while in-flight requests get graceMs to finish; the rest are cancelled. Then the
+   * listener and the engine close.
+   */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -106,7 +121,14 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     experiments,
     fidelity: (variant) => scorer?.fidelity(variant),
   });
+  const cancelled = (): DropserveError =>
+    new DropserveError('DS_SHUTTING_DOWN', 'start-up cancelled: shutdown was asked for while loading');
+  options.signal?.throwIfAborted();
   const { server, port } = await listen(app.fetch, host, options.port ?? DEFAULT_HTTP_PORT);
+  installEdgeErrorHandlers(server);
+  const onStopWhileLoading = (): void => lifecycle.cancelLoading();
+  options.signal?.addEventListener('abort', onStopWhileLoading, { once: true });
+  if (options.signal?.aborted) onStopWhileLoading();
   const httpUrl = `http://${reachableHost(host)}:${port}`;
   logger.info({ url: httpUrl, host, port }, 'http server listening; loading the model');
   options.onListening?.({ httpUrl });
@@ -117,7 +139,16 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   } catch (error) {
     lifecycle.setLoadFailed(error);
     await closeHttp(server);
-    throw error;
+    throw options.signal?.aborted ? cancelled() : error;
+  } finally {
+    options.signal?.removeEventListener('abort', onStopWhileLoading);
+  }
+  if (options.signal?.aborted) {
+    logger.info('shutdown asked for while loading: closing the engine again');
+    lifecycle.markClosed();
+    await engine.close(0);
+    await closeHttp(server);
+    throw cancelled();
   }
   if (shadowRate > 0) {
     const maxInFlight = options.shadowMaxInFlight ?? DEFAULT_SHADOW_MAX_IN_FLIGHT;
@@ -179,17 +210,26 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   const close = (graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
     closing ??= (async () => {
       logger.info({ graceMs, inFlight: lifecycle.inFlight }, 'shutting down: draining in-flight requests');
-      // No new connections; idle keep-alive ones go now, busy ones when their response ends.
-      const httpClosed = closeHttp(server);
-      server.closeIdleConnections?.();
+      // The listener stays open while draining: requests (kept-alive or new) get a 503 with
+      // `Connection: close` from the drain gate instead of a refused or reset connection.
       const [isDrained] = await Promise.all([lifecycle.drain(graceMs), grpc?.close(graceMs)]);
       if (!isDrained) {
         logger.warn({ inFlight: lifecycle.inFlight }, 'grace period over: cancelling in-flight requests');
         await lifecycle.waitIdle(2_000);
       }
+      // Idle keep-alive connections close now; busy ones (a stream's last bytes still going out)
+      // as soon as their response is done: Node would otherwise keep them for keepAliveTimeout.
+      server.keepAliveTimeout = 1;
+      const httpClosed = closeHttp(server);
+      server.closeIdleConnections();
       await engine.close(0);
       lifecycle.markClosed();
-      server.closeAllConnections?.();
+      // A client that stopped reading must not hold the process open.
+      const isFlushed = await Promise.race([
+        httpClosed.then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(resolve, RESPONSE_FLUSH_MS, false).unref()),
+      ]);
+      if (!isFlushed) server.closeAllConnections();
       await httpClosed;
       logger.info('shut down');
     })();
@@ -198,7 +238,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   return { httpUrl, grpcPort: grpc?.port, engine, metrics, experiments, scorer, close };
 }
 
-type NodeServer = ServerType & { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+/** serve() without a createServer option makes a plain node:http server. */
+type NodeServer = Server;
 
 function listen(
   fetch: (request: Request) => Response | Promise<Response>,
@@ -207,7 +248,7 @@ function listen(
 ): Promise<{ server: NodeServer; port: number }> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, hostname: host, port }, (info: AddressInfo) =>
-      resolve({ server: server as NodeServer, port: info.port }),
+      resolve({ server: server as unknown as NodeServer, port: info.port }),
     );
     server.once('error', reject);
   });
@@ -233,6 +274,8 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
       tokenizer: options.tokenizer,
       onProgress: (message) => logger.info(message),
     }));
+  // Asked to stop while the weights loaded: no worker is started only to be stopped again.
+  if (options.signal?.aborted) throw options.signal.reason;
   if (model.source.builtIn) {
     logger.info(
       { model: model.source.id, path: model.source.path, builtIn: true },

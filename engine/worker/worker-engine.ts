@@ -11,6 +11,7 @@ import type {
 import { DEFAULT_MAX_QUEUE, defaultKvCacheBytes, type EngineOptions, variantDefinitions } from '../engine.ts';
 import { DropserveError } from '../errors.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import { abortedBeforeStart } from '../runtime/aborted-before-start.ts';
 import { EventQueue } from '../runtime/event-queue.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
@@ -40,7 +41,7 @@ export class WorkerEngine implements EngineClient {
   static async create(options: EngineOptions): Promise<WorkerEngine> {
     const { model } = options;
     const name = options.servedModelName ?? model.source.id;
-    const worker = new Worker(new URL('./bootstrap.mjs', import.meta.url));
+    const worker = new Worker(workerEntry());
     const info: ServedModelInfo = {
       name,
       source: model.source,
@@ -135,7 +136,10 @@ export class WorkerEngine implements EngineClient {
   }
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
-    signal?.throwIfAborted();
+    if (signal?.aborted) {
+      yield abortedBeforeStart(request);
+      return;
+    }
     if (!this.#isReady) throw new DropserveError('DS_SHUTTING_DOWN', 'the engine is not running');
     if (this.#streams.has(request.requestId)) {
       throw new DropserveError('DS_INVALID_ARGUMENT', `request id ${request.requestId} is already in use`);
@@ -185,6 +189,19 @@ export class WorkerEngine implements EngineClient {
     })();
     return this.#closed;
   }
+}
+
+/**
+ * Set by scripts/build.mjs in the compiled bundle: where the compiled worker is, relative to this
+ * source file (import.meta.url names the source file in the bundle too). Compiled code starts the
+ * compiled worker; the sources start bootstrap.mjs, which loads the worker through tsx.
+ */
+declare const __DROPSERVE_COMPILED_WORKER__: string | undefined;
+
+function workerEntry(): URL {
+  return typeof __DROPSERVE_COMPILED_WORKER__ === 'string'
+    ? new URL(__DROPSERVE_COMPILED_WORKER__, import.meta.url)
+    : new URL('./bootstrap.mjs', import.meta.url);
 }
 
 /** Every distinct buffer behind the weights (a tied head shares the embedding's). */

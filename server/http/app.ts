@@ -16,6 +16,7 @@ import { accessLog } from './middleware/access-log.ts';
 import { admission } from './middleware/admission.ts';
 import { bearerAuth } from './middleware/auth.ts';
 import { bodyLimit } from './middleware/body-limit.ts';
+import { drainGate } from './middleware/drain.ts';
 import { requestId } from './middleware/request-id.ts';
 import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
@@ -54,7 +55,7 @@ export function experimentRouterFor(lifecycle: ServerLifecycle, metrics: ServerM
 export function createHttpApp(deps: HttpAppDeps): Hono<AppEnv> {
   const { lifecycle, metrics, logger } = deps;
   const app = new Hono<AppEnv>();
-  app.use('*', requestId({ logger }), accessLog());
+  app.use('*', requestId({ logger }), accessLog(), drainGate({ lifecycle, metrics }));
   app.route('/', healthRoute({ lifecycle }));
   app.route('/', metricsRoute({ metrics }));
   // The page and its assets are public; the data it shows comes from /v1/variants (key-protected).
@@ -83,7 +84,12 @@ export function createHttpApp(deps: HttpAppDeps): Hono<AppEnv> {
     const problem = problemOf(error);
     const log = c.get('logger') ?? logger;
     if (problem.isServerFault) log.error({ err: error, path: c.req.path }, 'request failed');
-    if (c.req.path.startsWith('/v1/')) metrics.observeRejected({ transport: 'http', reason: problem.code });
+    if (c.req.path.startsWith('/v1/')) {
+      // A client that left before its request reached the engine is an abort, as one that leaves
+      // mid-generation is (vLLM counts both); everything else was refused.
+      if (problem.code === 'cancelled') metrics.observeAbortedBeforeStart({ transport: 'http' });
+      else metrics.observeRejected({ transport: 'http', reason: problem.code });
+    }
     if (problem.retryAfterSeconds !== undefined) c.header('Retry-After', String(problem.retryAfterSeconds));
     return c.json(errorBody(problem), problem.status as 400);
   });

@@ -288,6 +288,16 @@ export class ServerMetrics {
     }
   }
 
+  /**
+   * A request whose client went away before the engine took it (while its body was read, say):
+   * counted as finished with reason "abort", like an abort during generation, so that every
+   * accepted request ends in exactly one outcome. `variant` is "unknown" when it was not yet known.
+   */
+  observeAbortedBeforeStart(r: { transport: Transport; variant?: string }): void {
+    const variant = r.variant === undefined ? 'unknown' : this.#variantLabel(r.variant);
+    this.#success.inc({ variant, transport: r.transport, finished_reason: 'abort' });
+  }
+
   /** The rolling latency summary of one variant (GET /v1/variants). */
   latencyOf(variant: string): LatencySummary {
     return this.latency.summary(variant);

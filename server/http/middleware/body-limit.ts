@@ -1,4 +1,5 @@
 import type { MiddlewareHandler } from 'hono';
+import { DropserveError } from '../../../engine/errors.ts';
 import type { AppEnv } from '../env.ts';
 import { HttpProblem } from '../errors.ts';
 
@@ -34,6 +35,10 @@ export const bodyLimit = ({
     let isOver = Number.isFinite(declared) && declared > maxBytes;
     for (;;) {
       const { done, value } = await reader.read().catch((e: unknown) => {
+        // The client hung up mid-body: an abort (counted as one), not a malformed request.
+        if (c.req.raw.signal.aborted) {
+          throw new DropserveError('DS_CANCELLED', 'the client closed the connection', { cause: e });
+        }
         throw new HttpProblem(400, `could not read the request body (${(e as Error).message})`, {
           type: 'invalid_request_error',
           code: 'invalid_body',
