@@ -166,6 +166,8 @@ describe('bad input', () => {
     const out = join(dir, 'synthetic.json');
     await run([
       'plan',
+      '--model',
+      'synthetic',
       '--data',
       DATA,
       '--samples',
