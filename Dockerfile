@@ -9,8 +9,9 @@
 #   docker run --rm -p 8000:8000 -p 50051:50051 -v "$PWD/models:/models:ro" dropserve:cpu \
 #     --model /models/stories260K/stories260K.bin --variant attn-2=attn:1,3
 #   docker run --rm --gpus all -p 8000:8000 -v "$PWD/models:/models:ro" dropserve:cuda --model /models/...
-# No build step: TypeScript runs through tsx (a runtime dependency), so the image is the source tree
-# plus production node_modules.
+# The image is the source tree, production node_modules and dist/ (the compiled CLI and engine
+# worker, built with esbuild by `node scripts/build.mjs` after the sources are copied in), so a
+# container starts without compiling TypeScript.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 # onnxruntime-node 1.30's CUDA EP is built for CUDA 12.x and cuDNN 9 (any 12.x minor works).
@@ -25,6 +26,8 @@ FROM ${NODE_IMAGE} AS node
 FROM node AS deps-cpu
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
+# npm ci runs `prepare` (scripts/build.mjs); here, without sources, it builds nothing.
+COPY scripts/build.mjs ./scripts/
 # ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's postinstall downloads nothing (.npmrc says the
 # same with its older spelling, onnxruntime-node-install-cuda=skip).
 RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund \
@@ -34,6 +37,8 @@ RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund \
 FROM node AS deps-cuda
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
+# npm ci runs `prepare` (scripts/build.mjs); here, without sources, it builds nothing.
+COPY scripts/build.mjs ./scripts/
 # onnxruntime-node/script/install.js reads ONNXRUNTIME_NODE_INSTALL before anything in .npmrc: "1"
 # forces the platform's manifest (linux/x64: cuda12 → libonnxruntime_providers_{cuda,shared,tensorrt}.so
 # next to the binding). The test makes a failed download fail the build instead of the first request.
@@ -68,6 +73,8 @@ WORKDIR /app
 COPY --from=deps-cpu /app/node_modules ./node_modules
 COPY --from=k6 /k6-bin/ /usr/local/bin/
 COPY . .
+# Compiled as root, like the rest of /app: the server user can run dist/, not rewrite it.
+RUN node scripts/build.mjs
 USER dropserve
 VOLUME ["/models"]
 EXPOSE 8000 50051
@@ -99,6 +106,8 @@ WORKDIR /app
 COPY --from=deps-cuda /app/node_modules ./node_modules
 COPY --from=k6 /k6-bin/ /usr/local/bin/
 COPY . .
+# Compiled as root, like the rest of /app: the server user can run dist/, not rewrite it.
+RUN node scripts/build.mjs
 USER dropserve
 VOLUME ["/models"]
 EXPOSE 8000 50051
