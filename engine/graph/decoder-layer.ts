@@ -35,30 +35,22 @@ export function layerParamNames(layer: number) {
   };
 }
 
-/** [rows, cols] row-major → [cols, rows]: MatMul wants (in, out), checkpoints store (out, in). */
-export function transpose(matrix: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(matrix.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = matrix[r * cols + c]!;
-  }
-  return out;
-}
-
 export function layerInitializers(config: ModelConfig, layer: number, w: LayerWeights): TensorProto[] {
   const { dim, hiddenDim } = config;
   const { qDim, kvDim } = derivedSizes(config);
   const n = layerParamNames(layer);
+  // Matrices stay (out, in) as checkpoints store them; the projections multiply by their transpose.
   const tensors = [
     int64Tensor(n.index, [], [layer]),
     floatTensor(n.attnNorm, [dim], w.attnNorm),
-    floatTensor(n.wq, [dim, qDim], transpose(w.wq, qDim, dim)),
-    floatTensor(n.wk, [dim, kvDim], transpose(w.wk, kvDim, dim)),
-    floatTensor(n.wv, [dim, kvDim], transpose(w.wv, kvDim, dim)),
-    floatTensor(n.wo, [qDim, dim], transpose(w.wo, dim, qDim)),
+    floatTensor(n.wq, [qDim, dim], w.wq),
+    floatTensor(n.wk, [kvDim, dim], w.wk),
+    floatTensor(n.wv, [kvDim, dim], w.wv),
+    floatTensor(n.wo, [dim, qDim], w.wo),
     floatTensor(n.mlpNorm, [dim], w.mlpNorm),
-    floatTensor(n.wGate, [dim, hiddenDim], transpose(w.wGate, hiddenDim, dim)),
-    floatTensor(n.wUp, [dim, hiddenDim], transpose(w.wUp, hiddenDim, dim)),
-    floatTensor(n.wDown, [hiddenDim, dim], transpose(w.wDown, dim, hiddenDim)),
+    floatTensor(n.wGate, [hiddenDim, dim], w.wGate),
+    floatTensor(n.wUp, [hiddenDim, dim], w.wUp),
+    floatTensor(n.wDown, [dim, hiddenDim], w.wDown),
   ];
   if (config.hasQkvBias) {
     if (!w.bq || !w.bk || !w.bv)
@@ -83,11 +75,25 @@ export function rmsNormNode(name: string, x: string, weight: string, out: string
   });
 }
 
-/** y = x · W (+ b): one MatMul, and an Add when the projection has a bias. */
+/**
+ * y = x · Wᵀ (+ b) on W as stored, (out, in): FusedMatMul with transB, and an Add when the
+ * projection has a bias. Transposing every matrix in JS instead took 0.5 s and a second copy of the
+ * weights at load for a 110M model; ORT prepacks the transposed B just the same (decode speed
+ * measured equal, docs/benchmarks.md "Start-up").
+ */
 function projection(name: string, x: string, weight: string, bias: string | null, out: string): NodeProto[] {
-  if (!bias) return [node({ name, op: 'MatMul', inputs: [x, weight], outputs: [out] })];
+  const matMul = (result: string): NodeProto =>
+    node({
+      name,
+      op: 'FusedMatMul',
+      domain: MS_DOMAIN,
+      inputs: [x, weight],
+      outputs: [result],
+      attributes: [intAttr('transB', 1)],
+    });
+  if (!bias) return [matMul(out)];
   return [
-    node({ name, op: 'MatMul', inputs: [x, weight], outputs: [`${out}_nobias`] }),
+    matMul(`${out}_nobias`),
     node({ name: `${name}.bias_add`, op: 'Add', inputs: [`${out}_nobias`, bias], outputs: [out] }),
   ];
 }
@@ -150,7 +156,7 @@ export function attentionNodes(
         intAttr('do_rotary', 0),
       ],
     }),
-    node({ name: `${p}.o_proj`, op: 'MatMul', inputs: [`${p}.attended`, n.wo], outputs: [`${p}.o`] }),
+    ...projection(`${p}.o_proj`, `${p}.attended`, n.wo, null, `${p}.o`),
     node({ name: `${p}.residual`, op: 'Add', inputs: [x, `${p}.o`], outputs: [out.x] }),
   ];
 }
@@ -161,8 +167,8 @@ export function mlpNodes(config: ModelConfig, layer: number, x: string, out: str
   const p = `layers.${layer}.mlp`;
   return [
     rmsNormNode(`layers.${layer}.mlp_norm`, x, n.mlpNorm, `${p}.normed`, config.rmsNormEps),
-    node({ name: `${p}.gate_proj`, op: 'MatMul', inputs: [`${p}.normed`, n.wGate], outputs: [`${p}.gate`] }),
-    node({ name: `${p}.up_proj`, op: 'MatMul', inputs: [`${p}.normed`, n.wUp], outputs: [`${p}.up`] }),
+    ...projection(`${p}.gate_proj`, `${p}.normed`, n.wGate, null, `${p}.gate`),
+    ...projection(`${p}.up_proj`, `${p}.normed`, n.wUp, null, `${p}.up`),
     // silu(g) = g · sigmoid(g)
     node({ name: `${p}.sigmoid`, op: 'Sigmoid', inputs: [`${p}.gate`], outputs: [`${p}.gate_sigmoid`] }),
     node({
@@ -172,7 +178,7 @@ export function mlpNodes(config: ModelConfig, layer: number, x: string, out: str
       outputs: [`${p}.gate_silu`],
     }),
     node({ name: `${p}.glu`, op: 'Mul', inputs: [`${p}.gate_silu`, `${p}.up`], outputs: [`${p}.glu_out`] }),
-    node({ name: `${p}.down_proj`, op: 'MatMul', inputs: [`${p}.glu_out`, n.wDown], outputs: [`${p}.down`] }),
+    ...projection(`${p}.down_proj`, `${p}.glu_out`, n.wDown, null, `${p}.down`),
     node({ name: `${p}.residual`, op: 'Add', inputs: [x, `${p}.down`], outputs: [out] }),
   ];
 }
