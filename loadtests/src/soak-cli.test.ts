@@ -1,0 +1,135 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { runLoadtestCommand } from '../../cli/loadtest.ts';
+import type { SoakReport } from './soak.ts';
+import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts';
+
+/**
+ * The soak's failure side. A real dropserve cannot be made to send a broken stream on demand, so a
+ * scripted OpenAI server on 127.0.0.1 answers request i in one of four ways: a 503 error, a stream
+ * without [DONE], a stream whose usage disagrees with its finish reason, or a correct stream. With
+ * one worker the server's arrival order is the soak's issue order, so the counts are exact.
+ */
+
+let upstream: FakeUpstream | undefined;
+let dir: string;
+let printed: string[];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dropserve-soak-cli-'));
+  printed = [];
+  vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
+    printed.push(args.join(' '));
+  });
+  vi.spyOn(console, 'error').mockImplementation(() => {});
+});
+
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await upstream?.close();
+  upstream = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function startScriptedUpstream(): Promise<FakeUpstream> {
+  return startFakeUpstream({
+    plan: ({ index, body }) => {
+      const chunks = Number(body.max_tokens);
+      const stream = { kind: 'stream', ttftMs: 0, itlMs: 0, chunks } as const;
+      switch (index % 4) {
+        case 0:
+          return { kind: 'error', status: 503, message: 'scripted overload' };
+        case 1:
+          return { ...stream, omitDone: true };
+        case 2:
+          return { ...stream, usageCompletionTokens: chunks - 1 };
+        default:
+          return stream;
+      }
+    },
+  });
+}
+
+const args = (baseUrl: string, jsonPath: string, extra: string[] = []): string[] => [
+  'soak',
+  '--url',
+  baseUrl,
+  '--variants',
+  'm',
+  '--requests',
+  '8',
+  '--concurrency',
+  '1',
+  '--stream-share',
+  '1',
+  '--abort-share',
+  '0',
+  '--max-tokens',
+  '3',
+  '--sample-every',
+  '1h',
+  '--json',
+  jsonPath,
+  '--quiet',
+  ...extra,
+];
+
+describe('dropserve loadtest soak (errors)', () => {
+  it('classifies HTTP and protocol errors, lists them and exits 1', async () => {
+    upstream = await startScriptedUpstream();
+    const jsonPath = join(dir, 'soak.json');
+    expect(await runLoadtestCommand(args(upstream.baseUrl, jsonPath))).toBe(1);
+    const report = JSON.parse(await readFile(jsonPath, 'utf8')) as SoakReport;
+    expect(report.outcomes).toEqual({
+      ok: 2,
+      aborted: 0,
+      interrupted: 0,
+      http_error: 2,
+      stream_error: 0,
+      protocol_error: 4,
+      network_error: 0,
+    });
+    expect(report.errors).toBe(6);
+    expect(report.errorsByDetail).toEqual({ 'http_503 503': 2, missing_done: 2, usage_mismatch: 2 });
+    expect(report.errorSamples.map((e) => e.index)).toEqual([0, 1, 2, 4, 5, 6]);
+    // The fake has no /metrics: no readings, and the report says why.
+    expect(report.resources.rss).toBeNull();
+    expect(report.resources.note).toMatch(/process_resident_memory_bytes/);
+    expect(report.server).toBeNull();
+    const text = printed.join('\n');
+    expect(text).toMatch(/^ {2}errors\s+6$/m);
+    expect(text).toContain('errors by kind: http_503 503 2, missing_done 2, usage_mismatch 2');
+    expect(text).toMatch(
+      /#1 protocol_error missing_done \(stream (chat|completions) m\): stream ended without/,
+    );
+  });
+
+  it('tolerates errors up to --max-errors', async () => {
+    upstream = await startScriptedUpstream();
+    expect(await runLoadtestCommand(args(upstream.baseUrl, join(dir, 'a.json'), ['--max-errors', '6']))).toBe(
+      0,
+    );
+  });
+
+  it('rejects flags it cannot honour before sending anything', async () => {
+    upstream = await startScriptedUpstream();
+    const url = upstream.baseUrl;
+    await expect(
+      runLoadtestCommand(['soak', '--url', url, '--variants', 'm', '--abort-share', '2']),
+    ).rejects.toThrow(/--abort-share: expected a fraction in \[0, 1\]/);
+    await expect(
+      runLoadtestCommand(['soak', '--url', url, '--variants', 'm', '--max-tokens', '9-3']),
+    ).rejects.toThrow(/--max-tokens: expected N or MIN-MAX/);
+    await expect(
+      runLoadtestCommand(['soak', '--url', url, '--variants', 'm', '--duration', 'soon']),
+    ).rejects.toThrow(/--duration: expected a duration/);
+    await expect(
+      runLoadtestCommand(['soak', '--url', url, '--variants', 'm', '--pid', '1073741824']),
+    ).rejects.toThrow(/--pid 1073741824: cannot read \/proc/);
+    expect(upstream.log).toHaveLength(0);
+    expect(await runLoadtestCommand(['soak', '--help'])).toBe(0);
+    expect(printed.join('\n')).toContain('usage: dropserve loadtest soak --url URL --duration 10m');
+  });
+});
