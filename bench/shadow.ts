@@ -44,7 +44,7 @@ export async function runShadowBench(argv: string[]): Promise<number> {
       grpcPort: 0,
       collectProcessMetrics: false,
       model,
-      // Attention layers 1 and 3 of 5 (stories260K) or of the synthetic default's layers.
+      // Attention layers 1 and 3 of 5 (stories260K) or of the synthetic model's layers.
       variants: [{ name: PRUNED, spec: 'attn:1,3' }],
       shadowRate,
       shadowMaxInFlight: maxInFlight,

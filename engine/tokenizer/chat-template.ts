@@ -7,7 +7,7 @@ import type { Tokenizer } from './tokenizer.ts';
  * same variables transformers' apply_chat_template passes: messages, bos_token, eos_token,
  * add_generation_prompt).
  *
- * Models without a template (llama2.c checkpoints, the synthetic default, story models) get
+ * Models without a template (llama2.c checkpoints, the synthetic model, story models) get
  * FALLBACK_CHAT_TEMPLATE: one "Role: content" line per message, role capitalised, and with
  * addGenerationPrompt a final "Assistant:" for the model to continue. No BOS in the text: the
  * caller adds it when encoding.
