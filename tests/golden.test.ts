@@ -16,6 +16,29 @@ const SHARED = resolve(process.cwd(), '../shared/models');
 const STORIES = fileURLToPath(new URL('../models/stories260K/stories260K.bin', import.meta.url));
 const TINYSTORIES_HF = resolve(SHARED, 'tinystories-656K');
 
+/** One greedy request on the full model: its tokens and how it finished. */
+async function greedyRun(
+  engine: Awaited<ReturnType<typeof createEngine>>,
+  prompt: number[],
+  maxTokens: number,
+  ignoreEos: boolean,
+): Promise<{ ids: number[]; finish: FinishEvent }> {
+  const ids: number[] = [];
+  let finish: FinishEvent | undefined;
+  for await (const event of engine.generate({
+    requestId: `greedy-${ignoreEos}`,
+    variant: 'm',
+    promptTokenIds: prompt,
+    maxTokens,
+    ignoreEos,
+    sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
+  })) {
+    if (event.type === 'token') ids.push(event.tokenId);
+    else finish = event;
+  }
+  return { ids, finish: finish! };
+}
+
 /** Greedy continuation by the plain TypeScript reference, stopping at EOS like the engine. */
 function referenceGreedy(
   model: LoadedModel,
@@ -81,22 +104,7 @@ describe.skipIf(!existsSync(STORIES))('stories260K (llama2.c checkpoint, interle
     expect(model.source).toMatchObject({ id: 'stories260K', builtIn: true });
     const prompt = model.tokenizer.encode('Once upon a time', { addBos: true });
     const engine = await createEngine({ model, servedModelName: 'm' });
-    const greedy = async (ignoreEos: boolean) => {
-      const ids: number[] = [];
-      let finish: FinishEvent | undefined;
-      for await (const event of engine.generate({
-        requestId: `story-${ignoreEos}`,
-        variant: 'm',
-        promptTokenIds: prompt,
-        maxTokens: 400,
-        ignoreEos,
-        sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
-      })) {
-        if (event.type === 'token') ids.push(event.tokenId);
-        else finish = event;
-      }
-      return { ids, finish: finish! };
-    };
+    const greedy = (ignoreEos: boolean) => greedyRun(engine, prompt, 400, ignoreEos);
     try {
       // Run on past the end: the model itself starts the next story with BOS + "Once upon a time".
       const runOn = await greedy(true);
@@ -145,6 +153,25 @@ describe.skipIf(!existsSync(TINYSTORIES_HF))(
       const words = text.split(/\s+/).filter(Boolean);
       expect(words.length).toBeGreaterThan(25);
       expect(text).toMatch(/\b(little|girl|boy|named|day|play)\b/);
+    });
+
+    it('a greedy story ends on <|end_story|>, the EOS id of generation_config.json, with finish_reason "stop"', async () => {
+      const model = await loadModel({ model: TINYSTORIES_HF });
+      expect(model.config.eosTokenIds).toEqual([2]);
+      expect(model.tokenizer.tokenText(2)).toBe('<|end_story|>');
+      const prompt = model.tokenizer.encode('Once upon a time', { addBos: true });
+      const engine = await createEngine({ model, servedModelName: 'm' });
+      try {
+        const runOn = await greedyRun(engine, prompt, 400, true);
+        const endAt = runOn.ids.indexOf(2);
+        expect(endAt).toBeGreaterThan(0);
+        const story = await greedyRun(engine, prompt, 400, false);
+        expect(story.finish).toMatchObject({ reason: 'stop', stopTokenId: 2 });
+        expect(story.ids).toEqual(runOn.ids.slice(0, endAt));
+        expect(story.ids).toEqual(referenceGreedy(model, prompt, 400, []));
+      } finally {
+        await engine.close();
+      }
     });
   },
 );
