@@ -1,19 +1,18 @@
 import { execSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_SAMPLING, type GenerateRequest } from '../engine/client.ts';
 import type { InProcessEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { syntheticModel } from '../engine/model/synthetic.ts';
 
-export const STORIES260K = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
+/** The trained checkpoint that ships in the repository (models/stories260K), whatever the cwd. */
+export const STORIES260K = fileURLToPath(new URL('../models/stories260K/stories260K.bin', import.meta.url));
 
-/** The bench models: stories260K when ../shared is there, and the synthetic 6L/288/32000 model. */
+/** The bench models: stories260K and the synthetic 6L/288/32000 model. */
 export async function benchModels(): Promise<{ name: string; model: LoadedModel }[]> {
   const models: { name: string; model: LoadedModel }[] = [];
-  if (existsSync(STORIES260K))
-    models.push({ name: 'stories260K', model: await loadModel({ model: STORIES260K }) });
+  models.push({ name: 'stories260K', model: await loadModel({ model: STORIES260K }) });
   models.push({
     name: 'synthetic-6L-288-32k',
     model: syntheticModel({

@@ -13,8 +13,8 @@ import { analyzeSublayers, METRICS } from '../pruning/analyze.ts';
 import { CalibrationLoss } from '../pruning/calibration-loss.ts';
 import { residualPass } from '../pruning/residual-stats.ts';
 import { openWorkspace } from '../pruning/workspace.ts';
+import { STORIES260K } from './common.ts';
 
-const DEFAULT_MODEL = '../shared/models/stories260K/stories260K.bin';
 const DEFAULT_DATA = '../shared/data/tinystories-eval.txt';
 
 interface MetricTiming {
@@ -29,7 +29,7 @@ export async function runPruneBench(argv: string[]): Promise<number> {
     values = parseArgs({
       args: argv,
       options: {
-        model: { type: 'string', default: DEFAULT_MODEL },
+        model: { type: 'string', default: STORIES260K },
         data: { type: 'string', default: DEFAULT_DATA },
         samples: { type: 'string', default: '16' },
         'seq-len': { type: 'string', default: '128' },

@@ -5,9 +5,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PruneIo } from '../cli/prune.ts';
 import { runPruneCommand } from '../cli/prune.ts';
+import {
+  describeWithAssets,
+  itWithAssets,
+  STORIES_260K,
+  TINYSTORIES_EVAL,
+} from '../tests/support/shared-assets.ts';
 
-const MODEL = '../shared/models/stories260K/stories260K.bin';
-const DATA = '../shared/data/tinystories-eval.txt';
+const MODEL = STORIES_260K;
+const DATA = TINYSTORIES_EVAL.path;
 const CALIBRATION = ['--model', MODEL, '--data', DATA, '--samples', '6', '--seq-len', '64'];
 
 let dir: string;
@@ -18,15 +24,25 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(
+  argv: string[],
+  onStderr?: (text: string) => void,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const io: PruneIo = { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), showProgress: false };
+  const io: PruneIo = {
+    stdout: (t) => (stdout += t),
+    stderr: (t) => {
+      stderr += t;
+      onStderr?.(t);
+    },
+    showProgress: false,
+  };
   const code = await runPruneCommand(argv, io);
   return { code, stdout, stderr };
 }
 
-describe('prune analyze', () => {
+describeWithAssets([TINYSTORIES_EVAL], 'prune analyze', () => {
   it('--json gives per-layer scores of both kinds and a ranking sorted by them', async () => {
     const { code, stdout } = await run(['analyze', ...CALIBRATION, '--metric', 'angular', '--json']);
     expect(code).toBe(0);
@@ -51,7 +67,7 @@ describe('prune analyze', () => {
   });
 });
 
-describe('prune plan → eval', () => {
+describeWithAssets([TINYSTORIES_EVAL], 'prune plan → eval', () => {
   it('writes a plan with provenance and a bias side file; eval applies it', async () => {
     const out = join(dir, 'attn2.json');
     const plan = await run([
@@ -123,7 +139,7 @@ describe('prune plan → eval', () => {
 });
 
 describe('bad input', () => {
-  it('unknown metric / method list the valid ones', async () => {
+  itWithAssets([TINYSTORIES_EVAL], 'unknown metric / method list the valid ones', async () => {
     await expect(run(['analyze', ...CALIBRATION, '--metric', 'magnitude'])).rejects.toThrow(
       /valid metrics: cosine, angular, rel-l2, ppl, shapley/,
     );
@@ -141,7 +157,7 @@ describe('bad input', () => {
     ).rejects.toThrow(/valid methods: cosine, angular, rel-l2, ppl-greedy, shapley, joint/);
   });
 
-  it('K larger than the layer count', async () => {
+  itWithAssets([TINYSTORIES_EVAL], 'K larger than the layer count', async () => {
     await expect(
       run(['plan', ...CALIBRATION, '--drop-attention', '6', '--out', join(dir, 'x.json')]),
     ).rejects.toThrow(/--drop-attention 6 is larger than the model's 5 layers/);
@@ -162,7 +178,7 @@ describe('bad input', () => {
     );
   });
 
-  it('a plan for another model shape', async () => {
+  itWithAssets([TINYSTORIES_EVAL], 'a plan for another model shape', async () => {
     const out = join(dir, 'synthetic.json');
     await run([
       'plan',
@@ -190,26 +206,37 @@ describe('bad input', () => {
   });
 });
 
-describe('SIGINT', () => {
+describeWithAssets([TINYSTORIES_EVAL], 'SIGINT', () => {
   it('stops a long plan search, exits 130 and writes nothing', async () => {
     const out = join(dir, 'interrupted.json');
-    // Both kinds (10 players) and 64 samples: many slow evaluations, so the signal lands mid-search.
+    // Ctrl-C arrives with the command's first stderr message (model loading): its handler is in
+    // place and the whole search lies ahead. The command checks the signal before every model run
+    // and before writing, so the outcome is the same wherever a real Ctrl-C would land.
     const argv = ['plan', '--model', MODEL, '--data', DATA, '--samples', '64', '--seq-len', '256'];
-    const pending = run([
-      ...argv,
-      '--drop-attention',
-      '1',
-      '--drop-mlp',
-      '1',
-      '--method',
-      'shapley',
-      '--permutations',
-      '400',
-      '--out',
-      out,
-    ]);
-    setTimeout(() => process.emit('SIGINT'), 1000);
+    let interrupted = false;
+    const pending = run(
+      [
+        ...argv,
+        '--drop-attention',
+        '1',
+        '--drop-mlp',
+        '1',
+        '--method',
+        'shapley',
+        '--permutations',
+        '400',
+        '--out',
+        out,
+      ],
+      () => {
+        if (!interrupted) {
+          interrupted = true;
+          process.emit('SIGINT');
+        }
+      },
+    );
     const { code, stderr } = await pending;
+    expect(interrupted).toBe(true);
     expect(code).toBe(130);
     expect(stderr).toMatch(/interrupted; nothing was written/);
     expect(readdirSync(dir).filter((f) => f.startsWith('interrupted'))).toEqual([]);

@@ -2,31 +2,23 @@
  * Per-document perplexity through the batched ORT fast path against the plain-TS reference forward
  * pass, on the real stories260K model and the first stories of the shared eval text.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ModelSession } from '../engine/graph/model-session.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { maskOf } from '../engine/plan/plan.ts';
 import { ReferenceModel } from '../engine/reference/forward.ts';
 import { tokenLogprob } from '../engine/sampling/log-softmax.ts';
+import { describeWithAssets, STORIES_260K, TINYSTORIES_EVAL } from '../tests/support/shared-assets.ts';
 import { readCorpus } from './corpus.ts';
 import { corpusPerplexity } from './perplexity.ts';
 import { evaluationSequences } from './sequences.ts';
 
-const MODEL = '../shared/models/stories260K/stories260K.bin';
-const DATA = '../shared/data/tinystories-eval.txt';
+const DATA = TINYSTORIES_EVAL.path;
 const NUM_STORIES = 20;
 
 let model: LoadedModel;
 let session: ModelSession;
-
-beforeAll(async () => {
-  model = await loadModel({ model: MODEL });
-  session = await ModelSession.create(model.config, model.weights);
-});
-afterAll(async () => {
-  await session.release();
-});
 
 /** Reference mean NLL of the same sequences, one story at a time. */
 function referenceNll(
@@ -44,7 +36,15 @@ function referenceNll(
   return { meanNll: nll / numTokens, numTokens };
 }
 
-describe('per-document perplexity on stories260K', () => {
+describeWithAssets([TINYSTORIES_EVAL], 'per-document perplexity on stories260K', () => {
+  beforeAll(async () => {
+    model = await loadModel({ model: STORIES_260K });
+    session = await ModelSession.create(model.config, model.weights);
+  });
+  afterAll(async () => {
+    await session?.release();
+  });
+
   it(`first ${NUM_STORIES} stories (full) and 6 (attention 2 dropped): batched graph NLL = reference NLL to 1e-4`, async () => {
     const corpus = readCorpus(DATA);
     for (const [dropAttention, numStories] of [

@@ -1,13 +1,12 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { DropSpec } from '../engine/plan/plan.ts';
 import { analyzeSublayers } from '../pruning/analyze.ts';
 import { lowestPerKind } from '../pruning/select.ts';
 import { openWorkspace } from '../pruning/workspace.ts';
 import type { VariantView } from '../server/admin/variants/route.ts';
 import { type RunningServer, startServer } from '../server/start-server.ts';
+import { describeWithAssets, TINYSTORIES_EVAL } from './support/shared-assets.ts';
 import { eventually, STORIES_260K } from './support/test-server.ts';
 
 /**
@@ -17,7 +16,7 @@ import { eventually, STORIES_260K } from './support/test-server.ts';
  * shadow scoring of real HTTP traffic. The 0-drop variant runs the full model's computation, so its
  * tokens scored by the full model must agree everywhere with KL ≈ 0.
  */
-const DATA = resolve(process.cwd(), '../shared/data/tinystories-eval.txt');
+const DATA = TINYSTORIES_EVAL.path;
 const CALIBRATION_STORIES = 8;
 const NUM_PROMPTS = 12;
 const MAX_TOKENS = 48;
@@ -30,7 +29,8 @@ function storyOpenings(documents: readonly string[]): string[] {
     .map((doc) => doc.split(/\s+/).slice(0, 6).join(' '));
 }
 
-describe.skipIf(!existsSync(STORIES_260K) || !existsSync(DATA))(
+describeWithAssets(
+  [TINYSTORIES_EVAL],
   'fidelity against the full model is monotone in cosine-ranked attention drops (stories260K)',
   () => {
     let server: RunningServer;

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import OpenAI from 'openai';
@@ -11,7 +10,6 @@ import {
   e2eServerOptions,
   eventually,
   freePort,
-  STORIES_260K,
   scrapeMetrics,
   sumOf,
   TEST_MODEL_NAME,
@@ -44,7 +42,7 @@ function grpcComplete(port: number, model: string): Promise<CompleteResponseMess
   }).finally(() => client.close());
 }
 
-describe.skipIf(!existsSync(STORIES_260K))('shadow scoring end to end (stories260K, --shadow-rate 1)', () => {
+describe('shadow scoring end to end (stories260K, --shadow-rate 1)', () => {
   let server: RunningServer;
   let client: OpenAI;
   const PRUNED = 'stories260K:attn-2';

@@ -1,12 +1,10 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine, type InProcessEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import { type FinishedGeneration, ShadowScorer } from '../server/fidelity/shadow-scorer.ts';
+import { STORIES_260K } from './support/shared-assets.ts';
 
-const STORIES = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
 const PROMPTS = [
   'Once upon a time',
   'Lily and Tom went to the park.',
@@ -39,12 +37,12 @@ async function generation(
   return { variant, promptTokenIds, completionTokenIds, distributions };
 }
 
-describe.skipIf(!existsSync(STORIES))('live fidelity (shadow scoring) on stories260K', () => {
+describe('live fidelity (shadow scoring) on stories260K', () => {
   let engine: InProcessEngine;
   let scorer: ShadowScorer;
   beforeAll(async () => {
     engine = await createEngine({
-      model: await loadModel({ model: STORIES }),
+      model: await loadModel({ model: STORIES_260K }),
       servedModelName: 'stories260K',
       variants: [{ name: 'attn-2', spec: { dropAttention: [1, 3], dropMlp: [] } }],
     });

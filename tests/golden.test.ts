@@ -1,6 +1,3 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING, type FinishEvent } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
@@ -10,11 +7,11 @@ import { generatedTokenIds } from '../engine/output/token-ids.ts';
 import { maskOf } from '../engine/plan/plan.ts';
 import { ReferenceModel } from '../engine/reference/forward.ts';
 import { argmax } from '../engine/sampling/log-softmax.ts';
+import { describeWithAssets, STORIES_260K, TINYSTORIES_656K } from './support/shared-assets.ts';
 
-const SHARED = resolve(process.cwd(), '../shared/models');
 /** The checkpoint that ships in the repository as the built-in default. */
-const STORIES = fileURLToPath(new URL('../models/stories260K/stories260K.bin', import.meta.url));
-const TINYSTORIES_HF = resolve(SHARED, 'tinystories-656K');
+const STORIES = STORIES_260K;
+const TINYSTORIES_HF = TINYSTORIES_656K.path;
 
 /** One greedy request on the full model: its tokens and how it finished. */
 async function greedyRun(
@@ -85,7 +82,7 @@ async function engineGreedy(
   }
 }
 
-describe.skipIf(!existsSync(STORIES))('stories260K (llama2.c checkpoint, interleaved RoPE)', () => {
+describe('stories260K (llama2.c checkpoint, interleaved RoPE)', () => {
   it('greedy from "Once upon a time" is the known llama2.c text and equals the reference token for token', async () => {
     const model = await loadModel({ model: STORIES });
     const prompt = model.tokenizer.encode('Once upon a time', { addBos: true });
@@ -139,7 +136,8 @@ describe.skipIf(!existsSync(STORIES))('stories260K (llama2.c checkpoint, interle
   });
 });
 
-describe.skipIf(!existsSync(TINYSTORIES_HF))(
+describeWithAssets(
+  [TINYSTORIES_656K],
   'tinystories-656K (Hugging Face directory, rotate-half RoPE, GQA 8/4)',
   () => {
     it('generates coherent English equal to the reference token for token', async () => {

@@ -1,5 +1,3 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING, type GenerateRequest, totalPrefixReusedTokens } from '../engine/client.ts';
 import { createEngine, type InProcessEngine } from '../engine/engine.ts';
@@ -7,6 +5,7 @@ import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../engine/model/synthetic.ts';
 import { generatedTokenIds } from '../engine/output/token-ids.ts';
+import { STORIES_260K } from './support/shared-assets.ts';
 
 /**
  * Prefix reuse (EngineCoreOptions.prefixReuse): a sequence whose prompt shares a long prefix with a
@@ -14,7 +13,6 @@ import { generatedTokenIds } from '../engine/output/token-ids.ts';
  * output must equal the same requests with reuse off, token for token.
  */
 const GREEDY = { ...DEFAULT_SAMPLING, temperature: 0 };
-const STORIES = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
 const PRUNED = { name: 'attn-1', spec: { dropAttention: [1], dropMlp: [] } };
 const SYSTEM_TOKENS = 40;
 
@@ -134,6 +132,6 @@ function suite(label: string, model: () => Promise<LoadedModel>): void {
 }
 
 suite('prefix reuse, synthetic model', async () => syntheticModel(TINY_SYNTHETIC_SHAPE));
-describe.skipIf(!existsSync(STORIES))('stories260K', () => {
-  suite('prefix reuse, stories260K', () => loadModel({ model: STORIES }));
+describe('stories260K', () => {
+  suite('prefix reuse, stories260K', () => loadModel({ model: STORIES_260K }));
 });

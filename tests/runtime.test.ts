@@ -1,5 +1,3 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING, type GenerateRequest } from '../engine/client.ts';
 import { createEngine, type InProcessEngine } from '../engine/engine.ts';
@@ -9,9 +7,9 @@ import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../engine/model/synthetic.ts';
 import { generatedTokenIds } from '../engine/output/token-ids.ts';
 import { ByteTokenizer } from '../engine/tokenizer/byte-tokenizer.ts';
+import { STORIES_260K } from './support/shared-assets.ts';
 
 const GREEDY = { ...DEFAULT_SAMPLING, temperature: 0 };
-const STORIES = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
 
 let nextId = 0;
 function request(variant: string, promptTokenIds: number[], maxTokens: number): GenerateRequest {
@@ -181,8 +179,8 @@ describe('KV memory: a budget of N full sequences admits N·L/kept of a pruned v
     }
   });
 
-  it.skipIf(!existsSync(STORIES))('stories260K (5 layers, 4 attention layers dropped → 5×)', async () => {
-    const { config, weights } = loadLlama2cCheckpoint(STORIES);
+  it('stories260K (5 layers, 4 attention layers dropped → 5×)', async () => {
+    const { config, weights } = loadLlama2cCheckpoint(STORIES_260K);
     const model: LoadedModel = {
       config,
       weights,

@@ -1,14 +1,13 @@
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GenerateResponseMessage } from '../server/grpc/generate-response.ts';
 import { collectStream, GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
-import { freePort, STORIES_260K, startTestServer, type TestServer } from './support/test-server.ts';
+import { freePort, startTestServer, type TestServer } from './support/test-server.ts';
 
 /**
  * One server, both transports, one engine: a greedy request must give the same tokens, text and
  * usage whether it comes over HTTP (OpenAI completions) or gRPC (streaming Generate).
  */
-describe.skipIf(!existsSync(STORIES_260K))('HTTP and gRPC give the same greedy output (stories260K)', () => {
+describe('HTTP and gRPC give the same greedy output (stories260K)', () => {
   let server: TestServer;
   let grpc: GrpcTestClient;
   beforeAll(async () => {

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { STORIES_260K_DIR } from '../../tests/support/shared-assets.ts';
 import { loadLlama2cCheckpoint } from '../model/llama2c-loader.ts';
 import { dropMask, fullMask, ReferenceModel } from '../reference/forward.ts';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
@@ -6,8 +7,8 @@ import type { SublayerMask } from './io.ts';
 import { ModelSession } from './model-session.ts';
 import { argmax, JsKvCache, maxAbsDiff, runAndCache } from './testing/js-kv-cache.ts';
 
-const DIR = '../shared/models/stories260K';
-const PROMPT = [1, 403, 407, 261, 378]; // BOS + "Once upon a time" (shared/models/README.md)
+const DIR = STORIES_260K_DIR;
+const PROMPT = [1, 403, 407, 261, 378]; // BOS + "Once upon a time" (llama2.c run.c, greedy)
 const STEPS = 24;
 
 const model = loadLlama2cCheckpoint(`${DIR}/stories260K.bin`);

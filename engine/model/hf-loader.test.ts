@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeWithAssets, TINYSTORIES_656K } from '../../tests/support/shared-assets.ts';
 import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { readHuggingFaceConfig, withTokenizerEos } from './hf-config.ts';
 import { exportHuggingFaceDir } from './hf-export.ts';
@@ -10,7 +11,7 @@ import { openSafetensors } from './safetensors.ts';
 import { syntheticModel } from './synthetic.ts';
 import type { LayerWeights, ModelWeights } from './weights.ts';
 
-const TINY = path.resolve(process.cwd(), '../shared/models/tinystories-656K');
+const TINY = TINYSTORIES_656K.path;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-hf-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -63,8 +64,11 @@ function namedTensors(weights: ModelWeights): Map<string, Float32Array> {
   return out;
 }
 
-describe('loadHuggingFaceDir on tinystories-656K', () => {
-  const loaded = loadHuggingFaceDir(TINY);
+describeWithAssets([TINYSTORIES_656K], 'loadHuggingFaceDir on tinystories-656K', () => {
+  let loaded: ReturnType<typeof loadHuggingFaceDir>;
+  beforeAll(() => {
+    loaded = loadHuggingFaceDir(TINY);
+  });
 
   it('reads config.json', () => {
     expect(loaded.config).toMatchObject({

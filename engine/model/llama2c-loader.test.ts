@@ -2,11 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { STORIES_260K, TOK512 } from '../../tests/support/shared-assets.ts';
 import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { expectedFileBytes, loadLlama2cCheckpoint } from './llama2c-loader.ts';
 import { countParameters } from './weights.ts';
 
-const STORIES = path.resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
+const STORIES = STORIES_260K;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-llama2c-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -108,8 +109,7 @@ describe('loadLlama2cCheckpoint errors', () => {
   });
 
   it('rejects a nonsense header (a tokenizer file passed as the model)', () => {
-    const tok = path.resolve(process.cwd(), '../shared/models/stories260K/tok512.bin');
-    const e = errorOf(() => loadLlama2cCheckpoint(tok));
+    const e = errorOf(() => loadLlama2cCheckpoint(TOK512));
     expect(e.code).toBe('DS_MODEL_LOAD');
     expect(e.message).toContain('not a llama2.c checkpoint');
   });

@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeWithAssets, itWithAssets, TINYSTORIES_656K } from '../../tests/support/shared-assets.ts';
 import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { f16ToFloat32, openSafetensors } from './safetensors.ts';
 import { float32ToBf16, writeSafetensorsFile } from './safetensors-writer.ts';
 
-const TINY = path.resolve(process.cwd(), '../shared/models/tinystories-656K');
+const TINY = TINYSTORIES_656K.path;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-st-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -18,8 +19,11 @@ function writeRaw(file: string, header: unknown, dataBytes: number): void {
   fs.writeFileSync(file, Buffer.concat([length, json, Buffer.alloc(dataBytes)]));
 }
 
-describe('openSafetensors on tinystories-656K', () => {
-  const reader = openSafetensors(TINY);
+describeWithAssets([TINYSTORIES_656K], 'openSafetensors on tinystories-656K', () => {
+  let reader: ReturnType<typeof openSafetensors>;
+  beforeAll(() => {
+    reader = openSafetensors(TINY);
+  });
 
   it('lists tensors and the __metadata__ alias of the tied embedding', () => {
     expect(reader.names()).toHaveLength(20);
@@ -75,7 +79,7 @@ describe('dtype conversion', () => {
 });
 
 describe('corrupt files', () => {
-  it('reports a truncated file with the byte counts', () => {
+  itWithAssets([TINYSTORIES_656K], 'reports a truncated file with the byte counts', () => {
     const file = path.join(tmp, 'truncated.safetensors');
     fs.writeFileSync(file, fs.readFileSync(path.join(TINY, 'model.safetensors')).subarray(0, 1_500_000));
     const e = errorOf(() => openSafetensors(file));
@@ -83,7 +87,7 @@ describe('corrupt files', () => {
     expect(e.message).toMatch(/data ends at byte \d+ but the file has 1500000 bytes \(truncated\?\)/);
   });
 
-  it('reports a header length beyond the file', () => {
+  itWithAssets([TINYSTORIES_656K], 'reports a header length beyond the file', () => {
     const file = path.join(tmp, 'header.safetensors');
     fs.writeFileSync(file, fs.readFileSync(path.join(TINY, 'model.safetensors')).subarray(0, 1000));
     expect(errorOf(() => openSafetensors(file)).message).toContain('header length field says 2160 bytes');

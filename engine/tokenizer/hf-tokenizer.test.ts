@@ -1,14 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeWithAssets, TINYSTORIES_656K, TINYSTORIES_EVAL } from '../../tests/support/shared-assets.ts';
 import { errorOf } from '../testing/expect-dropserve-error.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
 
-const TINY = path.resolve(process.cwd(), '../shared/models/tinystories-656K');
-const stories = fs
-  .readFileSync(path.resolve(process.cwd(), '../shared/data/tinystories-eval.txt'), 'utf8')
-  .split('\n<|endoftext|>\n');
+const TINY = TINYSTORIES_656K.path;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-hftok-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -27,8 +25,13 @@ function dirWithConfig(
   return dir;
 }
 
-describe('HfTokenizer on tinystories-656K', () => {
-  const tok = HfTokenizer.fromDir(TINY);
+describeWithAssets([TINYSTORIES_656K, TINYSTORIES_EVAL], 'HfTokenizer on tinystories-656K', () => {
+  let tok: HfTokenizer;
+  let stories: string[];
+  beforeAll(() => {
+    tok = HfTokenizer.fromDir(TINY);
+    stories = fs.readFileSync(TINYSTORIES_EVAL.path, 'utf8').split('\n<|endoftext|>\n');
+  });
 
   it('reads ids and special strings', () => {
     expect(tok.vocabSize).toBe(2048);
@@ -65,7 +68,7 @@ describe('HfTokenizer on tinystories-656K', () => {
   });
 });
 
-describe('HfTokenizer.fromDir config variants', () => {
+describeWithAssets([TINYSTORIES_656K], 'HfTokenizer.fromDir config variants', () => {
   it('takes the "default" entry of a chat_template list and AddedToken-style bos/eos', () => {
     const dir = dirWithConfig('list-template', {
       bos_token: { content: '<|start_story|>' },

@@ -1,6 +1,11 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import {
+  itWithAssets,
+  TINYSTORIES_656K,
+  TINYSTORIES_EVAL,
+  TOK512,
+} from '../../tests/support/shared-assets.ts';
 import { SeededRandom } from '../model/random.ts';
 import { ByteTokenizer } from './byte-tokenizer.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
@@ -8,12 +13,11 @@ import { IncrementalDetokenizer } from './incremental-detokenizer.ts';
 import { Llama2cTokenizer } from './llama2c-tokenizer.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
-const SHARED = path.resolve(process.cwd(), '../shared');
-const tok512 = Llama2cTokenizer.fromFile(path.join(SHARED, 'models/stories260K/tok512.bin'));
-const tinyHf = HfTokenizer.fromDir(path.join(SHARED, 'models/tinystories-656K'));
-const stories = fs
-  .readFileSync(path.join(SHARED, 'data/tinystories-eval.txt'), 'utf8')
-  .split('\n<|endoftext|>\n');
+const tok512 = Llama2cTokenizer.fromFile(TOK512);
+/** The shared eval stories, read by the tests that need them (they skip without ../shared). */
+let cachedStories: string[] | undefined;
+const stories = (): string[] =>
+  (cachedStories ??= fs.readFileSync(TINYSTORIES_EVAL.path, 'utf8').split('\n<|endoftext|>\n'));
 
 /** Streams ids one by one; returns the pieces (flush last) and the largest decode window seen. */
 function stream(tok: Tokenizer, ids: readonly number[], promptIds: readonly number[] = []) {
@@ -34,15 +38,19 @@ function byteIds(text: string): number[] {
 }
 
 describe('IncrementalDetokenizer', () => {
-  it('streams stories260K text (BOS-separated stories, EOS at the end) exactly as decode() gives it', () => {
-    // What the model emits when it writes two stories in a row: BOS starts each one.
-    const ids = [...tok512.encode(stories[0]!), 1, ...tok512.encode(stories[1]!), 2];
-    const { pieces, text, maxWindow } = stream(tok512, [1, ...ids]);
-    expect(text).toBe(tok512.decode([1, ...ids]));
-    expect(text.startsWith(stories[0]!.slice(0, 20))).toBe(true); // leading space of the first piece dropped
-    expect(pieces.filter((p) => p.length > 0).length).toBeGreaterThan(ids.length / 2); // it really streams
-    expect(maxWindow).toBeLessThan(8);
-  });
+  itWithAssets(
+    [TINYSTORIES_EVAL],
+    'streams stories260K text (BOS-separated stories, EOS at the end) exactly as decode() gives it',
+    () => {
+      // What the model emits when it writes two stories in a row: BOS starts each one.
+      const ids = [...tok512.encode(stories()[0]!), 1, ...tok512.encode(stories()[1]!), 2];
+      const { pieces, text, maxWindow } = stream(tok512, [1, ...ids]);
+      expect(text).toBe(tok512.decode([1, ...ids]));
+      expect(text.startsWith(stories()[0]!.slice(0, 20))).toBe(true); // leading space of the first piece dropped
+      expect(pieces.filter((p) => p.length > 0).length).toBeGreaterThan(ids.length / 2); // it really streams
+      expect(maxWindow).toBeLessThan(8);
+    },
+  );
 
   it('holds back incomplete characters from byte-fallback ids: "héllo 🙂"', () => {
     const ids = [...tok512.encode('h'), ...byteIds('éllo 🙂')];
@@ -87,18 +95,23 @@ describe('IncrementalDetokenizer', () => {
     expect(text).toBe(tok512.decode(ids));
   });
 
-  it('streams the Hugging Face SentencePiece-style tokenizer with its spaces intact', () => {
-    const ids = tinyHf.encode(stories[2]!, { addBos: true });
-    const { text, maxWindow } = stream(tinyHf, ids);
-    expect(text).toBe(tinyHf.decode(ids));
-    expect(text).toBe(stories[2]);
-    expect(maxWindow).toBeLessThan(8);
-    const prompt = tinyHf.encode('Once upon a', { addBos: true });
-    const generated = tinyHf.encode('Once upon a time there was').slice(prompt.length - 1);
-    expect(stream(tinyHf, generated, prompt).text).toBe(
-      tinyHf.decode([...prompt, ...generated]).slice(tinyHf.decode(prompt).length),
-    );
-  });
+  itWithAssets(
+    [TINYSTORIES_656K, TINYSTORIES_EVAL],
+    'streams the Hugging Face SentencePiece-style tokenizer with its spaces intact',
+    () => {
+      const tinyHf = HfTokenizer.fromDir(TINYSTORIES_656K.path);
+      const ids = tinyHf.encode(stories()[2]!, { addBos: true });
+      const { text, maxWindow } = stream(tinyHf, ids);
+      expect(text).toBe(tinyHf.decode(ids));
+      expect(text).toBe(stories()[2]);
+      expect(maxWindow).toBeLessThan(8);
+      const prompt = tinyHf.encode('Once upon a', { addBos: true });
+      const generated = tinyHf.encode('Once upon a time there was').slice(prompt.length - 1);
+      expect(stream(tinyHf, generated, prompt).text).toBe(
+        tinyHf.decode([...prompt, ...generated]).slice(tinyHf.decode(prompt).length),
+      );
+    },
+  );
 
   it('works with the byte tokenizer of the synthetic model', () => {
     const tok = new ByteTokenizer(512);
@@ -108,8 +121,8 @@ describe('IncrementalDetokenizer', () => {
     for (const piece of pieces) expect(piece).not.toContain('\uFFFD');
   });
 
-  it('keeps the window small over a long stream (O(1) per token)', () => {
-    const ids = tok512.encode(stories.slice(0, 20).join('\n'));
+  itWithAssets([TINYSTORIES_EVAL], 'keeps the window small over a long stream (O(1) per token)', () => {
+    const ids = tok512.encode(stories().slice(0, 20).join('\n'));
     const { text, maxWindow } = stream(tok512, ids);
     expect(ids.length).toBeGreaterThan(2000);
     expect(text).toBe(tok512.decode(ids));

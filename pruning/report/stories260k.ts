@@ -8,6 +8,7 @@
  * Uses the same code paths as `dropserve prune plan` / `prune eval` (selectSublayers, fitEmulation,
  * corpusPerplexity), with the CLI's defaults for anything not given here.
  */
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ModelSession } from '../../engine/graph/model-session.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
@@ -24,7 +25,10 @@ import { openWorkspace } from '../workspace.ts';
 
 const { values } = parseArgs({
   options: {
-    model: { type: 'string', default: '../shared/models/stories260K/stories260K.bin' },
+    model: {
+      type: 'string',
+      default: fileURLToPath(new URL('../../models/stories260K/stories260K.bin', import.meta.url)),
+    },
     data: { type: 'string', default: '../shared/data/tinystories-eval.txt' },
     samples: { type: 'string', default: '64' },
     'seq-len': { type: 'string', default: '512' },

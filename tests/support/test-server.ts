@@ -1,18 +1,18 @@
-import { resolve } from 'node:path';
 import OpenAI from 'openai';
 import type { EngineClient } from '../../engine/client.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
 import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../../engine/model/synthetic.ts';
 import type { VariantArg } from '../../server/config/variant-flag.ts';
 import { type RunningServer, type StartServerOptions, startServer } from '../../server/start-server.ts';
+import { STORIES_260K } from './shared-assets.ts';
 
 /**
  * End-to-end test servers: the real engine (worker thread, as `dropserve serve` runs it) behind the
  * real HTTP server on 127.0.0.1, and the official `openai` client pointed at it. Every e2e test gets
  * its engine from here.
  */
-/** ../shared sits beside the checkout (CI clones elsewhere with a copy of it). */
-export const STORIES_260K = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
+/** The trained llama2.c checkpoint that ships in the repository (models/stories260K). */
+export { STORIES_260K } from './shared-assets.ts';
 
 /** The small synthetic model of the e2e suites: byte tokenizer, 4 layers, context 256. */
 export const testModel = (): LoadedModel => syntheticModel(TINY_SYNTHETIC_SHAPE);
