@@ -139,6 +139,31 @@ describe('gRPC: aborts before admission to the engine', () => {
   });
 });
 
+describe('gRPC: calls refused before the engine', () => {
+  it('an unknown model counts once as rejected (model_not_found), as over HTTP', async () => {
+    const { t } = await gatedServer(await freePort());
+    const grpc = new GrpcTestClient(t.server.grpcPort!);
+    try {
+      const before = await outcomes(t.url, 'grpc');
+      await expect(
+        grpc.unary('dropserve.v1.Dropserve', 'Complete', {
+          model: 'no-such-model',
+          prompt: 'x',
+          max_tokens: 2,
+        }),
+      ).rejects.toThrow();
+      const after = await outcomes(t.url, 'grpc');
+      expect(after).toEqual({ ...before, rejected: before.rejected + 1 });
+      const samples = await scrapeMetrics(t.url);
+      expect(
+        sumOf(samples, 'dropserve:request_rejected_total', { transport: 'grpc', reason: 'model_not_found' }),
+      ).toBe(1);
+    } finally {
+      grpc.close();
+    }
+  });
+});
+
 describe('engine contract: generate() with a signal that has already fired', () => {
   const request = (requestId: string): GenerateRequest => ({
     requestId,

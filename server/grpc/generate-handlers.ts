@@ -2,13 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { EngineClient } from '../../engine/client.ts';
-import { DropserveError } from '../../engine/errors.ts';
+import { DropserveError, toDropserveError } from '../../engine/errors.ts';
 import {
   generateText,
   type TextFinish,
   type TextGenerationRequest,
 } from '../../engine/output/text-generation.ts';
 import type { ExperimentRouter } from '../experiments/experiment-router.ts';
+import { HTTP_ERROR_TABLE } from '../http/errors.ts';
 import { callSignal } from './call-signal.ts';
 import { toTextGenerationRequest } from './generate-request.ts';
 import {
@@ -34,44 +35,78 @@ export interface GenerateHandlerContext extends HandlerContext {
 export function generateHandler(
   context: GenerateHandlerContext,
 ): grpc.handleServerStreamingCall<unknown, GenerateResponseMessage> {
-  return serverStreamHandler('Generate', context, async (call) => {
-    const receivedMs = nowMs();
-    const { signal, dispose } = callSignal(call);
-    try {
-      const request = engineRequest(call, context);
-      call.sendMetadata(variantMetadata(request.variant));
-      const finish = await runGeneration(context, request, receivedMs, signal, (message) =>
-        write(call, message, signal),
-      );
-      // A cancelled or expired call ends with CANCELLED / DEADLINE_EXCEEDED, never a silent OK.
-      signal.throwIfAborted();
-      await write(call, finishMessage(finish), signal);
-    } finally {
-      dispose();
-    }
-  });
+  return serverStreamHandler('Generate', context, (call) =>
+    countedCall(context, async (onFinished) => {
+      const receivedMs = nowMs();
+      const { signal, dispose } = callSignal(call);
+      try {
+        const request = engineRequest(call, context);
+        call.sendMetadata(variantMetadata(request.variant));
+        const finish = await runGeneration(context, request, receivedMs, signal, onFinished, (message) =>
+          write(call, message, signal),
+        );
+        // A cancelled or expired call ends with CANCELLED / DEADLINE_EXCEEDED, never a silent OK.
+        signal.throwIfAborted();
+        await write(call, finishMessage(finish), signal);
+      } finally {
+        dispose();
+      }
+    }),
+  );
 }
 
 /** Complete: the same generation, answered in one message. */
 export function completeHandler(
   context: GenerateHandlerContext,
 ): grpc.handleUnaryCall<unknown, CompleteResponseMessage> {
-  return unaryHandler('Complete', context, async (call) => {
-    const receivedMs = nowMs();
-    const { signal, dispose } = callSignal(call);
-    try {
-      const request = engineRequest(call, context);
-      call.sendMetadata(variantMetadata(request.variant));
-      const deltas: GenerateResponseMessage[] = [];
-      const finish = await runGeneration(context, request, receivedMs, signal, async (message) => {
-        deltas.push(message);
-      });
-      signal.throwIfAborted();
-      return completeMessage(deltas, finish);
-    } finally {
-      dispose();
+  return unaryHandler('Complete', context, (call) =>
+    countedCall(context, async (onFinished) => {
+      const receivedMs = nowMs();
+      const { signal, dispose } = callSignal(call);
+      try {
+        const request = engineRequest(call, context);
+        call.sendMetadata(variantMetadata(request.variant));
+        const deltas: GenerateResponseMessage[] = [];
+        const finish = await runGeneration(
+          context,
+          request,
+          receivedMs,
+          signal,
+          onFinished,
+          async (message) => {
+            deltas.push(message);
+          },
+        );
+        signal.throwIfAborted();
+        return completeMessage(deltas, finish);
+      } finally {
+        dispose();
+      }
+    }),
+  );
+}
+
+/**
+ * Every generation call ends in exactly one counter: its finish (counted by runGeneration, which
+ * calls onFinished), or, when it fails before the engine finished it (bad request, unknown model,
+ * queue full), a rejection under the code the HTTP API would answer with.
+ */
+async function countedCall<T>(
+  context: GenerateHandlerContext,
+  run: (onFinished: () => void) => Promise<T>,
+): Promise<T> {
+  let isFinished = false;
+  try {
+    return await run(() => {
+      isFinished = true;
+    });
+  } catch (error) {
+    if (!isFinished) {
+      const reason = HTTP_ERROR_TABLE[toDropserveError(error).code].code;
+      context.metrics?.observeRejected?.({ transport: 'grpc', reason });
     }
-  });
+    throw error;
+  }
 }
 
 /** Epoch ms on the engine's clock (TokenEvent.timeMs and RequestTimings use the same base). */
@@ -108,6 +143,7 @@ async function runGeneration(
   request: TextGenerationRequest,
   receivedMs: number,
   signal: AbortSignal,
+  onFinished: () => void,
   emit: (message: GenerateResponseMessage) => Promise<void>,
 ): Promise<TextFinish> {
   for await (const event of generateText(context.engine, request, signal)) {
@@ -116,6 +152,7 @@ async function runGeneration(
       await emit(deltaMessage(event, request.variant, request));
       continue;
     }
+    onFinished();
     context.metrics?.observeRequest({
       variant: event.variant,
       transport: 'grpc',
