@@ -45,20 +45,37 @@ export async function runDecodeBench(argv: string[]): Promise<number> {
       continue;
     }
     const rates = new Map<string, number[]>(ids.map((id) => [id, []]));
+    // Process CPU time per generated token (prefill included): with one intra-op thread the runs
+    // execute in this process, so it holds steady when other processes compete for the cores.
+    const cpuMsPerToken = new Map<string, number[]>(ids.map((id) => [id, []]));
     await decodeRate(engine, benchRequest(name, prompt, 16)); // warm-up
     for (let r = 0; r < reps; r++) {
       for (const id of ids) {
+        const cpuStart = process.cpuUsage();
         const { tokens: n, ms } = await decodeRate(engine, benchRequest(id, prompt, tokens));
+        const cpu = process.cpuUsage(cpuStart);
         rates.get(id)!.push(n / (ms / 1000));
+        cpuMsPerToken.get(id)!.push((cpu.user + cpu.system) / 1000 / (n + 1));
       }
     }
     const base = median(rates.get(name)!);
+    const baseCpu = median(cpuMsPerToken.get(name)!);
     const info = engine.variants();
     printTable(
-      ['variant', 'dropped attn', 'KV B/token', 'decode tok/s', 'ms/token', 'vs full'],
+      [
+        'variant',
+        'dropped attn',
+        'KV B/token',
+        'decode tok/s',
+        'ms/token',
+        'vs full',
+        'CPU ms/token',
+        'CPU vs full',
+      ],
       ids.map((id) => {
         const v = info.find((x) => x.id === id)!;
         const rate = median(rates.get(id)!);
+        const cpu = median(cpuMsPerToken.get(id)!);
         return [
           id,
           v.spec.dropAttention.join(',') || '-',
@@ -66,6 +83,8 @@ export async function runDecodeBench(argv: string[]): Promise<number> {
           rate.toFixed(0),
           (1000 / rate).toFixed(3),
           `${(rate / base).toFixed(2)}×`,
+          cpu.toFixed(3),
+          `${(cpu / baseCpu).toFixed(2)}×`,
         ];
       }),
     );

@@ -19,6 +19,10 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner
     summary: 'interactive p50 TTFT under closed-loop load, shadow scoring off vs --shadow-rate 1',
     load: async () => (await import('./shadow.ts')).runShadowBench,
   },
+  tokenizer: {
+    summary: 'llama2.c BPE encode time vs text length (tok512, and the 32000 vocab when ../shared has it)',
+    load: async () => (await import('./tokenizer.ts')).runTokenizerBench,
+  },
   prefix: {
     summary: 'prefill time / TTFT of requests sharing a 300-token prefix, prefix reuse off vs on',
     load: async () => (await import('./prefix.ts')).runPrefixBench,
