@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { GenerateEvent, GenerateRequest } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
 import { FakeEngine } from '../testing/fake-engine.ts';
@@ -95,19 +95,31 @@ describe('real faults are 500s, logged with the request id', () => {
 
 describe('engine errors map through the one table', () => {
   it('DS_OVERLOADED → 429 with Retry-After, counted as rejected', async () => {
-    const engine = new FakeEngine({ maxRunning: 1, maxQueue: 0, tokenDelayMs: 5 });
+    // The first request holds the only slot: its first token is an hour away, until it is cancelled.
+    const engine = new FakeEngine({ maxRunning: 1, maxQueue: 0, tokenDelayMs: 3_600_000 });
     const { app, metrics } = createTestApp(engine);
-    const [a, b] = await Promise.all([
-      postJson(app, '/v1/completions', completion),
-      postJson(app, '/v1/completions', { ...completion, stream: true }),
-    ]);
-    const statuses = [a.status, b.status].sort();
-    expect(statuses).toEqual([200, 429]);
-    const rejected = a.status === 429 ? a : b;
-    expect(rejected.headers.get('retry-after')).toBe('1');
-    expect(((await rejected.json()) as { error: { type: string } }).error.type).toBe('rate_limit_error');
+    const holder = new AbortController();
+    const held = Promise.resolve(
+      app.request('/v1/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(completion),
+        signal: holder.signal,
+      }),
+    );
+    await vi.waitFor(() => expect(engine.variants()[0]!.requestsRunning).toBe(1), { timeout: 60_000 });
+    for (const stream of [false, true]) {
+      const rejected = await postJson(app, '/v1/completions', { ...completion, stream });
+      expect(rejected.status).toBe(429);
+      expect(rejected.headers.get('retry-after')).toBe('1');
+      expect(((await rejected.json()) as { error: { type: string } }).error.type).toBe('rate_limit_error');
+    }
     const text = await metrics.registry.metrics();
-    expect(text).toContain('dropserve:request_rejected_total{transport="http",reason="server_overloaded"} 1');
+    expect(text).toContain('dropserve:request_rejected_total{transport="http",reason="server_overloaded"} 2');
+    holder.abort();
+    await held.catch(() => {});
+    await vi.waitFor(() => expect(engine.variants()[0]!.requestsRunning).toBe(0), { timeout: 60_000 });
+    expect(engine.abortedCount).toBe(1);
   });
 
   it('n > 1 where one choice is refused: 429 and the admitted siblings are cancelled', async () => {
@@ -115,8 +127,7 @@ describe('engine errors map through the one table', () => {
     const { app } = createTestApp(engine);
     const response = await postJson(app, '/v1/completions', { ...completion, n: 3, max_tokens: 50 });
     expect(response.status).toBe(429);
-    await new Promise((r) => setTimeout(r, 30));
-    expect(engine.variants()[0]!.requestsRunning).toBe(0);
+    await vi.waitFor(() => expect(engine.variants()[0]!.requestsRunning).toBe(0), { timeout: 60_000 });
   });
 
   it('503 while loading and after the engine is gone', async () => {

@@ -182,7 +182,7 @@ export class FakeEngine implements EngineClient {
       const rng = new SeededRandom(request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32));
       const eos = this.tokenizer.eosTokenIds[0]!;
       while (generated < request.maxTokens) {
-        await this.#tick();
+        await this.#tick(signal);
         if (signal?.aborted) {
           this.abortedCount++;
           yield finish('abort', generated, stamps());
@@ -293,9 +293,19 @@ export class FakeEngine implements EngineClient {
     else this.#running--;
   }
 
-  #tick(): Promise<void> {
+  /** Waits for the next token's time; a cancelled sequence does not wait for it. */
+  #tick(signal?: AbortSignal): Promise<void> {
     const ms = this.#options.tokenDelayMs;
-    return new Promise((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)));
+    if (ms === 0) return new Promise((resolve) => setImmediate(resolve));
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 }
 
