@@ -54,6 +54,17 @@ async function outcomes(url: string, transport: 'http' | 'grpc', variant?: strin
   };
 }
 
+/** Prometheus text as scrapeMetrics returns it: value by full series text. */
+function parseMetrics(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line.trim() === '') continue;
+    const at = line.lastIndexOf(' ');
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+
 /** Waits until the abort count moves, then checks it moved by exactly one and nothing else did. */
 async function expectOneAbort(url: string, transport: 'http' | 'grpc', before: Outcomes, variant?: string) {
   await eventually(async () => (await outcomes(url, transport, variant)).aborts > before.aborts);
@@ -112,6 +123,30 @@ describe('HTTP: aborts before admission to the engine', () => {
     socket.write('{"model": "tiny", "prom');
     socket.destroy();
     await expectOneAbort(t.url, 'http', before);
+  });
+});
+
+describe('HTTP: requests cancelled by the shutdown grace', () => {
+  it('a request cancelled before it reached the engine answers 503 and counts once, as an abort', async () => {
+    const { t, gated } = await gatedServer();
+    const request = fetch(`${t.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: TEST_MODEL_NAME, prompt: 'cut short', max_tokens: 8 }),
+    });
+    const [held] = await gated.held(1);
+    const closed = t.server.close(0);
+    await aborted(held!.signal);
+    gated.open();
+    const response = await request;
+    expect(response.status).toBe(503);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('shutting_down');
+    await closed;
+    // The listener is closed now: read the registry the /metrics route renders.
+    const samples = parseMetrics((await t.server.metrics.render()).body);
+    expect(sumOf(samples, 'dropserve:request_success_total', { finished_reason: 'abort' })).toBe(1);
+    expect(sumOf(samples, 'dropserve:request_success_total')).toBe(1);
+    expect(sumOf(samples, 'dropserve:request_rejected_total')).toBe(0);
   });
 });
 

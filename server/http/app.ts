@@ -84,9 +84,10 @@ export function createHttpApp(deps: HttpAppDeps): Hono<AppEnv> {
     const problem = problemOf(error);
     const log = c.get('logger') ?? logger;
     if (problem.isServerFault) log.error({ err: error, path: c.req.path }, 'request failed');
-    if (c.req.path.startsWith('/v1/')) {
-      // A client that left before its request reached the engine is an abort, as one that leaves
-      // mid-generation is (vLLM counts both); everything else was refused.
+    // One counter per request: a finish already counted (shutdown cancel, engine fault) is not also
+    // a rejection; a client that left before its request reached the engine is an abort, as one
+    // that leaves mid-generation is (vLLM counts both); everything else was refused.
+    if (c.req.path.startsWith('/v1/') && !problem.isFinishCounted) {
       if (problem.code === 'cancelled') metrics.observeAbortedBeforeStart({ transport: 'http' });
       else metrics.observeRejected({ transport: 'http', reason: problem.code });
     }

@@ -35,6 +35,8 @@ export class HttpProblem extends Error {
   readonly code: string;
   readonly param: string | null;
   readonly retryAfterSeconds?: number;
+  /** The request's finish is already in the metrics (a shutdown cancel, an engine fault): not a rejection too. */
+  readonly isFinishCounted: boolean;
 
   constructor(
     status: number,
@@ -45,6 +47,7 @@ export class HttpProblem extends Error {
       param?: string | null;
       retryAfterSeconds?: number;
       cause?: unknown;
+      isFinishCounted?: boolean;
     },
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -54,6 +57,7 @@ export class HttpProblem extends Error {
     this.code = options.code;
     this.param = options.param ?? null;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.isFinishCounted = options.isFinishCounted ?? false;
   }
 
   /** 5xx problems are faults worth logging with a stack; 4xx are the client's. */
@@ -111,9 +115,10 @@ export const modelLoading = (): HttpProblem =>
     retryAfterSeconds: 5,
   });
 
-export const shuttingDown = (): HttpProblem =>
+export const shuttingDown = (options: { isFinishCounted?: boolean } = {}): HttpProblem =>
   new HttpProblem(503, 'the server is shutting down', {
     type: 'service_unavailable_error',
     code: 'shutting_down',
     retryAfterSeconds: 1,
+    isFinishCounted: options.isFinishCounted,
   });

@@ -41,7 +41,8 @@ export function engineRequestId(responseId: string, choiceIndex: number): string
 
 /**
  * Records a finished sequence in the metrics and turns the finishes a client must not mistake for a
- * result into errors: an engine fault (500) and a cancellation by shutdown (503). A cancellation
+ * result into errors: an engine fault (500) and a cancellation by shutdown (503), marked as counted
+ * so that the error handler does not count the request a second time as rejected. A cancellation
  * by the client's own disconnect is not an error: nobody is listening.
  */
 export function settleFinish(ctx: ServingContext, finish: TextFinish, maxTokens: number): void {
@@ -56,9 +57,10 @@ export function settleFinish(ctx: ServingContext, finish: TextFinish, maxTokens:
     throw new HttpProblem(500, 'generation failed in the engine', {
       type: 'internal_error',
       code: 'inference_failed',
+      isFinishCounted: true,
     });
   }
-  if (finish.reason === 'abort' && ctx.shutdownSignal.aborted) throw shuttingDown();
+  if (finish.reason === 'abort' && ctx.shutdownSignal.aborted) throw shuttingDown({ isFinishCounted: true });
 }
 
 /** vLLM's `stop_reason`: the stop string or stop token id; null for EOS and length. */
