@@ -60,7 +60,8 @@ network
 operations
   --log-level LEVEL          ${LOG_LEVELS.join('|')} (default info; JSON lines on stdout)
   --shutdown-grace-ms MS     on SIGTERM/SIGINT, time in-flight requests get to finish before they
-                             are cancelled (default ${DEFAULT_SHUTDOWN_GRACE_MS})
+                             are cancelled; new requests get 503 meanwhile; exit 0 (a second signal
+                             exits at once with 1) (default ${DEFAULT_SHUTDOWN_GRACE_MS})
   --help                     this text
 `;
 
