@@ -68,9 +68,6 @@ describe('drain (in-process server)', () => {
     servers.push(t);
     const agent = new KeepAliveAgent({ keepAlive: true, maxSockets: 1 });
     try {
-      // A connection kept alive from before the drain.
-      const before = await send(`${t.url}/health`, agent);
-      expect(before.status).toBe(200);
       // An admitted request, held in front of the engine until the test opens the gate.
       const inFlight = fetch(`${t.url}/v1/completions`, {
         method: 'POST',
@@ -78,6 +75,10 @@ describe('drain (in-process server)', () => {
         body: completionBody(12),
       });
       await gated.held(1);
+      // A connection kept alive from before the drain (used again at once, well inside Node's
+      // keep-alive timeout).
+      const before = await send(`${t.url}/health`, agent);
+      expect(before.status).toBe(200);
       const closed = t.server.close(600_000);
 
       const health = await send(`${t.url}/health`, agent);
@@ -125,13 +126,13 @@ describe('drain (in-process server)', () => {
     servers.push(t);
     const agent = new KeepAliveAgent({ keepAlive: true, maxSockets: 1 });
     try {
-      expect((await send(`${t.url}/v1/models`, agent)).status).toBe(200);
       const inFlight = fetch(`${t.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: completionBody(4),
       });
       await gated.held(1);
+      expect((await send(`${t.url}/v1/models`, agent)).status).toBe(200);
       const closed = t.server.close(600_000);
       const late = await send(`${t.url}/v1/completions`, agent, 'POST', completionBody(4));
       expect(late.reusedSocket).toBe(true);
