@@ -145,6 +145,9 @@ async function streamPlan(
   startMs: number,
 ): Promise<void> {
   const isChat = entry.path === '/v1/chat/completions';
+  // A client that leaves (timeout, abort) ends the script: no timer outlives its connection.
+  const gone = new AbortController();
+  res.once('close', () => gone.abort());
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   res.flushHeaders();
   const write = async (data: string): Promise<void> => {
@@ -167,7 +170,8 @@ async function streamPlan(
   }
   for (let i = 0; i < plan.chunks; i++) {
     const waitMs = startMs + plan.ttftMs + i * plan.itlMs - performance.now();
-    if (waitMs > 0) await sleep(waitMs);
+    if (waitMs > 0) await sleep(waitMs, undefined, { signal: gone.signal }).catch(() => {});
+    if (gone.signal.aborted) return;
     const isLast = i === plan.chunks - 1;
     const text = i % 2 === 0 ? ' héllo' : ' wörld'; // multi-byte characters exercise UTF-8 splits
     const payload = isChat ? { content: text } : text;
