@@ -89,6 +89,8 @@ describe('drain (in-process server)', () => {
 
       // The previous answer closed that connection; this one comes on a fresh connection.
       const models = await send(`${t.url}/v1/models`, agent);
+      // A new connection is still accepted during the drain, and answered.
+      expect(models.reusedSocket).toBe(false);
       expect(models.status).toBe(503);
       expect(models.headers.connection).toBe('close');
       expect(models.headers['retry-after']).toBe('1');
