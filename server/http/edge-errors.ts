@@ -15,7 +15,7 @@ export function installEdgeErrorHandlers(server: Server): void {
       socket.destroy();
       return;
     }
-    socket.end(rawResponse(parserProblem(error)));
+    answerAndClose(socket, parserProblem(error));
   });
   server.on('connect', (_request: IncomingMessage, socket: Duplex) => {
     const problem = new HttpProblem(405, 'CONNECT is not supported: this server is not a proxy', {
@@ -24,8 +24,25 @@ export function installEdgeErrorHandlers(server: Server): void {
     });
     // Errors on a socket nobody else watches would otherwise be thrown as unhandled.
     socket.on('error', () => socket.destroy());
-    socket.end(rawResponse(problem, { Allow: 'GET, POST' }));
+    answerAndClose(socket, problem, { Allow: 'GET, POST' });
   });
+}
+
+/** How long a client gets to close its side after the error answer before the socket is cut. */
+const LINGER_MS = 2_000;
+
+/**
+ * end(), not destroy(): destroying with unread request bytes still buffered (a header overflow)
+ * resets the connection, and the client may lose the answer. A client that never closes its side is
+ * cut after LINGER_MS.
+ */
+function answerAndClose(
+  socket: Duplex,
+  problem: HttpProblem,
+  extraHeaders: Record<string, string> = {},
+): void {
+  socket.end(rawResponse(problem, extraHeaders));
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }
 
 /** The status and message for a parser error code (llhttp's HPE_* and Node's timeouts). */
