@@ -1,5 +1,6 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parserProblem } from '../server/http/edge-errors.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 /**
@@ -116,6 +117,19 @@ describe('requests the HTTP parser rejects', () => {
     const error = errorOf(reply);
     expect(error.type).toBe('invalid_request_error');
     expect(error.code).toBe('method_not_allowed');
+  });
+
+  it("maps a header timeout to 408 and an unknown parser error to 400 with llhttp's reason", () => {
+    const timeout = parserProblem(Object.assign(new Error('timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }));
+    expect([timeout.status, timeout.code]).toEqual([408, 'request_timeout']);
+    const other = parserProblem(
+      Object.assign(new Error('Parse Error'), { code: 'HPE_SOMETHING_NEW', reason: 'Something new' }),
+    );
+    expect([other.status, other.code, other.message]).toEqual([
+      400,
+      'malformed_request',
+      'malformed HTTP request: Something new',
+    ]);
   });
 
   it('keeps serving after every kind of malformed request', async () => {
