@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { InProcessEngine } from '../engine/engine.ts';
+import { syntheticModel, TINY_SYNTHETIC_SHAPE } from '../engine/model/synthetic.ts';
 import type { CompleteResponseMessage, GenerateResponseMessage } from '../server/grpc/generate-response.ts';
 import { ERROR_CODE_TRAILER, RETRY_AFTER_TRAILER } from '../server/grpc/status-table.ts';
 import { collectStream } from '../server/grpc/testing/grpc-test-client.ts';
@@ -13,20 +13,50 @@ import {
   type TestGrpcServer,
   waitFor,
 } from '../server/grpc/testing/test-server.ts';
+import {
+  type CancelCountingEngine,
+  createGatedEngine,
+  type GatedRunner,
+  lastPosition,
+} from './support/gated-runner.ts';
 
 const SERVICE = 'dropserve.v1.Dropserve';
-/** Long enough (~1 ms a token) that it is still running when the client gives up. */
+/**
+ * Still running when the client gives up, on any machine: while `holdLong` is set, the model run
+ * that would reach position HOLD_AT waits at the gate until the test releases it, so the sequence
+ * cannot reach max_tokens first (its last token lies at position 4 + 239 > HOLD_AT).
+ */
 const LONG = { prompt: 'Once', max_tokens: 240, temperature: 0, ignore_eos: true };
+const HOLD_AT = 120;
+let holdLong = false;
 
-let engine: InProcessEngine;
+let engine: CancelCountingEngine;
+let gate: GatedRunner;
 let server: TestGrpcServer;
 const observer = new RecordingObserver();
 
 beforeAll(async () => {
-  engine = await createTestEngine();
+  ({ engine, gate } = await createGatedEngine(
+    {
+      model: syntheticModel(TINY_SYNTHETIC_SHAPE),
+      servedModelName: TEST_MODEL,
+      variants: [{ name: 'attn-1', spec: { dropAttention: [1], dropMlp: [] } }],
+      kvCacheBytes: 64 * 1024 * 1024,
+    },
+    (input) => holdLong && lastPosition(input) >= HOLD_AT,
+  ));
   server = await startTestGrpcServer(engine, { metrics: observer });
 });
+
+/** Holds LONG's sequence short of its end until `cancelled` cancellations have reached the engine. */
+async function releaseAfterCancellations(cancelled: number): Promise<void> {
+  await waitFor(() => engine.cancellations >= cancelled);
+  holdLong = false;
+  gate.recheck();
+}
 afterAll(async () => {
+  holdLong = false;
+  gate?.recheck();
   await server.close();
   await engine.close();
 });
@@ -117,6 +147,8 @@ describe('authentication', () => {
 describe('cancellation and deadlines free the engine sequence', () => {
   it('a client cancel mid-stream aborts the sequence and frees its KV', async () => {
     const before = observer.requests.length;
+    const cancelledBefore = engine.cancellations;
+    holdLong = true;
     const stream = server.client.serverStream<GenerateResponseMessage>(SERVICE, 'Generate', LONG);
     const ended = collectStream(stream);
     await new Promise<void>((resolve) => stream.once('data', () => resolve()));
@@ -126,6 +158,7 @@ describe('cancellation and deadlines free the engine sequence', () => {
     expect(running.kvCacheBytesUsed).toBeGreaterThan(0);
     stream.cancel();
     expect((await ended).error?.code).toBe(grpc.status.CANCELLED);
+    await releaseAfterCancellations(cancelledBefore + 1);
     await waitFor(() => isIdle(engine));
     await waitFor(() => observer.requests.length > before);
     const finish = observer.requests.at(-1)!.finish;
@@ -135,11 +168,14 @@ describe('cancellation and deadlines free the engine sequence', () => {
 
   it('an expired deadline ends the stream with DEADLINE_EXCEEDED and aborts the sequence', async () => {
     const before = observer.requests.length;
+    const cancelledBefore = engine.cancellations;
+    holdLong = true;
     const stream = server.client.serverStream<GenerateResponseMessage>(SERVICE, 'Generate', LONG, {
       deadlineMs: 80,
     });
     const { error } = await collectStream(stream);
     expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await releaseAfterCancellations(cancelledBefore + 1);
     await waitFor(() => isIdle(engine));
     await waitFor(() => observer.requests.length > before);
     const finish = observer.requests.at(-1)!.finish;
@@ -149,10 +185,13 @@ describe('cancellation and deadlines free the engine sequence', () => {
 
   it('a unary Complete past its deadline is aborted too', async () => {
     const before = observer.requests.length;
+    const cancelledBefore = engine.cancellations;
+    holdLong = true;
     const e = await server.client
       .unary(SERVICE, 'Complete', LONG, { deadlineMs: 80 })
       .catch((err: grpc.ServiceError) => err);
     expect((e as grpc.ServiceError).code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await releaseAfterCancellations(cancelledBefore + 1);
     await waitFor(() => isIdle(engine));
     await waitFor(() => observer.requests.length > before);
     expect(observer.requests.at(-1)!.finish.reason).toBe('abort');

@@ -128,8 +128,12 @@ export function sumOf(
   return sum;
 }
 
-/** Polls until check() is true (engine counters settle a step after a response ends). */
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5_000): Promise<void> {
+/**
+ * Polls until check() is true (engine counters settle a step after a response ends). Only for
+ * states that are always reached: the limit, well inside vitest's 120 s, just turns a hang into a
+ * failure, so it is generous enough for a busy 2-core machine.
+ */
+export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not met in time');

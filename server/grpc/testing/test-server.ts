@@ -51,8 +51,8 @@ export async function startTestGrpcServer(
   };
 }
 
-/** Polls until the condition holds (or fails after timeoutMs). */
-export async function waitFor(condition: () => boolean, timeoutMs = 2_000): Promise<void> {
+/** Polls until the condition holds; the generous limit only turns a hang into a failure. */
+export async function waitFor(condition: () => boolean, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
