@@ -21,7 +21,7 @@ export const DEFAULT_HTTP_PORT = 8000;
 export const DEFAULT_GRPC_PORT = 50051;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
 /** After the drain, how long finished responses get to reach slow readers before sockets are cut. */
-const RESPONSE_FLUSH_MS = 2_000;
+const RESPONSE_FLUSH_MS = 5_000;
 /**
  * One shadow score queued or running at a time: a score is one uninterruptible forward pass over
  * prompt + completion, and a new interactive request that arrives meanwhile waits for it. Under

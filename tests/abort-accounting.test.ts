@@ -67,7 +67,8 @@ function parseMetrics(text: string): Map<string, number> {
 
 /** Waits until the abort count moves, then checks it moved by exactly one and nothing else did. */
 async function expectOneAbort(url: string, transport: 'http' | 'grpc', before: Outcomes, variant?: string) {
-  await eventually(async () => (await outcomes(url, transport, variant)).aborts > before.aborts);
+  // The bound only turns a lost abort into a failure instead of a hang; counting takes milliseconds.
+  await eventually(async () => (await outcomes(url, transport, variant)).aborts > before.aborts, 60_000);
   expect(await outcomes(url, transport, variant)).toEqual({ ...before, aborts: before.aborts + 1 });
 }
 
