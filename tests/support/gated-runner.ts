@@ -57,10 +57,13 @@ export class GatedRunner implements ForwardRunner {
  */
 export class CancelCountingEngine extends InProcessEngine {
   cancellations = 0;
+  /** Called after each cancellation (createGatedEngine rechecks the gate here). */
+  onCancellation: (() => void) | null = null;
 
   override async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
     const onAbort = (): void => {
       this.cancellations++;
+      this.onCancellation?.();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -72,7 +75,10 @@ export class CancelCountingEngine extends InProcessEngine {
   }
 }
 
-/** The in-process engine as createEngine() builds it, with its model runs behind `gate`. */
+/**
+ * The in-process engine as createEngine() builds it, with its model runs behind `gate`. The gate
+ * is rechecked after every cancellation, so a predicate may wait for engine.cancellations.
+ */
 export async function createGatedEngine(
   options: EngineOptions,
   isHeld: (input: ForwardInput) => boolean,
@@ -89,7 +95,9 @@ export async function createGatedEngine(
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
   });
   const info = { name, source: model.source, config: model.config, createdAt: Math.floor(Date.now() / 1000) };
-  return { engine: new CancelCountingEngine(core, info, model.tokenizer), gate };
+  const engine = new CancelCountingEngine(core, info, model.tokenizer);
+  engine.onCancellation = () => gate.recheck();
+  return { engine, gate };
 }
 
 /** The highest token position a forward run computes, over all its rows. */
