@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../engine/engine.ts';
 import type { VariantView } from '../server/admin/variants/route.ts';
 import type { CompleteResponseMessage } from '../server/grpc/generate-response.ts';
 import { DROPSERVE_SERVICE, loadDropserveProtos } from '../server/grpc/load-protos.ts';
@@ -13,6 +14,7 @@ import {
   scrapeMetrics,
   sumOf,
   TEST_MODEL_NAME,
+  testModel,
 } from './support/test-server.ts';
 
 /**
@@ -129,7 +131,30 @@ describe('shadow scoring accounting under load (synthetic model)', () => {
     startServer(e2eServerOptions('synthetic', { variants: [{ name: 'attn-1', spec: 'attn:1' }], ...extra }));
 
   it('every sampled request is either scored or dropped with a reason; none is lost', async () => {
-    const server = await start({ shadowRate: 1, shadowMaxInFlight: 1 });
+    // Scores wait (off the engine loop, which goes on serving) until all the other samples have
+    // been turned away: with one score allowed in flight, exactly 1 is scored and 23 dropped as busy.
+    let openScoring!: () => void;
+    const scoringOpen = new Promise<void>((resolve) => {
+      openScoring = resolve;
+    });
+    const server = await start({
+      shadowRate: 1,
+      shadowMaxInFlight: 1,
+      createEngine: async () => {
+        const engine = await createEngine({
+          model: testModel(),
+          servedModelName: TEST_MODEL_NAME,
+          variants: [{ name: 'attn-1', spec: { dropAttention: [1], dropMlp: [] } }],
+          kvCacheBytes: 64 * 1024 * 1024,
+        });
+        const score = engine.score.bind(engine);
+        engine.score = async (request) => {
+          await scoringOpen;
+          return score(request);
+        };
+        return engine;
+      },
+    });
     try {
       const client = new OpenAI({ baseURL: `${server.httpUrl}/v1`, apiKey: 'unused', maxRetries: 0 });
       await Promise.all(
@@ -143,21 +168,24 @@ describe('shadow scoring accounting under load (synthetic model)', () => {
         ),
       );
       const labels = { variant: PRUNED };
+      await eventually(
+        async () =>
+          sumOf(await scrapeMetrics(server.httpUrl), 'dropserve:shadow_dropped_total', labels) === 23,
+      );
+      openScoring();
       let samples = new Map<string, number>();
       await eventually(async () => {
         samples = await scrapeMetrics(server.httpUrl);
         const scored = sumOf(samples, 'dropserve:fidelity_top1_agreement_count', labels);
         return scored + sumOf(samples, 'dropserve:shadow_dropped_total', labels) === 24;
-      }, 20_000);
+      });
       expect(sumOf(samples, 'dropserve:shadow_requests_total', labels)).toBe(24);
-      // 24 at once with one score allowed in flight: some must have been dropped as busy.
-      expect(sumOf(samples, 'dropserve:shadow_dropped_total', { ...labels, reason: 'busy' })).toBeGreaterThan(
-        0,
-      );
-      expect(sumOf(samples, 'dropserve:fidelity_top1_agreement_count', labels)).toBeGreaterThan(0);
+      expect(sumOf(samples, 'dropserve:shadow_dropped_total', { ...labels, reason: 'busy' })).toBe(23);
+      expect(sumOf(samples, 'dropserve:fidelity_top1_agreement_count', labels)).toBe(1);
       const view = (await variantsOf(server)).find((v) => v.id === PRUNED)!;
       expect(view.fidelity!.samples).toBe(sumOf(samples, 'dropserve:fidelity_top1_agreement_count', labels));
     } finally {
+      openScoring();
       await server.close(0);
     }
   });
