@@ -1,8 +1,16 @@
 import { describe, expect, it } from 'vitest';
+import { SeededRandom } from '../../engine/model/random.ts';
 import { ExperimentRouter, parseExperimentFlag } from './experiment-router.ts';
 
 const variants = new Set(['m', 'm:attn-1', 'm:attn-2']);
-const router = (): ExperimentRouter => new ExperimentRouter((v) => variants.has(v));
+/** Seeded, so the statistical checks give the same counts on every run. */
+const router = (): ExperimentRouter => {
+  const rng = new SeededRandom(11);
+  return new ExperimentRouter(
+    (v) => variants.has(v),
+    () => rng.next(),
+  );
+};
 
 describe('ExperimentRouter', () => {
   it('splits 50/50 over 400 random requests within statistical tolerance', () => {
