@@ -5,8 +5,10 @@ import { DropserveError } from '../engine/errors.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import { type DropSpec, loadPlanFile, parseInlineSpec, validateDropSpec } from '../engine/plan/plan.ts';
 import { variantId } from '../engine/runtime/variant.ts';
+import { formatPhases, PhaseClock, type StartupPhase } from '../engine/startup-phases.ts';
 import { IncrementalDetokenizer } from '../engine/tokenizer/incremental-detokenizer.ts';
 import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../server/logger.ts';
 
 const HELP = `usage: dropserve generate --prompt TEXT [flags]
 
@@ -22,7 +24,8 @@ const HELP = `usage: dropserve generate --prompt TEXT [flags]
   --drop-mlp 2            MLP layers to drop
   --plan FILE             pruning plan (instead of --drop-*)
   --device cpu|cuda|webgpu   --threads N
-  --json                  print one JSON object instead of streaming text`;
+  --json                  print one JSON object instead of streaming text
+  --log-level LEVEL       ${LOG_LEVELS.join('|')} (default warn; JSON lines on stderr); debug adds the start-up breakdown`;
 
 export async function runGenerateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -43,6 +46,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       device: { type: 'string', default: 'cpu' },
       threads: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
+      'log-level': { type: 'string', default: 'warn' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -59,8 +63,20 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     return n;
   };
 
+  const logLevel = values['log-level'] as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new DropserveError(
+      'DS_INVALID_ARGUMENT',
+      `--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`,
+    );
+  }
+  const logger = createLogger({ level: logLevel, destination: process.stderr });
+  // performance.now() counts from process start: the first lap is Node start-up plus module loading.
+  const clock = new PhaseClock(0);
+  clock.lap('process start → CLI loaded');
   const loadStart = performance.now();
   const model = await loadModel({ model: values.model, tokenizer: values.tokenizer });
+  clock.lap('read model files (weights, tokenizer)');
   const { config, tokenizer } = model;
   let spec: DropSpec;
   if (values.plan) spec = loadPlanFile(values.plan, config).spec;
@@ -76,6 +92,8 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     kvCacheBytes: 2 ** 30,
   });
   const loadMs = performance.now() - loadStart;
+  clock.lap('engine start (worker)');
+  const startup: StartupPhase[] = [...clock.phases.slice(0, -1), ...engine.startupPhases];
   const variant = variantId(model.source.id, isPruned ? 'cli' : undefined);
   try {
     const promptTokenIds = tokenizer.encode(values.prompt, { addBos: true });
@@ -102,6 +120,15 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       },
     })) {
       if (event.type === 'token') {
+        if (completion.length === 0) {
+          clock.lap('first token (prefill)');
+          startup.push(clock.phases.at(-1)!);
+          const toFirstTokenMs = performance.now();
+          logger.debug(
+            { phases: startup, processStartToFirstTokenMs: Math.round(toFirstTokenMs) },
+            `start-up: ${formatPhases(startup)}; process start → first token ${Math.round(toFirstTokenMs)} ms`,
+          );
+        }
         completion.push(event.tokenId);
         const delta = detokenizer.push(event.tokenId);
         text += delta;

@@ -9,6 +9,7 @@ import { DropserveError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { derivedSizes, ropeInverseFrequencies } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import type { PhaseClock } from '../startup-phases.ts';
 import {
   attentionNodes,
   layerInitializers,
@@ -48,6 +49,8 @@ export interface BuildGraphOptions {
    * Used to check that the masked graph equals a pruned one.
    */
   staticDrop?: SublayerMask;
+  /** Laps 'graph build' and 'protobuf encode' (the start-up breakdown). */
+  clock?: PhaseClock;
 }
 
 const EMBEDDING = 'embed_tokens.weight'; // [vocab, dim]
@@ -77,8 +80,11 @@ export function buildModelGraphWithExternalWeights(
   options: BuildGraphOptions = {},
 ): { model: Uint8Array; externalData: ExternalWeightFile[] } {
   const mainGraph = buildMainGraph(config, weights, options);
+  options.clock?.lap('graph build');
   const externalData = externalizeInitializers(mainGraph);
-  return { model: encodeModel(mainGraph), externalData };
+  const model = encodeModel(mainGraph);
+  options.clock?.lap('protobuf encode');
+  return { model, externalData };
 }
 
 function buildMainGraph(config: ModelConfig, weights: ModelWeights, options: BuildGraphOptions): GraphProto {

@@ -10,6 +10,7 @@ import { deviceUnavailableError, executionProvidersFor, isGpuDevice } from '../d
 import { DropserveError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import type { PhaseClock } from '../startup-phases.ts';
 import type { BuildGraphOptions } from './build-graph.ts';
 import { buildModelGraphWithExternalWeights } from './build-graph.ts';
 import { emulationFeeds } from './emulation-feeds.ts';
@@ -25,6 +26,8 @@ export interface ModelSessionOptions {
   outputHiddenStates?: boolean;
   /** Build a statically pruned graph instead of the masked one (equivalence tests). */
   staticDrop?: BuildGraphOptions['staticDrop'];
+  /** Laps graph build, encode and session creation (the start-up breakdown). */
+  clock?: PhaseClock;
 }
 
 export class ModelSession {
@@ -69,6 +72,7 @@ export class ModelSession {
     const { model, externalData } = buildModelGraphWithExternalWeights(config, weights, {
       outputHiddenStates: hasHiddenStates,
       staticDrop: options.staticDrop,
+      clock: options.clock,
     });
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: executionProvidersFor(device),
@@ -83,6 +87,7 @@ export class ModelSession {
     };
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions);
+      options.clock?.lap('ORT session create');
       return new ModelSession(config, session, device, hasHiddenStates);
     } catch (e) {
       if (isGpuDevice(device)) throw deviceUnavailableError(device, e);

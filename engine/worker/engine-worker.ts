@@ -3,6 +3,7 @@ import type { GenerateEvent } from '../client.ts';
 import { toDropserveError } from '../errors.ts';
 import { ModelSession } from '../graph/model-session.ts';
 import { EngineCore } from '../runtime/engine-core.ts';
+import { epochMs, PhaseClock } from '../startup-phases.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
 
 /**
@@ -31,10 +32,13 @@ function flush(): void {
 port.on('message', async (message: ToWorker) => {
   switch (message.type) {
     case 'init': {
+      const receivedInitAtEpochMs = epochMs();
+      const clock = new PhaseClock();
       try {
         const runner = await ModelSession.create(message.config, message.weights, {
           device: message.device,
           threads: message.threads,
+          clock,
         });
         core = new EngineCore({
           config: message.config,
@@ -45,7 +49,7 @@ port.on('message', async (message: ToWorker) => {
           prefixReuse: message.prefixReuse,
         });
         core.onStepEnd = flush;
-        post({ type: 'ready', variants: core.variants() });
+        post({ type: 'ready', variants: core.variants(), receivedInitAtEpochMs, phases: clock.phases });
       } catch (error) {
         post({ type: 'initFailed', error: toDropserveError(error).toJSON() });
       }

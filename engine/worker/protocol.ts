@@ -5,6 +5,7 @@ import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import type { PrefixReuseOptions } from '../runtime/engine-core.ts';
 import type { VariantDefinition } from '../runtime/variant.ts';
+import type { StartupPhase } from '../startup-phases.ts';
 
 /** Every message between the server thread and the engine worker; `id` pairs requests and replies. */
 export type ToWorker =
@@ -25,7 +26,8 @@ export type ToWorker =
   | { type: 'close'; graceMs: number };
 
 export type FromWorker =
-  | { type: 'ready'; variants: VariantInfo[] }
+  /** receivedInitAtEpochMs: when the init message (weights included) arrived in the worker. */
+  | { type: 'ready'; variants: VariantInfo[]; receivedInitAtEpochMs: number; phases: StartupPhase[] }
   | { type: 'initFailed'; error: SerializedError }
   /** Events of one scheduling round, batched to keep postMessage off the per-token path. */
   | { type: 'events'; events: { requestId: string; event: GenerateEvent }[]; variants: VariantInfo[] }

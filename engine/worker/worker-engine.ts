@@ -13,6 +13,7 @@ import { DropserveError } from '../errors.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { abortedBeforeStart } from '../runtime/aborted-before-start.ts';
 import { EventQueue } from '../runtime/event-queue.ts';
+import { epochMs, type StartupPhase } from '../startup-phases.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
 
@@ -29,6 +30,9 @@ export class WorkerEngine implements EngineClient {
   #nextScoreId = 1;
   #variants: VariantInfo[] = [];
   #isReady = false;
+  #spawnedAtEpochMs = 0;
+  /** Where the start-up time went, once ready: worker start, graph build, encode, ORT session. */
+  startupPhases: StartupPhase[] = [];
   #closed: Promise<void> | null = null;
   #onClosed: (() => void) | null = null;
 
@@ -41,6 +45,7 @@ export class WorkerEngine implements EngineClient {
   static async create(options: EngineOptions): Promise<WorkerEngine> {
     const { model } = options;
     const name = options.servedModelName ?? model.source.id;
+    const spawnedAtEpochMs = epochMs();
     const worker = new Worker(workerEntry());
     const info: ServedModelInfo = {
       name,
@@ -49,6 +54,7 @@ export class WorkerEngine implements EngineClient {
       createdAt: Math.floor(Date.now() / 1000),
     };
     const engine = new WorkerEngine(worker, info, model.tokenizer);
+    engine.#spawnedAtEpochMs = spawnedAtEpochMs;
     const ready = new Promise<void>((resolve, reject) => {
       engine.#onReady = resolve;
       engine.#onInitFailed = reject;
@@ -85,6 +91,13 @@ export class WorkerEngine implements EngineClient {
   #handle(message: FromWorker): void {
     switch (message.type) {
       case 'ready':
+        this.startupPhases = [
+          {
+            phase: `worker start (${COMPILED ? 'compiled' : 'tsx'}) + weight transfer`,
+            ms: Math.round((message.receivedInitAtEpochMs - this.#spawnedAtEpochMs) * 10) / 10,
+          },
+          ...message.phases,
+        ];
         this.#variants = message.variants;
         this.#isReady = true;
         this.#onReady?.();
@@ -198,9 +211,11 @@ export class WorkerEngine implements EngineClient {
  */
 declare const __DROPSERVE_COMPILED_WORKER__: string | undefined;
 
+const COMPILED = typeof __DROPSERVE_COMPILED_WORKER__ === 'string';
+
 function workerEntry(): URL {
-  return typeof __DROPSERVE_COMPILED_WORKER__ === 'string'
-    ? new URL(__DROPSERVE_COMPILED_WORKER__, import.meta.url)
+  return COMPILED
+    ? new URL(__DROPSERVE_COMPILED_WORKER__!, import.meta.url)
     : new URL('./bootstrap.mjs', import.meta.url);
 }
 
