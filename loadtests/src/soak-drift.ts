@@ -1,8 +1,10 @@
 /**
  * Drift of a sampled quantity (RSS, open fds) over a soak. The first minutes are left out: heaps,
  * JIT code and allocator arenas grow to their working size there, which is not a leak. What is left
- * is summarised two ways: end − reference (what an operator reads off a graph), and a least-squares
- * slope over every sample from the reference on (less swayed by one noisy last sample).
+ * is summarised three ways: end − reference (what an operator reads off a graph); the means of the
+ * first and last minute from the reference on (RSS saw-tooths with garbage collection, so single
+ * samples can sit anywhere in a swing of tens of MiB); and a least-squares slope over every sample
+ * from the reference on.
  */
 
 export interface TimedValue {
@@ -24,6 +26,14 @@ export interface Drift {
   changePerHour: number;
   /** Least-squares slope per hour over the samples from the reference on. */
   slopePerHour: number;
+  /** Length of the two averaging windows: a minute, or half the span when that is shorter. */
+  windowS: number;
+  /** Mean of the samples in [fromS, fromS + windowS). */
+  fromMean: number;
+  /** Mean of the samples in (toS − windowS, toS]. */
+  toMean: number;
+  /** Range of the samples from the reference on (RSS swings with garbage collection). */
+  min: number;
   max: number;
   /** Samples from the reference on. */
   samples: number;
@@ -46,6 +56,9 @@ export function computeDrift(series: readonly TimedValue[], fromS: number): Drif
   const from = window[0]!;
   const change = last.value - from.value;
   const spanH = (last.atS - from.atS) / 3600;
+  const windowS = Math.min(60, (last.atS - from.atS) / 2);
+  const mean = (points: readonly { value: number }[]): number =>
+    points.reduce((sum, p) => sum + p.value, 0) / points.length;
   return {
     fromS: from.atS,
     from: from.value,
@@ -55,6 +68,11 @@ export function computeDrift(series: readonly TimedValue[], fromS: number): Drif
     changePct: from.value === 0 ? null : (change / from.value) * 100,
     changePerHour: spanH > 0 ? change / spanH : 0,
     slopePerHour: leastSquaresSlope(window) * 3600,
+    windowS,
+    // Each window holds at least its end sample, so neither mean divides by zero.
+    fromMean: mean(window.filter((s) => s.atS < from.atS + windowS || s === from)),
+    toMean: mean(window.filter((s) => s.atS > last.atS - windowS || s === last)),
+    min: Math.min(...window.map((s) => s.value)),
     max: Math.max(...window.map((s) => s.value)),
     samples: window.length,
     isReferenceEarly,
@@ -74,4 +92,23 @@ export function leastSquaresSlope(points: readonly { atS: number; value: number 
     variance += (p.atS - meanT) ** 2;
   }
   return variance === 0 ? 0 : covariance / variance;
+}
+
+/** Means of the valued samples in consecutive buckets of `bucketS` seconds from 0 (empty ones left out). */
+export function bucketMeans(
+  series: readonly TimedValue[],
+  bucketS: number,
+): { startS: number; mean: number }[] {
+  const buckets = new Map<number, { sum: number; n: number }>();
+  for (const s of series) {
+    if (s.value === null) continue;
+    const key = Math.floor(s.atS / bucketS);
+    const b = buckets.get(key) ?? { sum: 0, n: 0 };
+    b.sum += s.value;
+    b.n++;
+    buckets.set(key, b);
+  }
+  return [...buckets.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([key, b]) => ({ startS: key * bucketS, mean: b.sum / b.n }));
 }

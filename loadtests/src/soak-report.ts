@@ -1,6 +1,6 @@
 import { formatBytes, num, renderTable } from './report-format.ts';
 import type { SoakReport, SoakSample } from './soak.ts';
-import type { Drift } from './soak-drift.ts';
+import { bucketMeans, type Drift } from './soak-drift.ts';
 
 /** Console renderings of a soak: one progress line per sample, and the final summary. */
 
@@ -50,6 +50,17 @@ function driftRow(name: string, drift: Drift | null, isBytes: boolean): string[]
     perHour(drift.changePerHour),
     perHour(drift.slopePerHour),
   ];
+}
+
+/** Mean RSS per minute (per longer bucket on long runs, at most about 20 of them). */
+function rssTimeline(samples: readonly SoakSample[], durationS: number): string {
+  const bucketS = 60 * Math.max(1, Math.ceil(durationS / 60 / 20));
+  const means = bucketMeans(
+    samples.map((s) => ({ atS: s.atS, value: s.rssBytes })),
+    bucketS,
+  );
+  const mib = means.map((m) => `${Math.round(m.startS / 60)}m ${(m.mean / 1024 / 1024).toFixed(0)}`);
+  return `RSS mean per ${bucketS === 60 ? 'minute' : formatElapsed(bucketS)} (MiB): ${mib.join(', ')}`;
 }
 
 /** "stop 120, length 800" from counts, zeros and empty maps as "-". */
@@ -104,8 +115,15 @@ export function formatSoakReport(report: SoakReport): string {
       ['l', 'r', 'r', 'r', 'r', 'r'],
     ),
   ];
-  const peak = resources.rss ? `peak RSS from the reference on ${formatBytes(resources.rss.max)}` : null;
-  if (peak) lines.push(peak);
+  if (resources.rss) {
+    const { min, max, samples, windowS, fromS, toS, fromMean, toMean } = resources.rss;
+    lines.push(
+      `RSS means over ${formatElapsed(windowS)}: ${formatBytes(fromMean)} from ${formatElapsed(fromS)}, ` +
+        `${formatBytes(toMean)} up to ${formatElapsed(toS)} (${signedBytes(toMean - fromMean)})`,
+      `RSS from the reference on: ${formatBytes(min)} to ${formatBytes(max)} over ${samples} samples`,
+      rssTimeline(resources.samples, report.durationS),
+    );
+  }
   if (resources.rss?.isReferenceEarly) {
     lines.push(`(the run ended before ${formatElapsed(config.driftFromS)}: drift is from the first sample)`);
   }
@@ -114,12 +132,14 @@ export function formatSoakReport(report: SoakReport): string {
   if (report.server) {
     const finished = report.server.finishedByReason;
     const serverDone = (finished.stop ?? 0) + (finished.length ?? 0);
+    const serverAll = Object.values(finished).reduce((a, b) => a + b, 0);
     lines.push(
       'server counters over the run (dropserve:request_success_total, transport http)',
       `  finished_reason  ${counts(finished)}`,
       `  rejected         ${counts(report.server.rejectedByReason)}`,
-      `  stop+length ${serverDone} vs ok ${outcomes.ok} here; abort ${finished.abort ?? 0} vs ${outcomes.aborted} aborted here` +
-        ' (an abort can land after the server finished, or before it admitted the request)',
+      `  finished ${serverAll} vs ${report.requests} sent here; stop+length ${serverDone} vs ${outcomes.ok} ok here; ` +
+        `abort ${finished.abort ?? 0} vs ${outcomes.aborted} aborted here`,
+      '  (an abort can land after the server finished the request, or before it admitted it)',
     );
   } else {
     lines.push('server counters: /metrics did not answer');

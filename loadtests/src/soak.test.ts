@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseDurationS } from '../../cli/loadtest.ts';
 import { checkCompletionBody, checkUsage, parseErrorBody, StreamChecker } from './soak-check.ts';
-import { computeDrift, leastSquaresSlope } from './soak-drift.ts';
+import { bucketMeans, computeDrift, leastSquaresSlope } from './soak-drift.ts';
 import {
   BEFORE_RESPONSE_MAX_DELAY_MS,
   chooseAbortPoint,
@@ -290,6 +290,11 @@ describe('soak drift', () => {
     expect(drift.changePct).toBeCloseTo((8 / 102) * 100, 9);
     expect(drift.changePerHour).toBeCloseTo(60 * MiB, 6);
     expect(drift.slopePerHour).toBeCloseTo(60 * MiB, 6);
+    // Minute windows: samples at 120, 150 s and at 570, 600 s.
+    expect(drift.windowS).toBe(60);
+    expect(drift.fromMean).toBe(102.25 * MiB);
+    expect(drift.toMean).toBe(109.75 * MiB);
+    expect(drift.min).toBe(102 * MiB);
     expect(drift.max).toBe(110 * MiB);
     expect(drift.samples).toBe(17);
     expect(drift.isReferenceEarly).toBe(false);
@@ -315,6 +320,15 @@ describe('soak drift', () => {
         0,
       ),
     ).toBeNull();
+  });
+
+  it('averages samples per bucket for the timeline', () => {
+    const series = [0, 30, 60, 90, 100, 200].map((atS) => ({ atS, value: atS }));
+    expect(bucketMeans([...series, { atS: 150, value: null }], 60)).toEqual([
+      { startS: 0, mean: 15 },
+      { startS: 60, mean: (60 + 90 + 100) / 3 },
+      { startS: 180, mean: 200 },
+    ]);
   });
 
   it('fits the slope of a line exactly, and 0 to a constant or a single point', () => {
