@@ -298,8 +298,25 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     prefixReuse: options.prefixReuse,
   };
   if (options.inProcess) return (await import('../engine/engine.ts')).createEngine(engineOptions);
-  return (await import('../engine/worker/worker-engine.ts')).createWorkerEngine(engineOptions);
+  const workerEngine = await (await import('../engine/worker/worker-engine.ts')).createWorkerEngine(
+    engineOptions,
+  );
+  // performance.now() counts from process start: the gap before the worker is CLI and model loading.
+  const phases = [
+    {
+      phase: 'process start → engine start',
+      ms: Math.round(performance.now() - sumMs(workerEngine.startupPhases)),
+    },
+    ...workerEngine.startupPhases,
+  ];
+  logger.debug(
+    { phases, processStartToReadyMs: Math.round(performance.now()) },
+    `start-up: ${phases.map((p) => `${p.phase} ${Math.round(p.ms)} ms`).join(', ')}`,
+  );
+  return workerEngine;
 }
+
+const sumMs = (phases: readonly { ms: number }[]): number => phases.reduce((total, p) => total + p.ms, 0);
 
 function logEngine(logger: Logger, engine: EngineClient): void {
   const { model } = engine;
