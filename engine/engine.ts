@@ -110,6 +110,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
   const runner = await ModelSession.create(model.config, model.weights, {
     device: options.device ?? 'cpu',
     threads: options.threads ?? 1,
+    weightFile: model.weightFile,
   });
   const core = new EngineCore({
     config: model.config,

@@ -5,9 +5,11 @@
  *   for l: hidden_2l+1 = attention l or its emulation;  hidden_2l+2 = MLP l or its emulation
  *   logits = lm_head(rmsNorm(hidden_2L) at rows logits_index)
  */
+import path from 'node:path';
 import { DropserveError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { derivedSizes, ropeInverseFrequencies } from '../model/config.ts';
+import type { WeightFileImage } from '../model/weight-file.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import type { PhaseClock } from '../startup-phases.ts';
 import {
@@ -36,6 +38,7 @@ import {
   int64Tensor,
   intAttr,
   node,
+  pointInitializersAtFile,
   tensorInfo,
 } from './onnx-helpers.ts';
 import { maskedAttentionNodes, maskedMlpNodes } from './sublayer-switch.ts';
@@ -51,6 +54,8 @@ export interface BuildGraphOptions {
   staticDrop?: SublayerMask;
   /** Laps 'graph build' and 'protobuf encode' (the start-up breakdown). */
   clock?: PhaseClock;
+  /** The weights are views of this file's image: point the initializers at the file (see weight-file.ts). */
+  weightFile?: WeightFileImage;
 }
 
 const EMBEDDING = 'embed_tokens.weight'; // [vocab, dim]
@@ -81,7 +86,10 @@ export function buildModelGraphWithExternalWeights(
 ): { model: Uint8Array; externalData: ExternalWeightFile[] } {
   const mainGraph = buildMainGraph(config, weights, options);
   options.clock?.lap('graph build');
-  const externalData = externalizeInitializers(mainGraph);
+  const { weightFile } = options;
+  let externalData: ExternalWeightFile[] = [];
+  if (weightFile) pointInitializersAtFile(mainGraph, weightFile.image, path.basename(weightFile.path));
+  else externalData = externalizeInitializers(mainGraph);
   const model = encodeModel(mainGraph);
   options.clock?.lap('protobuf encode');
   return { model, externalData };

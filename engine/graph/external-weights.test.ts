@@ -1,7 +1,11 @@
+import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { loadLlama2cCheckpoint } from '../model/llama2c-loader.ts';
 import { syntheticModel } from '../model/synthetic.ts';
 import { buildModelGraph, buildModelGraphWithExternalWeights } from './build-graph.ts';
+import type { ForwardInput } from './io.ts';
+import { ModelSession } from './model-session.ts';
 
 describe('weights as in-memory external data', () => {
   const { config, weights } = syntheticModel({
@@ -57,5 +61,56 @@ describe('weights as in-memory external data', () => {
     expect(Array.from(b)).toEqual(Array.from(a));
     await inline.release();
     await external.release();
+  });
+});
+
+describe('weights mapped from the llama2.c checkpoint file', () => {
+  const file = fileURLToPath(new URL('../../models/stories260K/stories260K.bin', import.meta.url));
+
+  it('points every weight at its offset in the file: no weight bytes in the protobuf or beside it', () => {
+    const { config, weights, weightFile } = loadLlama2cCheckpoint(file);
+    expect(weightFile).toBeDefined();
+    const { model, externalData } = buildModelGraphWithExternalWeights(config, weights, { weightFile });
+    expect(externalData).toEqual([]);
+    // What stays inline is the RoPE tables and a few int64 constants, not the 1 MB of weights.
+    const ropeBytes = 2 * config.maxSeqLen * (config.headDim / 2) * 4;
+    expect(model.byteLength).toBeLessThan(ropeBytes + 64 * 1024);
+  });
+
+  it('gives exactly the logits of the in-memory weights, prefill and a decode step', async () => {
+    const { config, weights, weightFile } = loadLlama2cCheckpoint(file);
+    const mapped = await ModelSession.create(config, weights, { weightFile });
+    const inMemory = await ModelSession.create(config, weights);
+    const L = config.numLayers;
+    const mask = { attnKeep: Array(L).fill(true), mlpKeep: Array(L).fill(true) };
+    const empty = () => ({ key: new Float32Array(0), value: new Float32Array(0) });
+    const prefill: ForwardInput = {
+      batchSize: 1,
+      seqLen: 5,
+      inputIds: [1, 403, 407, 261, 378],
+      positionIds: [0, 1, 2, 3, 4],
+      mask,
+      pastLengths: [0],
+      past: Array.from({ length: L }, empty),
+      pastCapacity: 0,
+      logitsIndex: [4],
+    };
+    const [a, b] = [await mapped.run(prefill), await inMemory.run(prefill)];
+    expect(a.logits.length).toBe(config.vocabSize);
+    expect(Array.from(a.logits)).toEqual(Array.from(b.logits));
+    const decode: ForwardInput = {
+      ...prefill,
+      seqLen: 1,
+      inputIds: [407],
+      positionIds: [5],
+      pastLengths: [5],
+      past: a.newKeys.map((key, l) => ({ key: key!, value: a.newValues[l]! })),
+      pastCapacity: 5,
+      logitsIndex: [0],
+    };
+    const [c, d] = [await mapped.run(decode), await inMemory.run(decode)];
+    expect(Array.from(c.logits)).toEqual(Array.from(d.logits));
+    await mapped.release();
+    await inMemory.release();
   });
 });

@@ -142,6 +142,29 @@ export function externalizeInitializers(mainGraph: GraphProto, minBytes = 1024):
   return files;
 }
 
+/**
+ * Points every initializer whose bytes are a view of `image` at the same bytes in the checkpoint
+ * file `fileName` (a name inside the folder given to the session), whatever its size. onnxruntime
+ * maps that file rather than copying the weights; the other initializers stay inline (onnxruntime
+ * takes in-memory external data or file external data, not both). Returns how many were pointed.
+ */
+export function pointInitializersAtFile(mainGraph: GraphProto, image: ArrayBuffer, fileName: string): number {
+  let count = 0;
+  for (const tensor of mainGraph.initializer ?? []) {
+    const data = tensor.rawData;
+    if (!data || data.buffer !== image) continue;
+    tensor.rawData = new Uint8Array(0);
+    tensor.dataLocation = EXTERNAL_LOCATION;
+    tensor.externalData = [
+      { key: 'location', value: fileName },
+      { key: 'offset', value: String(data.byteOffset) },
+      { key: 'length', value: String(data.byteLength) },
+    ];
+    count++;
+  }
+  return count;
+}
+
 /** Serializes a ModelProto: IR 8, default opset 17 plus com.microsoft 1. */
 export function encodeModel(mainGraph: GraphProto): Uint8Array {
   const model = onnx.ModelProto.create({

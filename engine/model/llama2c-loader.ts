@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { DropserveError, modelLoadError } from '../errors.ts';
 import type { ModelConfig } from './config.ts';
+import { MAX_IMAGE_BYTES, type WeightFileImage } from './weight-file.ts';
 import type { LayerWeights, ModelWeights } from './weights.ts';
 
 /**
@@ -40,7 +41,12 @@ export interface Llama2cHeader {
   seqLen: number;
 }
 
-export function loadLlama2cCheckpoint(path: string): { config: ModelConfig; weights: ModelWeights } {
+export function loadLlama2cCheckpoint(path: string): {
+  config: ModelConfig;
+  weights: ModelWeights;
+  /** Present when the weights are views of one in-memory image of the file (files up to 4 GiB). */
+  weightFile?: WeightFileImage;
+} {
   if (!fs.existsSync(path)) throw modelLoadError(path, 'no such file');
   const fileBytes = fs.statSync(path).size;
   if (fileBytes < HEADER_BYTES) {
@@ -62,7 +68,9 @@ export function loadLlama2cCheckpoint(path: string): { config: ModelConfig; weig
           `${expectedBytes} bytes, found ${fileBytes} (${fileBytes < expectedBytes ? 'truncated' : 'trailing data'})`,
       );
     }
-    return { config, weights: readWeights(fd, path, config, header.vocabSize < 0) };
+    const image = fileBytes <= MAX_IMAGE_BYTES ? readImage(fd, path, fileBytes) : undefined;
+    const weights = readWeights(fd, path, config, header.vocabSize < 0, image);
+    return { config, weights, ...(image ? { weightFile: { path, image } } : {}) };
   } finally {
     fs.closeSync(fd);
   }
@@ -153,7 +161,26 @@ export function expectedFileBytes(h: Llama2cHeader): number {
   return HEADER_BYTES + 4 * floats;
 }
 
-function readWeights(fd: number, path: string, config: ModelConfig, hasClassifier: boolean): ModelWeights {
+/** The whole file in one read: every tensor becomes a view at its file offset (4-byte aligned). */
+function readImage(fd: number, path: string, fileBytes: number): ArrayBuffer {
+  const image = new ArrayBuffer(fileBytes);
+  const bytes = new Uint8Array(image);
+  let done = 0;
+  while (done < fileBytes) {
+    const n = fs.readSync(fd, bytes, done, fileBytes - done, done);
+    if (n === 0) throw modelLoadError(path, `file ended at byte ${done} while reading weights`);
+    done += n;
+  }
+  return image;
+}
+
+function readWeights(
+  fd: number,
+  path: string,
+  config: ModelConfig,
+  hasClassifier: boolean,
+  image: ArrayBuffer | undefined,
+): ModelWeights {
   const { dim, hiddenDim, numLayers, vocabSize } = config;
   const kvDim = config.headDim * config.numKvHeads;
   let position = HEADER_BYTES;
@@ -161,6 +188,11 @@ function readWeights(fd: number, path: string, config: ModelConfig, hasClassifie
   const next = (count: number, size: number): Float32Array[] => {
     const out: Float32Array[] = [];
     for (let i = 0; i < count; i++) {
+      if (image) {
+        out.push(new Float32Array(image, position, size));
+        position += size * 4;
+        continue;
+      }
       const t = new Float32Array(size);
       const bytes = new Uint8Array(t.buffer);
       let done = 0;

@@ -116,7 +116,7 @@ function loadLlama2c(
   progress: (message: string) => void,
 ): LoadedModel {
   progress(`model: reading llama2.c checkpoint ${file}`);
-  const { config, weights } = loadLlama2cCheckpoint(file);
+  const { config, weights, weightFile } = loadLlama2cCheckpoint(file);
   progress(
     `config: ${config.numLayers} layers, dim ${config.dim}, ${config.numHeads} heads (${config.numKvHeads} kv), ` +
       `vocab ${config.vocabSize}, context ${config.maxSeqLen}`,
@@ -130,6 +130,7 @@ function loadLlama2c(
   return {
     config,
     weights,
+    ...(weightFile ? { weightFile } : {}),
     tokenizer,
     source: {
       kind: 'llama2c',

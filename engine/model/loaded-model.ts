@@ -1,5 +1,6 @@
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { ModelConfig } from './config.ts';
+import type { WeightFileImage } from './weight-file.ts';
 import type { ModelWeights } from './weights.ts';
 
 /** Where a model came from; shown in logs and /v1/models. */
@@ -18,6 +19,8 @@ export interface ModelSource {
 export interface LoadedModel {
   config: ModelConfig;
   weights: ModelWeights;
+  /** The weights are views of this checkpoint image (llama2.c): sessions map the file itself. */
+  weightFile?: WeightFileImage;
   tokenizer: Tokenizer;
   source: ModelSource;
 }

@@ -39,6 +39,9 @@ port.on('message', async (message: ToWorker) => {
           device: message.device,
           threads: message.threads,
           clock,
+          weightFile: message.weightFilePath
+            ? { path: message.weightFilePath, image: message.weights.tokenEmbedding.buffer as ArrayBuffer }
+            : undefined,
         });
         core = new EngineCore({
           config: message.config,

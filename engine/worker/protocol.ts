@@ -13,6 +13,8 @@ export type ToWorker =
       type: 'init';
       config: ModelConfig;
       weights: ModelWeights;
+      /** The weights are views of one transferred image of this checkpoint file (weight-file.ts). */
+      weightFilePath?: string;
       variants: VariantDefinition[];
       kvCacheBytes: number;
       maxQueue: number;

@@ -10,7 +10,7 @@ import type {
 } from '../client.ts';
 import { DEFAULT_MAX_QUEUE, defaultKvCacheBytes, type EngineOptions, variantDefinitions } from '../engine.ts';
 import { DropserveError } from '../errors.ts';
-import type { ModelWeights } from '../model/weights.ts';
+import type { LoadedModel } from '../model/loaded-model.ts';
 import { abortedBeforeStart } from '../runtime/aborted-before-start.ts';
 import { EventQueue } from '../runtime/event-queue.ts';
 import { epochMs, type StartupPhase } from '../startup-phases.ts';
@@ -67,6 +67,7 @@ export class WorkerEngine implements EngineClient {
       type: 'init',
       config: model.config,
       weights: model.weights,
+      weightFilePath: model.weightFile?.path,
       variants: variantDefinitions(name, options.variants),
       kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
       maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
@@ -75,7 +76,7 @@ export class WorkerEngine implements EngineClient {
       prefixReuse: options.prefixReuse,
     };
     // Transferred, not cloned: a second copy of the weights would double peak memory at load.
-    worker.postMessage(init, weightBuffers(model.weights));
+    worker.postMessage(init, weightBuffers(model));
     try {
       await ready;
     } catch (error) {
@@ -220,7 +221,9 @@ function workerEntry(): URL {
 }
 
 /** Every distinct buffer behind the weights (a tied head shares the embedding's). */
-function weightBuffers(weights: ModelWeights): ArrayBuffer[] {
+function weightBuffers({ weights, weightFile }: LoadedModel): ArrayBuffer[] {
+  // Views of a checkpoint image: the image is the one buffer (cloning it would copy every weight).
+  if (weightFile) return [weightFile.image];
   const arrays: Float32Array[] = [weights.tokenEmbedding, weights.finalNorm, weights.lmHead];
   for (const layer of weights.layers) {
     for (const t of Object.values(layer)) if (t instanceof Float32Array) arrays.push(t);
