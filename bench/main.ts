@@ -27,6 +27,10 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner
     summary: 'prefill time / TTFT of requests sharing a 300-token prefix, prefix reuse off vs on',
     load: async () => (await import('./prefix.ts')).runPrefixBench,
   },
+  startup: {
+    summary: 'cold start to the first token, tsx sources vs compiled dist/ (stories260K, 110M shape)',
+    load: async () => (await import('./startup.ts')).runStartupBench,
+  },
 };
 
 export async function runBenchCommand(argv: string[]): Promise<number> {
