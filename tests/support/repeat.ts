@@ -23,7 +23,7 @@ interface JsonReport {
     name: string;
     status: string;
     message?: string;
-    assertionResults: { fullName: string; status: string }[];
+    assertionResults: { fullName: string; status: string; failureMessages?: string[] }[];
   }[];
 }
 
@@ -83,7 +83,10 @@ function runOnce(reportFile: string, vitestArgs: string[]): Promise<RunOutcome> 
       for (const file of report.testResults) {
         const name = relative(ROOT, file.name);
         const failedTests = file.assertionResults.filter((t) => t.status === 'failed');
-        for (const t of failedTests) failures.push(`${name} > ${t.fullName}`);
+        for (const t of failedTests) {
+          const why = (t.failureMessages?.[0] ?? '').split('\n')[0]!.slice(0, 300);
+          failures.push(`${name} > ${t.fullName}${why ? `\n      ${why}` : ''}`);
+        }
         for (const t of file.assertionResults) {
           if (t.status === 'pending' || t.status === 'skipped') skippedNames.push(`${name} > ${t.fullName}`);
         }
