@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,15 +12,16 @@ import { commitId, median, printTable } from './common.ts';
 
 /**
  * Cold start: from process start to the first generated token of `dropserve generate`, each run a
- * fresh child process. "source" runs the TypeScript through tsx (the old way, still what a checkout
- * without a build does); "dist" runs the compiled CLI and worker. The two alternate within each
- * repetition so that load on the machine hits both alike.
+ * fresh child process, timed here from spawn to the first generated text on the child's stdout.
+ * "source" runs the TypeScript through tsx (what a checkout without a build does); "dist" runs the
+ * compiled CLI and worker; with --baseline REV, "REV" runs that commit's sources (extracted with git
+ * archive into a temp dir) the same way, so an older load path is measured in the same run. The
+ * modes alternate within each repetition so that load on the machine hits all alike.
  */
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const CLI = path.join(ROOT, 'bin/dropserve.js');
 const STORIES260K = path.join(ROOT, 'models/stories260K/stories260K.bin');
-const MODES = ['source', 'dist'] as const;
-type Mode = (typeof MODES)[number];
+const PROMPT = 'Once upon a time';
 
 /** stories110M's shape (llama2.c): dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000, context 1024. */
 const SHAPE_110M = {
@@ -37,6 +38,7 @@ const SHAPE_110M = {
 
 interface Run {
   toFirstTokenMs: number;
+  /** From the child's --log-level debug line; empty for a baseline that predates it. */
   phases: StartupPhase[];
 }
 
@@ -46,6 +48,7 @@ export async function runStartupBench(argv: string[]): Promise<number> {
     options: {
       reps: { type: 'string', default: '5' },
       'skip-110m': { type: 'boolean', default: false },
+      baseline: { type: 'string' },
     },
   });
   const reps = Number(values.reps);
@@ -54,23 +57,26 @@ export async function runStartupBench(argv: string[]): Promise<number> {
     console.error(`bench startup: dist/ is not usable (${build.reason}); run npm run build first`);
     return 2;
   }
+  const baseline = values.baseline;
+  const modes = [...(baseline ? [baseline] : []), 'source', 'dist'];
+  const cliFor = new Map(modes.map((mode) => [mode, mode === baseline ? extractBaseline(mode) : CLI]));
   const models = [{ name: 'stories260K', file: STORIES260K }];
   if (!values['skip-110m']) models.push({ name: 'synthetic-110M', file: synthetic110M() });
   console.log(
-    `bench startup: process start → first token of \`generate --max-tokens 1\`, ${reps} reps, ` +
-      `tsx sources vs compiled dist/, ${os.cpus().length} CPUs, commit ${commitId()}`,
+    `bench startup: spawn → first generated token of \`generate --max-tokens 1\`, ${reps} reps, ` +
+      `${modes.join(' / ')}, ${os.cpus().length} CPUs, commit ${commitId()}`,
   );
   for (const { name, file } of models) {
-    const runs = new Map<Mode, Run[]>(MODES.map((m) => [m, []]));
-    await coldStart('dist', file); // page cache warm for both: this measures start-up, not the disk
+    const runs = new Map<string, Run[]>(modes.map((m) => [m, []]));
+    await coldStart('dist', CLI, file); // page cache warm for all: this measures start-up, not the disk
     for (let r = 0; r < reps; r++) {
-      for (const mode of MODES) runs.get(mode)!.push(await coldStart(mode, file));
+      for (const mode of modes) runs.get(mode)!.push(await coldStart(mode, cliFor.get(mode)!, file));
     }
-    const base = median(runs.get('source')!.map((x) => x.toFirstTokenMs));
+    const base = median(runs.get(modes[0]!)!.map((x) => x.toFirstTokenMs));
     console.log(`\n${name} (${path.basename(file)}, ${(fs.statSync(file).size / 2 ** 20).toFixed(1)} MiB)`);
     printTable(
-      ['run from', 'to first token ms (median)', 'min', 'max', 'vs source'],
-      MODES.map((mode) => {
+      ['run from', 'to first token ms (median)', 'min', 'max', `speed-up vs ${modes[0]}`],
+      modes.map((mode) => {
         const times = runs.get(mode)!.map((x) => x.toFirstTokenMs);
         const m = median(times);
         return [
@@ -82,53 +88,69 @@ export async function runStartupBench(argv: string[]): Promise<number> {
         ];
       }),
     );
+    const withPhases = modes.filter((mode) => runs.get(mode)!.every((x) => x.phases.length > 0));
     const phaseNames = runs.get('dist')![0]!.phases.map((p) => p.phase.replace(/ \((compiled|tsx)\)/, ''));
     printTable(
-      ['phase (median ms)', ...MODES],
+      ['phase (median ms, --log-level debug)', ...withPhases],
       phaseNames.map((phase, i) => [
         phase,
-        ...MODES.map((mode) => Math.round(median(runs.get(mode)!.map((x) => x.phases[i]?.ms ?? Number.NaN)))),
+        ...withPhases.map((mode) =>
+          Math.round(median(runs.get(mode)!.map((x) => x.phases[i]?.ms ?? Number.NaN))),
+        ),
       ]),
     );
   }
+  if (baseline) fs.rmSync(path.dirname(path.dirname(cliFor.get(baseline)!)), { recursive: true });
   return 0;
 }
 
-/** One `generate` in a fresh process; its --log-level debug line carries the breakdown. */
-function coldStart(mode: Mode, model: string): Promise<Run> {
+/** One `generate` in a fresh process; with --log-level debug its stderr carries the breakdown. */
+function coldStart(mode: string, cli: string, model: string): Promise<Run> {
+  const isBaseline = mode !== 'source' && mode !== 'dist';
+  const args = [cli, 'generate', '--model', model, '--prompt', PROMPT, '--max-tokens', '1'];
+  // A baseline may predate generate's --log-level: it gets only the timing taken here.
+  if (!isBaseline) args.push('--log-level', 'debug');
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        'generate',
-        '--model',
-        model,
-        '--prompt',
-        'Once upon a time',
-        '--max-tokens',
-        '1',
-        '--json',
-        '--log-level',
-        'debug',
-      ],
-      { env: { ...process.env, DROPSERVE_RUN_FROM: mode }, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const spawnedAt = performance.now();
+    const child = spawn(process.execPath, args, {
+      env: { ...process.env, DROPSERVE_RUN_FROM: isBaseline ? 'source' : mode },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // generate echoes the prompt, then streams the completion: the first byte past the prompt is
+    // the first token (were its text empty, the exit stands in for it, a little late).
+    let stdoutBytes = 0;
+    let firstTokenAt: number | undefined;
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdoutBytes += chunk.length;
+      if (firstTokenAt === undefined && stdoutBytes > Buffer.byteLength(PROMPT)) {
+        firstTokenAt = performance.now();
+      }
+    });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
     });
     child.on('error', reject);
-    child.on('exit', (code) => {
-      const line = stderr.split('\n').find((l) => l.includes('"processStartToFirstTokenMs"'));
-      if (code !== 0 || !line) {
-        reject(new Error(`generate (${mode}) exited with ${code}, no start-up line:\n${stderr}`));
+    child.on('close', (code) => {
+      if (code !== 0) {
+        reject(new Error(`generate (${mode}) exited with ${code}:\n${stderr}`));
         return;
       }
-      const parsed = JSON.parse(line) as { processStartToFirstTokenMs: number; phases: StartupPhase[] };
-      resolve({ toFirstTokenMs: parsed.processStartToFirstTokenMs, phases: parsed.phases });
+      const line = stderr.split('\n').find((l) => l.includes('"processStartToFirstTokenMs"'));
+      const phases = line ? (JSON.parse(line) as { phases: StartupPhase[] }).phases : [];
+      resolve({ toFirstTokenMs: (firstTokenAt ?? performance.now()) - spawnedAt, phases });
     });
   });
+}
+
+/** That commit's tree in a temp dir (git archive leaves the repository alone), on our node_modules. */
+function extractBaseline(rev: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dropserve-baseline-'));
+  execSync(
+    `git -C ${JSON.stringify(ROOT)} archive ${JSON.stringify(rev)} | tar -x -C ${JSON.stringify(dir)}`,
+  );
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+  return path.join(dir, 'bin/dropserve.js');
 }
 
 /** The 110M-shape checkpoint (random weights, fixed seed) in the temp dir, written once and reused. */
