@@ -2,8 +2,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VariantInfo } from '../engine/client.ts';
+import type { ForwardInput } from '../engine/graph/io.ts';
+import { loadModel } from '../engine/model/load-model.ts';
 import { runCapacity } from '../loadtests/src/capacity.ts';
 import { fetchVariants } from '../loadtests/src/variants-client.ts';
+import { type CancelCountingEngine, createGatedEngine, type GatedRunner } from './support/gated-runner.ts';
+import { STORIES_260K } from './support/shared-assets.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 /**
@@ -12,8 +17,9 @@ import { startTestServer, type TestServer } from './support/test-server.ts';
  * admits a sequence only when prompt + max_tokens fits, so under a closed-loop load of more users
  * than either can hold, the peak number of running sequences each one reaches is fixed by the
  * arithmetic floor(budget / (worst × KV bytes per token)): 2 for the full model, 10 for the variant
- * whose KV cache is a fifth the size (and 3, not 3.33, for one without 2 layers). The planner (runCapacity) samples that peak from
- * GET /v1/variants while it drives the load.
+ * whose KV cache is a fifth the size (and 3, not 3.33, for one without 2 layers). The planner
+ * (runCapacity) samples that peak from GET /v1/variants while it drives the load; the engine runs in
+ * process behind a gate that keeps the peak in place until a poll has seen it.
  */
 
 const PROMPT = 'Once upon a time, there was a little girl named Lily.';
@@ -21,15 +27,17 @@ const MAX_TOKENS = 64;
 const USERS = 12;
 const REQUESTS = 48;
 const VARIANT = 'attn-4';
-const DROPPED = 'attn:1,2,3,4'; // the four cheapest attention layers of stories260K by cosine
+const DROPPED = { dropAttention: [1, 2, 3, 4], dropMlp: [] }; // the four cheapest attention layers of stories260K by cosine
 /** Two layers dropped: 768 B/token, 1280/768 is not whole, so the floor decides (3, not 3.33). */
 const VARIANT_2 = 'attn-2';
-const DROPPED_2 = 'attn:2,3';
+const DROPPED_2 = { dropAttention: [2, 3], dropMlp: [] };
 
 let server: TestServer;
 let dir: string;
 let promptTokens: number;
 let budgetBytes: number;
+/** Variants whose peak (all KV room in use, more waiting) a /v1/variants answer has shown. */
+const reported = new Set<string>();
 
 beforeAll(async () => {
   // The server's own token count of the prompt (BOS included) sizes the budget: one throwaway server.
@@ -46,14 +54,43 @@ beforeAll(async () => {
   }
   const fullBytesPerToken = 1280; // 5 layers × 4 KV heads × head dim 8 × (K + V) × 4 bytes
   budgetBytes = 2 * (promptTokens + MAX_TOKENS) * fullBytesPerToken;
+  // The peak is read by polling /v1/variants. So that a poll cannot miss it, each variant's decode
+  // steps wait at a gate, the first time it runs its full complement of sequences with more
+  // waiting, until a /v1/variants answer has shown that state; every model run still happens.
+  const isPeak = (v: VariantInfo): boolean =>
+    v.requestsRunning === Math.floor(budgetBytes / ((promptTokens + MAX_TOKENS) * v.kvBytesPerToken)) &&
+    v.requestsWaiting > 0;
+  let engine: CancelCountingEngine | undefined;
+  let gate: GatedRunner | undefined;
+  const isHeld = (input: ForwardInput): boolean => {
+    if (input.seqLen !== 1 || !engine) return false; // prefills and scores pass
+    const dropped = input.mask.attnKeep.flatMap((keep, layer) => (keep ? [] : [layer])).join(',');
+    const variant = engine.core
+      .variants()
+      .find((v) => [...v.spec.dropAttention].sort((a, b) => a - b).join(',') === dropped);
+    return variant !== undefined && !reported.has(variant.id) && isPeak(variant);
+  };
   server = await startTestServer({
-    model: 'stories260K',
-    variants: [
-      { name: VARIANT, spec: DROPPED },
-      { name: VARIANT_2, spec: DROPPED_2 },
-    ],
-    kvCacheBytes: budgetBytes,
-    maxQueue: 64,
+    createEngine: async () => {
+      ({ engine, gate } = await createGatedEngine(
+        {
+          model: await loadModel({ model: STORIES_260K }),
+          servedModelName: 'stories260K',
+          variants: [
+            { name: VARIANT, spec: DROPPED },
+            { name: VARIANT_2, spec: DROPPED_2 },
+          ],
+          kvCacheBytes: budgetBytes,
+          maxQueue: 64,
+        },
+        isHeld,
+      ));
+      engine.onVariants = (infos) => {
+        for (const v of infos) if (isPeak(v)) reported.add(v.id);
+        gate?.recheck();
+      };
+      return engine;
+    },
   });
   dir = await mkdtemp(join(tmpdir(), 'dropserve-capacity-e2e-'));
 }, 60_000);
@@ -92,6 +129,7 @@ describe('capacity under a KV budget (stories260K, real server)', () => {
       pollIntervalMs: 10,
     });
     expect(report.variantsAvailable).toBe(true);
+    expect([...reported].sort()).toEqual([full, pruned, `${full}:${VARIANT_2}`].sort());
 
     const worst = promptTokens + MAX_TOKENS;
     const expectedRunning = (bytesPerToken: number): number =>

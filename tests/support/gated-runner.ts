@@ -1,4 +1,4 @@
-import type { GenerateEvent, GenerateRequest } from '../../engine/client.ts';
+import type { GenerateEvent, GenerateRequest, VariantInfo } from '../../engine/client.ts';
 import {
   DEFAULT_MAX_QUEUE,
   defaultKvCacheBytes,
@@ -59,6 +59,14 @@ export class CancelCountingEngine extends InProcessEngine {
   cancellations = 0;
   /** Called after each cancellation (createGatedEngine rechecks the gate here). */
   onCancellation: (() => void) | null = null;
+  /** Hears every answer variants() gives: what GET /v1/variants and /metrics showed a client. */
+  onVariants: ((infos: VariantInfo[]) => void) | null = null;
+
+  override variants(): VariantInfo[] {
+    const infos = super.variants();
+    this.onVariants?.(infos);
+    return infos;
+  }
 
   override async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
     const onAbort = (): void => {
