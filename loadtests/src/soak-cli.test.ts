@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runLoadtestCommand } from '../../cli/loadtest.ts';
-import type { SoakReport } from './soak.ts';
+import { runSoak, type SoakReport } from './soak.ts';
 import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts';
 
 /**
@@ -131,5 +131,29 @@ describe('dropserve loadtest soak (errors)', () => {
     expect(upstream.log).toHaveLength(0);
     expect(await runLoadtestCommand(['soak', '--help'])).toBe(0);
     expect(printed.join('\n')).toContain('usage: dropserve loadtest soak --url URL --duration 10m');
+  });
+
+  it('on interrupt stops issuing and counts the cancelled request as interrupted, not as an error', async () => {
+    const interrupt = new AbortController();
+    upstream = await startFakeUpstream({
+      plan: ({ index }) => {
+        // The third request arrives: interrupt the run while it is in flight (nothing written yet).
+        if (index === 2) interrupt.abort();
+        return { kind: 'stream', ttftMs: index === 2 ? 1000 : 0, itlMs: 0, chunks: 3 };
+      },
+    });
+    const report = await runSoak({
+      baseUrl: upstream.baseUrl,
+      models: ['m'],
+      concurrency: 1,
+      requests: 10,
+      mix: { streamShare: 1, abortShare: 0, maxTokens: { min: 3, max: 3 } },
+      sampleEveryS: 3600,
+      signal: interrupt.signal,
+    });
+    expect(report.requests).toBe(3);
+    expect(report.outcomes).toMatchObject({ ok: 2, interrupted: 1, aborted: 0 });
+    expect(report.errors).toBe(0);
+    expect(upstream.log).toHaveLength(3);
   });
 });
