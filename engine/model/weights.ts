@@ -1,3 +1,4 @@
+import type { QuantizedMatrix } from '../quant/quantized-matrix.ts';
 import type { ModelConfig } from './config.ts';
 
 /**
@@ -19,12 +20,36 @@ export interface LayerWeights {
   wUp: Float32Array; // [hiddenDim, dim]    (llama2.c w3)
 }
 
+/**
+ * Linear layers of one layer that the graph multiplies as MatMulNBits instead of float32
+ * (engine/quant/). Where a matrix is here, the LayerWeights float32 field of the same name holds
+ * exactly dequantize(it): the reference forward, importance metrics and emulation fitting read that;
+ * the session reads only the quantized one.
+ */
+export type QuantizedLinears = Partial<Record<LinearWeightName, QuantizedMatrix>>;
+
+/** The linear projections of a layer: the matrices `--weights int8|int4` quantizes. */
+export const LINEAR_WEIGHT_NAMES = ['wq', 'wk', 'wv', 'wo', 'wGate', 'wUp', 'wDown'] as const;
+export type LinearWeightName = (typeof LINEAR_WEIGHT_NAMES)[number];
+
+/** What the graph's linear layers are stored as (`--weights`); embeddings and norms stay float32. */
+export type WeightFormat = 'fp32' | 'fp16' | 'int8' | 'int4';
+
 export interface ModelWeights {
   tokenEmbedding: Float32Array; // [vocabSize, dim]
   layers: LayerWeights[];
   finalNorm: Float32Array; // [dim]
   /** [vocabSize, dim]; the very same array as tokenEmbedding when embeddings are tied. */
   lmHead: Float32Array;
+  /** lm_head as MatMulNBits (`--quantize-lm-head`); lmHead then holds dequantize(it), untied. */
+  lmHeadQuantized?: QuantizedMatrix;
+  /** Per layer (same index as `layers`), the linears held as MatMulNBits; absent = all float32. */
+  quantizedLayers?: QuantizedLinears[];
+  /**
+   * Storage of the linear layers in the graph; absent = fp32. 'fp16' keeps float32 values here that
+   * are exactly representable in fp16 and stores them as fp16 initializers.
+   */
+  format?: WeightFormat;
 }
 
 /** Number of float32 parameters, counting a tied lm_head once. */
@@ -32,7 +57,7 @@ export function countParameters(config: ModelConfig, weights: ModelWeights): num
   let n = weights.tokenEmbedding.length + weights.finalNorm.length;
   if (weights.lmHead !== weights.tokenEmbedding) n += weights.lmHead.length;
   for (const layer of weights.layers) {
-    for (const t of Object.values(layer)) if (t) n += (t as Float32Array).length;
+    for (const t of Object.values(layer)) if (t instanceof Float32Array) n += t.length;
   }
   void config;
   return n;
