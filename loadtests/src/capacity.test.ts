@@ -1,6 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { geometricLevels, runCapacity, type VariantCapacity, verdictLines } from './capacity.ts';
 import { renderCapacityChart } from './capacity-chart.ts';
+import { type LoadtestOptions, type LoadtestReport, resolveConfig } from './loadtest.ts';
+import { type RequestRecord, summarize } from './metrics.ts';
+import { meetsSlo } from './slo.ts';
 import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts';
 
 let upstream: FakeUpstream | undefined;
@@ -63,56 +66,90 @@ describe('verdictLines', () => {
   });
 });
 
-describe('runCapacity against a server whose latency grows with concurrency', () => {
+/**
+ * A level measured by script instead of by the clock: every request of a level at concurrency c has
+ * the TTFT and output tokens the script gives, so the planner's decisions are exact on any machine.
+ */
+function scriptedLevels(
+  script: (model: string, concurrency: number) => { ttftMs: number; outputTokens: number; failed?: number },
+): { measureLevel: (o: LoadtestOptions) => Promise<LoadtestReport>; measured: string[] } {
+  const measured: string[] = [];
+  const measureLevel = async (o: LoadtestOptions): Promise<LoadtestReport> => {
+    const concurrency = o.concurrency!;
+    const requests = o.requests!;
+    measured.push(`${o.model}@${concurrency}`);
+    const { ttftMs, outputTokens, failed = 0 } = script(o.model, concurrency);
+    const slo = o.slo ?? {};
+    // Closed loop: c requests at a time, each lasting e2eMs, so the level takes requests/c rounds.
+    const e2eMs = ttftMs + 5 * (outputTokens - 1);
+    const records: RequestRecord[] = Array.from({ length: requests }, (_, index) => {
+      const isOk = index >= failed;
+      const record: RequestRecord = {
+        index,
+        isOk,
+        status: isOk ? 200 : 429,
+        startMs: Math.floor(index / concurrency) * e2eMs,
+        ttftMs: isOk ? ttftMs : null,
+        tpotMs: isOk ? 5 : null,
+        e2eMs,
+        itlMs: isOk ? Array.from({ length: outputTokens - 1 }, () => 5) : [],
+        promptTokens: 8,
+        outputTokens: isOk ? outputTokens : 0,
+        outputTokensSource: 'usage',
+        maxTokens: outputTokens,
+        finishReason: isOk ? 'length' : null,
+        meetsSlo: isOk ? meetsSlo(slo, { ttftMs, tpotMs: 5, e2eMs }) : null,
+      };
+      if (!isOk) record.errorKind = 'http_429';
+      return record;
+    });
+    const durationMs = Math.ceil(requests / concurrency) * e2eMs;
+    return {
+      config: resolveConfig(o, 'scripted'),
+      commit: 'test',
+      startedAt: new Date(0).toISOString(),
+      warmup: { requests: 0, failed: 0 },
+      summary: summarize(records, durationMs, slo, concurrency),
+      requests: records,
+    };
+  };
+  return { measureLevel, measured };
+}
+
+const variantsBody = (drop: number[], id: string, bytes: number) => ({
+  id,
+  base: 'm',
+  drop_attention: drop,
+  drop_mlp: [],
+  kv_bytes_per_token: bytes,
+  kv_cache_usage_perc: 0,
+  kv_cache_budget_bytes: 64 * MiB,
+  requests_running: 0,
+  requests_waiting: 0,
+});
+
+describe('runCapacity decisions (levels measured by script)', () => {
   it('stops each variant where the median TTFT SLO breaks and compares them with the baseline', async () => {
-    // TTFT = 40 ms + k × requests in flight on arrival: k = 16 ms for the full model, 8 ms for the
-    // pruned one. With an SLO of 150 ms the full model holds 4 users (104 ms) and breaks at 8
-    // (168 ms); the pruned one holds 8 (104 ms) and breaks at 16.
-    const msPerInFlight: Record<string, number> = { m: 16, 'm:attn-2': 8 };
+    // TTFT = 40 ms + k × concurrency: k = 16 ms for the full model, 8 ms for the pruned one. With an
+    // SLO of 150 ms the full model holds 4 users (104 ms) and breaks at 8 (168 ms); the pruned one
+    // holds 8 (104 ms) and breaks at 16.
+    const msPerUser: Record<string, number> = { m: 16, 'm:attn-2': 8 };
+    const { measureLevel, measured } = scriptedLevels((model, c) => ({
+      ttftMs: 40 + msPerUser[model]! * c,
+      outputTokens: 3,
+    }));
     upstream = await startFakeUpstream({
-      plan: ({ model, inFlight }) => ({
-        kind: 'stream',
-        ttftMs: 40 + msPerInFlight[model]! * inFlight,
-        itlMs: 5,
-        chunks: 3,
-      }),
-      variants: (inFlight) => [
-        {
-          id: 'm',
-          base: 'm',
-          drop_attention: [],
-          drop_mlp: [],
-          kv_bytes_per_token: 4096,
-          kv_cache_usage_perc: 0,
-          kv_cache_budget_bytes: 64 * MiB,
-          requests_running: inFlight.get('m') ?? 0,
-          requests_waiting: 0,
-        },
-        {
-          id: 'm:attn-2',
-          base: 'm',
-          drop_attention: [1, 3],
-          drop_mlp: [],
-          kv_bytes_per_token: 2048,
-          kv_cache_usage_perc: 0,
-          kv_cache_budget_bytes: 64 * MiB,
-          requests_running: inFlight.get('m:attn-2') ?? 0,
-          requests_waiting: 0,
-        },
-      ],
+      plan: () => ({ kind: 'error', status: 500, message: 'levels are scripted; nothing is sent here' }),
+      variants: () => [variantsBody([], 'm', 4096), variantsBody([1, 3], 'm:attn-2', 2048)],
     });
     const seen: string[] = [];
     const report = await runCapacity({
       baseUrl: upstream.baseUrl,
       models: ['m', 'm:attn-2'],
       slo: { ttftMs: 150 },
-      // The median of 16+ requests per level: scheduler stalls on a busy 2-core box (they reach
-      // 100 ms here) cannot move it, while at a level that really breaks most requests are above.
       sloPercentile: 50,
-      // This test is about the SLO; a stall inside one short level must not read as saturation.
-      saturationGain: -1,
       levels: [2, 4, 8, 16, 32],
-      pollIntervalMs: 20,
+      measureLevel,
       onLevel: (model, level) =>
         seen.push(`${model}@${level.concurrency}:${level.holdsSlo ? 'ok' : 'broken'}`),
     });
@@ -125,6 +162,8 @@ describe('runCapacity against a server whose latency grows with concurrency', ()
       'm:attn-2@8:ok',
       'm:attn-2@16:broken',
     ]);
+    expect(measured).toEqual(['m@2', 'm@4', 'm@8', 'm:attn-2@2', 'm:attn-2@4', 'm:attn-2@8', 'm:attn-2@16']);
+    expect(upstream.log).toHaveLength(0);
     const [full, pruned] = report.variants;
     expect(full).toMatchObject({ model: 'm', maxConcurrency: 4, stopReason: 'slo_broken', stoppedAt: 8 });
     expect(pruned).toMatchObject({
@@ -133,22 +172,16 @@ describe('runCapacity against a server whose latency grows with concurrency', ()
       stopReason: 'slo_broken',
       stoppedAt: 16,
     });
-    expect(full!.levels[2]!.observed.ttftMs!).toBeGreaterThan(150);
-    expect(full!.levels[1]!.observed.ttftMs!).toBeLessThanOrEqual(150);
-    // Goodput at the held level counts the requests that individually met the SLO.
+    expect(full!.levels.map((l) => l.observed.ttftMs)).toEqual([72, 104, 168]);
+    // Goodput at the held level counts the requests that individually met the SLO: all of them here.
     const heldSummary = full!.levels[1]!.summary;
+    expect(heldSummary.goodRequests).toBe(16);
     expect(full!.goodputAtMax).toBe(heldSummary.goodput);
-    expect(full!.goodputAtMax).toBeCloseTo(heldSummary.goodRequests! / heldSummary.durationS, 9);
-    expect(heldSummary.goodRequests!).toBeGreaterThanOrEqual(0.5 * heldSummary.completed);
-    // KV figures come from /v1/variants; the peak of running sequences from polling it.
+    expect(full!.goodputAtMax).toBeCloseTo(16 / heldSummary.durationS, 9);
+    // KV figures come from /v1/variants.
     expect(full!.kvBytesPerToken).toBe(4096);
     expect(pruned!.kvBytesPerToken).toBe(2048);
     expect(pruned!.kvBudgetTokens).toBe((64 * MiB) / 2048);
-    expect(full!.maxRunningObserved).toBe(8);
-    expect(pruned!.maxRunningObserved).toBe(16);
-    for (const level of [...full!.levels, ...pruned!.levels]) {
-      expect(level.maxRunning!).toBeLessThanOrEqual(level.concurrency);
-    }
     expect(report.variantsAvailable).toBe(true);
     expect(report.verdicts).toEqual([
       `m:attn-2 holds 2.0× the users of m at p50 TTFT ≤ 150 ms (8 vs 4 concurrent users, goodput ` +
@@ -162,25 +195,19 @@ describe('runCapacity against a server whose latency grows with concurrency', ()
   });
 
   it('stops when throughput stops growing (a saturated server) while the SLO still holds', async () => {
-    // One request at a time, 60 ms each: more users only queue.
-    upstream = await startFakeUpstream({
-      plan: () => ({ kind: 'stream', ttftMs: 50, itlMs: 5, chunks: 3, serial: true }),
-    });
+    // One request at a time: each user more only queues, so the level's throughput is flat from 2 on.
+    const { measureLevel, measured } = scriptedLevels((_, c) => ({ ttftMs: 50 * c, outputTokens: 3 }));
     const report = await runCapacity({
-      baseUrl: upstream.baseUrl,
+      baseUrl: 'http://127.0.0.1:9', // no server: without /v1/variants capacity still works
       models: ['m'],
       slo: { ttftMs: 10_000 },
       levels: [1, 2, 4, 8],
       requestsPerLevel: 8,
-      warmup: 1,
+      measureLevel,
     });
     const [only] = report.variants;
-    expect(only!.stopReason).toBe('saturated');
-    // Client turnaround at one user can make two users look slightly faster; never four.
-    expect([2, 4]).toContain(only!.stoppedAt);
-    expect(only!.maxConcurrency).toBe(only!.stoppedAt);
-    expect(only!.levels.length).toBeLessThan(4);
-    // No /v1/variants route: capacity still works, without KV figures.
+    expect(measured).toEqual(['m@1', 'm@2']);
+    expect(only).toMatchObject({ stopReason: 'saturated', stoppedAt: 2, maxConcurrency: 2 });
     expect(report.variantsAvailable).toBe(false);
     expect(only!.kvBytesPerToken).toBeNull();
     expect(only!.maxRunningObserved).toBeNull();
@@ -188,22 +215,69 @@ describe('runCapacity against a server whose latency grows with concurrency', ()
   });
 
   it('stops at the first level with errors (the server sheds load with 429)', async () => {
-    upstream = await startFakeUpstream({
-      plan: ({ inFlight }) =>
-        inFlight > 3 ? { kind: 'error', status: 429 } : { kind: 'stream', ttftMs: 20, itlMs: 5, chunks: 2 },
-    });
+    const { measureLevel } = scriptedLevels((_, c) => ({
+      ttftMs: 20,
+      outputTokens: 2,
+      failed: c > 3 ? 3 : 0,
+    }));
     const report = await runCapacity({
-      baseUrl: upstream.baseUrl,
+      baseUrl: 'http://127.0.0.1:9',
       models: ['m'],
       slo: { ttftMs: 5000 },
       levels: [1, 2, 4, 8],
       requestsPerLevel: 12,
       saturationGain: -1, // never call it saturated: this test is about errors
+      measureLevel,
     });
     const [only] = report.variants;
     expect(only).toMatchObject({ stopReason: 'errors', stoppedAt: 4, maxConcurrency: 2 });
-    expect(only!.levels[2]!.summary.errorsByKind.http_429).toBeGreaterThan(0);
+    expect(only!.levels[2]!.summary.errorsByKind.http_429).toBe(3);
+    expect(only!.levels[2]!.errorRate).toBe(3 / 12);
     expect(only!.levels[2]!.holdsSlo).toBe(false);
+  });
+});
+
+describe('runCapacity against a real HTTP server (the measuring path)', () => {
+  it('measures every level with real requests and decides from what it measured', async () => {
+    // Latency grows with requests in flight; how far depends on this machine's speed and load, so the
+    // assertions are the rules the planner applies to whatever it measured.
+    upstream = await startFakeUpstream({
+      plan: ({ inFlight }) => ({ kind: 'stream', ttftMs: 10 + 10 * inFlight, itlMs: 2, chunks: 3 }),
+      variants: (inFlight) => [{ ...variantsBody([], 'm', 4096), requests_running: inFlight.get('m') ?? 0 }],
+    });
+    const levels = [1, 2, 4, 8];
+    const slo = { ttftMs: 45 };
+    const report = await runCapacity({
+      baseUrl: upstream.baseUrl,
+      models: ['m'],
+      slo,
+      sloPercentile: 50,
+      saturationGain: -1,
+      levels,
+      requestsPerLevel: 8,
+      warmup: 1,
+      pollIntervalMs: 20,
+    });
+    const [only] = report.variants;
+    const tried = only!.levels;
+    expect(tried.map((l) => l.concurrency)).toEqual(levels.slice(0, tried.length));
+    // Every measured request reached the server: warm-up + 8 per level tried.
+    expect(upstream.log).toHaveLength(1 + 8 * tried.length);
+    for (const level of tried) {
+      expect(level.summary.completed).toBe(8);
+      expect(level.holdsSlo).toBe(level.observed.ttftMs! <= slo.ttftMs);
+      if (level.maxRunning !== null) expect(level.maxRunning).toBeLessThanOrEqual(level.concurrency);
+    }
+    const firstBroken = tried.findIndex((l) => !l.holdsSlo);
+    if (firstBroken >= 0) {
+      expect(firstBroken).toBe(tried.length - 1);
+      expect(only).toMatchObject({ stopReason: 'slo_broken', stoppedAt: tried[firstBroken]!.concurrency });
+    } else {
+      expect(only).toMatchObject({ stopReason: 'max_level', stoppedAt: null });
+    }
+    const held = firstBroken < 0 ? tried : tried.slice(0, firstBroken);
+    expect(only!.maxConcurrency).toBe(held.at(-1)?.concurrency ?? 0);
+    expect(only!.kvBytesPerToken).toBe(4096);
   });
 
   it('rejects options it cannot plan with', async () => {

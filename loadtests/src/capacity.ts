@@ -1,5 +1,5 @@
 import type { DatasetSpec } from './dataset.ts';
-import { type LoadtestOptions, runLoadtest } from './loadtest.ts';
+import { type LoadtestOptions, type LoadtestReport, runLoadtest } from './loadtest.ts';
 import type { LoadtestSummary } from './metrics.ts';
 import type { Endpoint } from './openai-stream.ts';
 import { currentCommit } from './provenance.ts';
@@ -43,6 +43,12 @@ export interface CapacityOptions {
   baseline?: string;
   signal?: AbortSignal;
   onLevel?: (model: string, level: LevelResult) => void;
+  /**
+   * How one level is measured. Default: a real closed-loop load test against baseUrl. Every decision
+   * (SLO held, errors, saturation, the verdicts) is a function of these reports alone, so a recorded
+   * run can be replayed through the planner, and its tests can feed it exact numbers.
+   */
+  measureLevel?: (options: LoadtestOptions) => Promise<LoadtestReport>;
 }
 
 export type StopReason = 'slo_broken' | 'errors' | 'saturated' | 'max_level' | 'aborted';
@@ -152,7 +158,7 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
         timeoutMs: options.timeoutMs,
         signal: options.signal,
       };
-      const report = await runLoadtest(loadOptions);
+      const report = await (options.measureLevel ?? runLoadtest)(loadOptions);
       const peak = (await poller.stop()).get(model);
       datasetDescription = report.config.dataset;
       const level = evaluateLevel(concurrency, report.summary, options.slo, percentile, maxErrorRate, peak);
