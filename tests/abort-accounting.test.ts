@@ -8,7 +8,7 @@ import { GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
 import { aborted, GatedEngine } from './support/gated-engine.ts';
 import {
   eventually,
-  freePort,
+  onFreePort,
   scrapeMetrics,
   startTestServer,
   sumOf,
@@ -154,7 +154,7 @@ describe('HTTP: requests cancelled by the shutdown grace', () => {
 
 describe('gRPC: aborts before admission to the engine', () => {
   it('a Generate call cancelled while it waits in front of the engine counts once as an abort', async () => {
-    const { t, gated } = await gatedServer(await freePort());
+    const { t, gated } = await onFreePort(gatedServer);
     const grpc = new GrpcTestClient(t.server.grpcPort!);
     try {
       const before = await outcomes(t.url, 'grpc', TEST_MODEL_NAME);
@@ -178,7 +178,7 @@ describe('gRPC: aborts before admission to the engine', () => {
 
 describe('gRPC: calls refused before the engine', () => {
   it('an unknown model counts once as rejected (model_not_found), as over HTTP', async () => {
-    const { t } = await gatedServer(await freePort());
+    const { t } = await onFreePort(gatedServer);
     const grpc = new GrpcTestClient(t.server.grpcPort!);
     try {
       const before = await outcomes(t.url, 'grpc');

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CompleteResponseMessage, GenerateResponseMessage } from '../server/grpc/generate-response.ts';
 import { DROPSERVE_SERVICE, loadDropserveProtos } from '../server/grpc/load-protos.ts';
 import { type RunningServer, startServer } from '../server/start-server.ts';
-import { e2eServerOptions, freePort, TEST_MODEL_NAME } from './support/test-server.ts';
+import { e2eServerOptions, onFreePort, TEST_MODEL_NAME } from './support/test-server.ts';
 
 /** A/B experiments through gRPC: Generate and Complete route an experiment name like HTTP does. */
 const FULL = TEST_MODEL_NAME;
@@ -17,20 +17,22 @@ describe('A/B experiments over gRPC', () => {
   let client: grpc.Client;
   let methods: Record<'Complete' | 'Generate' | 'ListModels', Method>;
   beforeAll(async () => {
-    server = await startServer(
-      e2eServerOptions('synthetic', {
-        grpcPort: await freePort(),
-        variants: [{ name: 'attn-1', spec: 'attn:1' }],
-        experiments: [
-          {
-            name: 'ab',
-            arms: [
-              { variant: FULL, weight: 1 },
-              { variant: PRUNED, weight: 1 },
-            ],
-          },
-        ],
-      }),
+    server = await onFreePort((grpcPort) =>
+      startServer(
+        e2eServerOptions('synthetic', {
+          grpcPort,
+          variants: [{ name: 'attn-1', spec: 'attn:1' }],
+          experiments: [
+            {
+              name: 'ab',
+              arms: [
+                { variant: FULL, weight: 1 },
+                { variant: PRUNED, weight: 1 },
+              ],
+            },
+          ],
+        }),
+      ),
     );
     client = new grpc.Client(`127.0.0.1:${server.grpcPort}`, grpc.credentials.createInsecure());
     const service = loadDropserveProtos()[DROPSERVE_SERVICE] as Record<string, Method>;

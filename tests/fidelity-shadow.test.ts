@@ -10,7 +10,7 @@ import { type RunningServer, type StartServerOptions, startServer } from '../ser
 import {
   e2eServerOptions,
   eventually,
-  freePort,
+  onFreePort,
   scrapeMetrics,
   sumOf,
   TEST_MODEL_NAME,
@@ -49,12 +49,14 @@ describe('shadow scoring end to end (stories260K, --shadow-rate 1)', () => {
   let client: OpenAI;
   const PRUNED = 'stories260K:attn-2';
   beforeAll(async () => {
-    server = await startServer(
-      e2eServerOptions('stories260K', {
-        grpcPort: await freePort(),
-        variants: [{ name: 'attn-2', spec: 'attn:1,3' }],
-        shadowRate: 1,
-      }),
+    server = await onFreePort((grpcPort) =>
+      startServer(
+        e2eServerOptions('stories260K', {
+          grpcPort,
+          variants: [{ name: 'attn-2', spec: 'attn:1,3' }],
+          shadowRate: 1,
+        }),
+      ),
     );
     client = new OpenAI({ baseURL: `${server.httpUrl}/v1`, apiKey: 'unused', maxRetries: 0 });
   });

@@ -7,7 +7,7 @@ import { GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
 import { startServer } from '../server/start-server.ts';
 import { type CancelCountingEngine, createGatedEngine, lastPosition } from './support/gated-runner.ts';
 import {
-  freePort,
+  onFreePort,
   scrapeMetrics,
   startTestServer,
   sumOf,
@@ -88,8 +88,11 @@ describe('start-up', () => {
 
 describe('gRPC beside HTTP', () => {
   it('serves gRPC on --grpc-port with the same engine and metrics, and closes it on shutdown', async () => {
-    const port = await freePort();
-    const t = await startTestServer({ grpcPort: port });
+    let port = 0;
+    const t = await onFreePort((grpcPort) => {
+      port = grpcPort;
+      return startTestServer({ grpcPort });
+    });
     expect(t.server.grpcPort).toBe(port);
     const grpc = new GrpcTestClient(port);
     try {

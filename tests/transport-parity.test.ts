@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GenerateResponseMessage } from '../server/grpc/generate-response.ts';
 import { collectStream, GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
-import { freePort, startTestServer, type TestServer } from './support/test-server.ts';
+import { onFreePort, startTestServer, type TestServer } from './support/test-server.ts';
 
 /**
  * One server, both transports, one engine: a greedy request must give the same tokens, text and
@@ -11,11 +11,13 @@ describe('HTTP and gRPC give the same greedy output (stories260K)', () => {
   let server: TestServer;
   let grpc: GrpcTestClient;
   beforeAll(async () => {
-    server = await startTestServer({
-      model: 'stories260K',
-      variants: [{ name: 'attn-2', spec: { dropAttention: [1, 3], dropMlp: [] } }],
-      grpcPort: await freePort(),
-    });
+    server = await onFreePort((grpcPort) =>
+      startTestServer({
+        model: 'stories260K',
+        variants: [{ name: 'attn-2', spec: { dropAttention: [1, 3], dropMlp: [] } }],
+        grpcPort,
+      }),
+    );
     grpc = new GrpcTestClient(server.server.grpcPort!);
   });
   afterAll(() => server.close());

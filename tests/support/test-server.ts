@@ -153,3 +153,30 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * Runs start(port) on a port freePort() found free. Between the probe closing and start binding,
+ * another process may take that port; then a new one is picked (a taken port is the only retry).
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await start(port);
+    } catch (error) {
+      if (attempt >= 5 || !isAddressInUse(error)) throw error;
+    }
+  }
+}
+
+function isAddressInUse(error: unknown): boolean {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if (
+      (e as NodeJS.ErrnoException).code === 'EADDRINUSE' ||
+      /EADDRINUSE|address already in use/i.test(e.message)
+    ) {
+      return true;
+    }
+  }
+  return false;
+}
