@@ -3,10 +3,19 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { DropserveError } from '../engine/errors.ts';
 import { type CapacityReport, geometricLevels, runCapacity } from '../loadtests/src/capacity.ts';
 import { renderCapacityChart } from '../loadtests/src/capacity-chart.ts';
-import type { DatasetSpec } from '../loadtests/src/dataset.ts';
+import { type DatasetSpec, loadJsonlDataset } from '../loadtests/src/dataset.ts';
 import { type LoadtestReport, runLoadtest } from '../loadtests/src/loadtest.ts';
 import { fetchModelIds } from '../loadtests/src/models-client.ts';
 import type { Endpoint } from '../loadtests/src/openai-stream.ts';
+import {
+  type PlanMix,
+  parseAgreementOverride,
+  parseCapacityReport,
+  parseMixSpec,
+  parseReplicaCost,
+  planCapacity,
+} from '../loadtests/src/plan.ts';
+import { formatCapacityPlan } from '../loadtests/src/plan-format.ts';
 import { createLoadtestProgressBar } from '../loadtests/src/progress-bar.ts';
 import {
   formatCapacityLevel,
@@ -22,6 +31,7 @@ import { formatSoakProgress, formatSoakReport } from '../loadtests/src/soak-repo
 const LOADTEST_HELP = `usage: dropserve loadtest [flags]          load-test a running server (OpenAI API, streaming)
        dropserve loadtest capacity [flags] how many concurrent users each variant holds within an SLO
        dropserve loadtest soak [flags]     hours of mixed traffic with client aborts; server RSS and fd drift
+       dropserve loadtest plan [flags]     replicas and cost per variant for a target load, from a capacity report
 
 target
   --url URL               server root (default http://127.0.0.1:8000)
@@ -81,6 +91,26 @@ the server's KV budget (from GET /v1/variants when the server has it), and compa
   --json FILE             the full report
   --quiet                 no per-level lines on stderr`;
 
+const PLAN_HELP = `usage: dropserve loadtest plan --capacity capacity.json --target-rps R [flags]
+
+From a \`loadtest capacity --json\` report (one sweep per variant, one SLO): per variant the requests/s
+one replica serves at the SLO (the request throughput at the highest concurrency that held it), the
+replicas a target load needs, their cost per hour and per million output tokens, and the cheapest
+variant whose agreement with the full model clears --min-agreement.
+
+  --capacity FILE         the capacity report (required)
+  --target-rps R          requests/s the fleet must serve (required)
+  --headroom H            share of measured capacity a replica runs at, in (0, 1] (default 0.7):
+                          replicas = ceil(R / (req/s per replica × H))
+  --mix SPEC|FILE         planned workload: output=N[,input=N] mean tokens, or a JSONL dataset whose lines
+                          all have max_tokens; capacity is rescaled by measured/planned output tokens (an
+                          approximation: decode dominates); default: the workload the report measured
+  --replica-cost C        cost of one replica: 1.2/h, 0.02/min, 900/month (default: none, rank by replicas)
+  --min-agreement F       skip variants whose top-1 agreement with the full model is below F (default 0);
+                          agreement comes from the report (server shadow scoring), the full model has 1
+  --agreement MODEL=F     set or override a variant's agreement (repeatable)
+  --json FILE             write the plan`;
+
 const SOAK_HELP = `usage: dropserve loadtest soak --url URL --duration 10m [flags]
 
 A closed loop of workers, each sending its next request when the last ends. Every request picks
@@ -138,6 +168,7 @@ const COMMON_OPTIONS = {
 export async function runLoadtestCommand(argv: string[]): Promise<number> {
   if (argv[0] === 'capacity') return runCapacityCommand(argv.slice(1));
   if (argv[0] === 'soak') return runSoakCommand(argv.slice(1));
+  if (argv[0] === 'plan') return runPlanCommand(argv.slice(1));
   const values = parseFlags(argv, {
     ...COMMON_OPTIONS,
     model: { type: 'string' },
@@ -267,6 +298,63 @@ async function runCapacityCommand(argv: string[]): Promise<number> {
     console.error(`wrote ${values.json}`);
   }
   return 0;
+}
+
+async function runPlanCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(argv, {
+    capacity: { type: 'string' },
+    'target-rps': { type: 'string' },
+    headroom: { type: 'string', default: '0.7' },
+    mix: { type: 'string' },
+    'replica-cost': { type: 'string' },
+    'min-agreement': { type: 'string', default: '0' },
+    agreement: { type: 'string', multiple: true },
+    json: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (values.help) {
+    console.log(PLAN_HELP);
+    return 0;
+  }
+  if (values.capacity === undefined) usageError(`--capacity is required\n\n${PLAN_HELP}`);
+  if (values['target-rps'] === undefined) usageError(`--target-rps is required\n\n${PLAN_HELP}`);
+  const path = values.capacity as string;
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (error) {
+    usageError(`--capacity ${path}: cannot read a JSON report (${(error as Error).message})`);
+  }
+  const headroom = positive('headroom', values.headroom as string);
+  if (headroom > 1) usageError(`--headroom: expected a share in (0, 1], found '${values.headroom}'`);
+  const overrides = ((values.agreement as unknown as string[] | undefined) ?? []).map(parseAgreementOverride);
+  const plan = planCapacity(parseCapacityReport(json, path), {
+    targetRps: positive('target-rps', values['target-rps'] as string),
+    headroom,
+    replicaCostPerHour: optional(values['replica-cost'], parseReplicaCost) ?? null,
+    minAgreement: fraction('min-agreement', values['min-agreement'] as string),
+    mix: values.mix === undefined ? null : await readMix(values.mix as string),
+    agreementOverrides: Object.fromEntries(overrides),
+  });
+  console.log(formatCapacityPlan(plan));
+  if (values.json) {
+    await writeFile(values.json as string, `${JSON.stringify(plan, jsonNumbers, 2)}\n`);
+    console.error(`wrote ${values.json}`);
+  }
+  return plan.chosen === null ? 1 : 0;
+}
+
+/** `--mix output=N[,input=N]`, or a JSONL dataset whose lines all give max_tokens. */
+async function readMix(text: string): Promise<PlanMix> {
+  const spec = parseMixSpec(text);
+  if (spec) return spec;
+  const entries = await loadJsonlDataset(text, 'chat');
+  const outputs = entries.map((e) => e.maxTokens);
+  if (outputs.length === 0 || outputs.some((n) => n === undefined)) {
+    usageError(`--mix ${text}: every line needs "max_tokens" (the planned output length)`);
+  }
+  const meanOutputTokens = (outputs as number[]).reduce((s, n) => s + n, 0) / outputs.length;
+  return { meanOutputTokens, meanInputTokens: null, source: `file ${text} (${outputs.length} lines)` };
 }
 
 async function runSoakCommand(argv: string[]): Promise<number> {

@@ -41,6 +41,8 @@ describe('verdictLines', () => {
     kvBudgetBytes: null,
     kvBudgetTokens: null,
     maxRunningObserved: null,
+    agreement: null,
+    agreementSamples: 0,
     variant: null,
   });
   const slo = { ttftMs: 500, tpotMs: 50 };

@@ -83,6 +83,13 @@ export interface VariantCapacity {
   kvBudgetTokens: number | null;
   /** Peak running sequences the server reported across all levels. */
   maxRunningObserved: number | null;
+  /**
+   * Top-1 agreement with the full model from the server's shadow scoring (GET /v1/variants, read
+   * after the sweep); 1 for the full model, null when the server scored none. `loadtest plan`
+   * uses it for --min-agreement.
+   */
+  agreement: number | null;
+  agreementSamples: number;
   variant: VariantInfo | null;
 }
 
@@ -183,6 +190,14 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
       }
     }
     results.push(summarizeVariant(model, levels, stopReason, stoppedAt, variant));
+  }
+  // Shadow scores accumulate while the sweep runs, so agreement is read once it is over.
+  const finalVariants = await fetchVariants(options.baseUrl, { apiKey: options.apiKey });
+  for (const result of results) {
+    const info = finalVariants?.find((v) => v.id === result.model) ?? result.variant;
+    const isFull = info !== null && info.base === result.model;
+    result.agreement = isFull ? 1 : (info?.agreement ?? null);
+    result.agreementSamples = info?.agreementSamples ?? 0;
   }
 
   return {
@@ -300,6 +315,8 @@ function summarizeVariant(
     kvBudgetTokens:
       kvBytesPerToken && kvBudgetBytes !== null ? Math.floor(kvBudgetBytes / kvBytesPerToken) : null,
     maxRunningObserved: runningPeaks.length === 0 ? null : Math.max(...runningPeaks),
+    agreement: null,
+    agreementSamples: 0,
     variant,
   };
 }

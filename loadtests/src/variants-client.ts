@@ -19,6 +19,10 @@ export interface VariantInfo {
   kvCacheUsagePerc: number | null;
   requestsRunning: number | null;
   requestsWaiting: number | null;
+  /** Shadow-scored top-1 agreement with the full model; null for the full model or when unscored. */
+  agreement: number | null;
+  /** Requests the agreement was measured on (0 when unscored). */
+  agreementSamples: number;
 }
 
 const finite = z.number().finite();
@@ -33,6 +37,7 @@ const variantSchema = z.looseObject({
   kv_cache_usage_perc: finite.optional(),
   requests_running: finite.optional(),
   requests_waiting: finite.optional(),
+  fidelity: z.looseObject({ samples: finite, agreement: finite }).nullable().optional(),
 });
 
 /** Accepts a bare array (dropserve) or an OpenAI-style `{data: [...]}` / `{variants: [...]}` wrapper. */
@@ -58,6 +63,8 @@ export function parseVariants(body: unknown): VariantInfo[] | null {
       kvCacheUsagePerc: v.kv_cache_usage_perc ?? null,
       requestsRunning: v.requests_running ?? null,
       requestsWaiting: v.requests_waiting ?? null,
+      agreement: v.fidelity?.agreement ?? null,
+      agreementSamples: v.fidelity?.samples ?? 0,
     });
   }
   return variants;
