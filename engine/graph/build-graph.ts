@@ -15,6 +15,7 @@ import type { PhaseClock } from '../startup-phases.ts';
 import {
   attentionNodes,
   layerInitializers,
+  layerPreludeNodes,
   mlpNodes,
   ROPE_COS,
   ROPE_SIN,
@@ -22,6 +23,14 @@ import {
 } from './decoder-layer.ts';
 import type { SublayerMask } from './io.ts';
 import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
+import {
+  DEFAULT_ACCURACY_LEVEL,
+  layerLinearStorage,
+  linearInitializers,
+  linearNode,
+  linearPreludeNodes,
+  lmHeadStorage,
+} from './linear-weights.ts';
 import type {
   ExternalWeightFile,
   GraphProto,
@@ -56,6 +65,8 @@ export interface BuildGraphOptions {
   clock?: PhaseClock;
   /** The weights are views of this file's image: point the initializers at the file (see weight-file.ts). */
   weightFile?: WeightFileImage;
+  /** MatMulNBits accuracy_level for quantized linears (linear-weights.ts); benches compare levels. */
+  accuracyLevel?: number;
 }
 
 const EMBEDDING = 'embed_tokens.weight'; // [vocab, dim]
@@ -101,6 +112,7 @@ function buildMainGraph(config: ModelConfig, weights: ModelWeights, options: Bui
   const isAttnKept = (l: number) => staticDrop?.attnKeep[l] ?? true;
   const isMlpKept = (l: number) => staticDrop?.mlpKeep[l] ?? true;
   const { numLayers } = config;
+  const accuracyLevel = options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL;
 
   const nodes: NodeProto[] = [
     node({
@@ -116,26 +128,28 @@ function buildMainGraph(config: ModelConfig, weights: ModelWeights, options: Bui
   initializers.push(...ropeTables(config));
 
   for (let l = 0; l < numLayers; l++) {
-    initializers.push(...layerInitializers(config, l, weights.layers[l]!));
+    const linears = layerLinearStorage(weights, l, accuracyLevel);
+    initializers.push(...layerInitializers(config, l, weights.layers[l]!, linears));
+    nodes.push(...layerPreludeNodes(l, linears));
     const [x, afterAttn, afterMlp] = [hidden(2 * l), hidden(2 * l + 1), hidden(2 * l + 2)];
     if (!staticDrop) {
       nodes.push(
-        ...maskedAttentionNodes(config, l, x, afterAttn),
-        ...maskedMlpNodes(config, l, afterAttn, afterMlp),
+        ...maskedAttentionNodes(config, l, x, afterAttn, linears),
+        ...maskedMlpNodes(config, l, afterAttn, afterMlp, linears),
       );
       continue;
     }
     if (isAttnKept(l)) {
       const kv = { x: afterAttn, newKey: GRAPH_OUTPUT.newKey(l), newValue: GRAPH_OUTPUT.newValue(l) };
-      nodes.push(...attentionNodes(config, l, x, kv));
+      nodes.push(...attentionNodes(config, l, x, kv, linears));
     } else {
       nodes.push(identity(`layers.${l}.attn.skip`, x, afterAttn));
     }
-    if (isMlpKept(l)) nodes.push(...mlpNodes(config, l, afterAttn, afterMlp));
+    if (isMlpKept(l)) nodes.push(...mlpNodes(config, l, afterAttn, afterMlp, linears));
     else nodes.push(identity(`layers.${l}.mlp.skip`, afterAttn, afterMlp));
   }
 
-  const head = headNodes(config, weights);
+  const head = headNodes(config, weights, accuracyLevel);
   nodes.push(...head.nodes);
   initializers.push(...head.initializers);
 
@@ -179,8 +193,11 @@ function ropeTables(config: ModelConfig): TensorProto[] {
 function headNodes(
   config: ModelConfig,
   weights: ModelWeights,
+  accuracyLevel: number,
 ): { nodes: NodeProto[]; initializers: TensorProto[] } {
-  const isTied = weights.lmHead === weights.tokenEmbedding;
+  const storage = lmHeadStorage(weights, accuracyLevel);
+  // A quantized (or fp16) head is a matrix of its own; the embedding Gather keeps the float32 table.
+  const isTied = weights.lmHead === weights.tokenEmbedding && storage.kind === 'fp32';
   const nodes = [
     rmsNormNode('norm', hidden(2 * config.numLayers), FINAL_NORM, 'final_normed', config.rmsNormEps),
     node({
@@ -196,19 +213,23 @@ function headNodes(
       outputs: ['scored_rows'],
       attributes: [intAttr('axis', 0)],
     }),
-    node({
-      name: 'lm_head',
-      op: 'Gemm',
-      inputs: ['scored_rows', isTied ? EMBEDDING : LM_HEAD],
-      outputs: [GRAPH_OUTPUT.logits],
-      attributes: [intAttr('transB', 1)],
-    }),
+    ...linearPreludeNodes(LM_HEAD, storage),
+    storage.kind === 'fp32'
+      ? node({
+          name: 'lm_head',
+          op: 'Gemm',
+          inputs: ['scored_rows', isTied ? EMBEDDING : LM_HEAD],
+          outputs: [GRAPH_OUTPUT.logits],
+          attributes: [intAttr('transB', 1)],
+        })
+      : linearNode('lm_head', 'scored_rows', LM_HEAD, storage, GRAPH_OUTPUT.logits),
   ];
   const initializers = [
     floatTensor(FINAL_NORM, [config.dim], weights.finalNorm),
     int64Tensor('flatten_rows.shape', [2], [-1, config.dim]),
   ];
-  if (!isTied) initializers.push(floatTensor(LM_HEAD, [config.vocabSize, config.dim], weights.lmHead));
+  if (!isTied)
+    initializers.push(...linearInitializers(LM_HEAD, config.vocabSize, config.dim, weights.lmHead, storage));
   return { nodes, initializers };
 }
 

@@ -8,6 +8,8 @@ import type { ModelConfig } from '../model/config.ts';
 import { derivedSizes } from '../model/config.ts';
 import type { LayerWeights } from '../model/weights.ts';
 import { GRAPH_INPUT } from './io.ts';
+import type { LayerLinearStorage, LinearStorage } from './linear-weights.ts';
+import { FP32_LAYER, linearInitializers, linearNode, linearPreludeNodes } from './linear-weights.ts';
 import type { NodeProto, TensorProto } from './onnx-helpers.ts';
 import { floatAttr, floatTensor, int64Tensor, intAttr, MS_DOMAIN, node } from './onnx-helpers.ts';
 
@@ -35,7 +37,12 @@ export function layerParamNames(layer: number) {
   };
 }
 
-export function layerInitializers(config: ModelConfig, layer: number, w: LayerWeights): TensorProto[] {
+export function layerInitializers(
+  config: ModelConfig,
+  layer: number,
+  w: LayerWeights,
+  linears: LayerLinearStorage = FP32_LAYER,
+): TensorProto[] {
   const { dim, hiddenDim } = config;
   const { qDim, kvDim } = derivedSizes(config);
   const n = layerParamNames(layer);
@@ -43,14 +50,14 @@ export function layerInitializers(config: ModelConfig, layer: number, w: LayerWe
   const tensors = [
     int64Tensor(n.index, [], [layer]),
     floatTensor(n.attnNorm, [dim], w.attnNorm),
-    floatTensor(n.wq, [qDim, dim], w.wq),
-    floatTensor(n.wk, [kvDim, dim], w.wk),
-    floatTensor(n.wv, [kvDim, dim], w.wv),
-    floatTensor(n.wo, [dim, qDim], w.wo),
+    ...linearInitializers(n.wq, qDim, dim, w.wq, linears.wq),
+    ...linearInitializers(n.wk, kvDim, dim, w.wk, linears.wk),
+    ...linearInitializers(n.wv, kvDim, dim, w.wv, linears.wv),
+    ...linearInitializers(n.wo, dim, qDim, w.wo, linears.wo),
     floatTensor(n.mlpNorm, [dim], w.mlpNorm),
-    floatTensor(n.wGate, [hiddenDim, dim], w.wGate),
-    floatTensor(n.wUp, [hiddenDim, dim], w.wUp),
-    floatTensor(n.wDown, [dim, hiddenDim], w.wDown),
+    ...linearInitializers(n.wGate, hiddenDim, dim, w.wGate, linears.wGate),
+    ...linearInitializers(n.wUp, hiddenDim, dim, w.wUp, linears.wUp),
+    ...linearInitializers(n.wDown, dim, hiddenDim, w.wDown, linears.wDown),
   ];
   if (config.hasQkvBias) {
     if (!w.bq || !w.bk || !w.bv)
@@ -62,6 +69,14 @@ export function layerInitializers(config: ModelConfig, layer: number, w: LayerWe
     );
   }
   return tensors;
+}
+
+/** Main-graph nodes the layer's weights need before the (possibly If-wrapped) sublayers read them. */
+export function layerPreludeNodes(layer: number, linears: LayerLinearStorage): NodeProto[] {
+  const n = layerParamNames(layer);
+  return (['wq', 'wk', 'wv', 'wo', 'wGate', 'wUp', 'wDown'] as const).flatMap((name) =>
+    linearPreludeNodes(n[name], linears[name]),
+  );
 }
 
 /** rmsNorm(x) · weight, over the last axis. SimplifiedLayerNormalization lives in the default domain. */
@@ -76,24 +91,22 @@ export function rmsNormNode(name: string, x: string, weight: string, out: string
 }
 
 /**
- * y = x · Wᵀ (+ b) on W as stored, (out, in): FusedMatMul with transB, and an Add when the
- * projection has a bias. Transposing every matrix in JS instead took 0.5 s and a second copy of the
- * weights at load for a 110M model; ORT prepacks the transposed B just the same (decode speed
- * measured equal, docs/benchmarks.md "Start-up").
+ * y = x · Wᵀ (+ b) on W as stored, (out, in): FusedMatMul with transB (or MatMulNBits on quantized
+ * weights, linear-weights.ts), and an Add when the projection has a bias. Transposing every matrix in
+ * JS instead took 0.5 s and a second copy of the weights at load for a 110M model; ORT prepacks the
+ * transposed B just the same (decode speed measured equal, docs/benchmarks.md "Start-up").
  */
-function projection(name: string, x: string, weight: string, bias: string | null, out: string): NodeProto[] {
-  const matMul = (result: string): NodeProto =>
-    node({
-      name,
-      op: 'FusedMatMul',
-      domain: MS_DOMAIN,
-      inputs: [x, weight],
-      outputs: [result],
-      attributes: [intAttr('transB', 1)],
-    });
-  if (!bias) return [matMul(out)];
+function projection(
+  name: string,
+  x: string,
+  weight: string,
+  storage: LinearStorage,
+  bias: string | null,
+  out: string,
+): NodeProto[] {
+  if (!bias) return [linearNode(name, x, weight, storage, out)];
   return [
-    matMul(`${out}_nobias`),
+    linearNode(name, x, weight, storage, `${out}_nobias`),
     node({ name: `${name}.bias_add`, op: 'Add', inputs: [`${out}_nobias`, bias], outputs: [out] }),
   ];
 }
@@ -110,6 +123,7 @@ export function attentionNodes(
   layer: number,
   x: string,
   out: AttentionOutputs,
+  linears: LayerLinearStorage = FP32_LAYER,
 ): NodeProto[] {
   const n = layerParamNames(layer);
   const p = `layers.${layer}.attn`;
@@ -127,9 +141,9 @@ export function attentionNodes(
     // n = rmsNorm(x)
     rmsNormNode(`layers.${layer}.attn_norm`, x, n.attnNorm, `${p}.normed`, config.rmsNormEps),
     // q, k, v projections (Qwen2 adds biases)
-    ...projection(`${p}.q_proj`, `${p}.normed`, n.wq, hasBias ? n.bq : null, `${p}.q`),
-    ...projection(`${p}.k_proj`, `${p}.normed`, n.wk, hasBias ? n.bk : null, `${p}.k`),
-    ...projection(`${p}.v_proj`, `${p}.normed`, n.wv, hasBias ? n.bv : null, out.newValue),
+    ...projection(`${p}.q_proj`, `${p}.normed`, n.wq, linears.wq, hasBias ? n.bq : null, `${p}.q`),
+    ...projection(`${p}.k_proj`, `${p}.normed`, n.wk, linears.wk, hasBias ? n.bk : null, `${p}.k`),
+    ...projection(`${p}.v_proj`, `${p}.normed`, n.wv, linears.wv, hasBias ? n.bv : null, out.newValue),
     // RoPE outside GQA, so the rotated K rows can be fetched and cached by the caller.
     rope(`${p}.q_rope`, `${p}.q`, config.numHeads, `${p}.q_rot`),
     rope(`${p}.k_rope`, `${p}.k`, config.numKvHeads, out.newKey),
@@ -156,19 +170,25 @@ export function attentionNodes(
         intAttr('do_rotary', 0),
       ],
     }),
-    ...projection(`${p}.o_proj`, `${p}.attended`, n.wo, null, `${p}.o`),
+    ...projection(`${p}.o_proj`, `${p}.attended`, n.wo, linears.wo, null, `${p}.o`),
     node({ name: `${p}.residual`, op: 'Add', inputs: [x, `${p}.o`], outputs: [out.x] }),
   ];
 }
 
 /** The SwiGLU MLP sublayer with its residual: x + down(silu(gate(n)) * up(n)). */
-export function mlpNodes(config: ModelConfig, layer: number, x: string, out: string): NodeProto[] {
+export function mlpNodes(
+  config: ModelConfig,
+  layer: number,
+  x: string,
+  out: string,
+  linears: LayerLinearStorage = FP32_LAYER,
+): NodeProto[] {
   const n = layerParamNames(layer);
   const p = `layers.${layer}.mlp`;
   return [
     rmsNormNode(`layers.${layer}.mlp_norm`, x, n.mlpNorm, `${p}.normed`, config.rmsNormEps),
-    ...projection(`${p}.gate_proj`, `${p}.normed`, n.wGate, null, `${p}.gate`),
-    ...projection(`${p}.up_proj`, `${p}.normed`, n.wUp, null, `${p}.up`),
+    ...projection(`${p}.gate_proj`, `${p}.normed`, n.wGate, linears.wGate, null, `${p}.gate`),
+    ...projection(`${p}.up_proj`, `${p}.normed`, n.wUp, linears.wUp, null, `${p}.up`),
     // silu(g) = g · sigmoid(g)
     node({ name: `${p}.sigmoid`, op: 'Sigmoid', inputs: [`${p}.gate`], outputs: [`${p}.gate_sigmoid`] }),
     node({
@@ -178,7 +198,7 @@ export function mlpNodes(config: ModelConfig, layer: number, x: string, out: str
       outputs: [`${p}.gate_silu`],
     }),
     node({ name: `${p}.glu`, op: 'Mul', inputs: [`${p}.gate_silu`, `${p}.up`], outputs: [`${p}.glu_out`] }),
-    ...projection(`${p}.down_proj`, `${p}.glu_out`, n.wDown, null, `${p}.down`),
+    ...projection(`${p}.down_proj`, `${p}.glu_out`, n.wDown, linears.wDown, null, `${p}.down`),
     node({ name: `${p}.residual`, op: 'Add', inputs: [x, `${p}.down`], outputs: [out] }),
   ];
 }

@@ -32,6 +32,8 @@ export interface ModelSessionOptions {
   clock?: PhaseClock;
   /** The weights are views of this checkpoint's image: ORT maps the file instead of copying them. */
   weightFile?: WeightFileImage;
+  /** MatMulNBits accuracy_level for quantized weights (default: linear-weights.ts). */
+  accuracyLevel?: number;
 }
 
 export class ModelSession {
@@ -78,6 +80,7 @@ export class ModelSession {
       staticDrop: options.staticDrop,
       clock: options.clock,
       weightFile: options.weightFile,
+      accuracyLevel: options.accuracyLevel,
     });
     const sessionConfig: Record<string, string | Record<string, string>> = {};
     // Spinning intra-op threads made 2-thread decode bimodal (2.7 vs 8 ms) on a shared 2-vCPU VM.

@@ -10,6 +10,8 @@ import type { ModelConfig } from '../model/config.ts';
 import { derivedSizes } from '../model/config.ts';
 import { attentionNodes, layerParamNames, mlpNodes, rmsNormNode } from './decoder-layer.ts';
 import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
+import type { LayerLinearStorage } from './linear-weights.ts';
+import { FP32_LAYER } from './linear-weights.ts';
 import type { NodeProto } from './onnx-helpers.ts';
 import {
   ElemType,
@@ -112,12 +114,19 @@ export function maskedAttentionNodes(
   layer: number,
   x: string,
   out: string,
+  linears: LayerLinearStorage = FP32_LAYER,
 ): NodeProto[] {
   const p = `layers.${layer}.attn`;
   const { kvDim } = derivedSizes(config);
   const keptBranch = graph({
     name: `${p}.kept`,
-    nodes: attentionNodes(config, layer, x, { x: `${p}.out`, newKey: `${p}.k_rot`, newValue: `${p}.v` }),
+    nodes: attentionNodes(
+      config,
+      layer,
+      x,
+      { x: `${p}.out`, newKey: `${p}.k_rot`, newValue: `${p}.v` },
+      linears,
+    ),
     outputs: [floatOutput(`${p}.out`), floatOutput(`${p}.k_rot`), floatOutput(`${p}.v`)],
   });
   const emptyKv = (name: string) =>
@@ -150,11 +159,17 @@ export function maskedAttentionNodes(
 }
 
 /** MLP l under its mask bit. */
-export function maskedMlpNodes(config: ModelConfig, layer: number, x: string, out: string): NodeProto[] {
+export function maskedMlpNodes(
+  config: ModelConfig,
+  layer: number,
+  x: string,
+  out: string,
+  linears: LayerLinearStorage = FP32_LAYER,
+): NodeProto[] {
   const p = `layers.${layer}.mlp`;
   const keptBranch = graph({
     name: `${p}.kept`,
-    nodes: mlpNodes(config, layer, x, `${p}.out`),
+    nodes: mlpNodes(config, layer, x, `${p}.out`, linears),
     outputs: [floatOutput(`${p}.out`)],
   });
   const droppedBranch = graph({

@@ -22,9 +22,10 @@ export interface LayerWeights {
 
 /**
  * Linear layers of one layer that the graph multiplies as MatMulNBits instead of float32
- * (engine/quant/). Where a matrix is here, the LayerWeights float32 field of the same name holds
- * exactly dequantize(it): the reference forward, importance metrics and emulation fitting read that;
- * the session reads only the quantized one.
+ * (engine/quant/); the session reads only these. The LayerWeights float32 field of the same name
+ * keeps the values they were quantized from (a loader that starts from quantized data, e.g. GGUF
+ * Q4_0, puts dequantize(it) there); engine/quant/quantize-weights.ts `dequantizedWeights` gives the
+ * float32 weights the session actually computes with.
  */
 export type QuantizedLinears = Partial<Record<LinearWeightName, QuantizedMatrix>>;
 
@@ -41,8 +42,10 @@ export interface ModelWeights {
   finalNorm: Float32Array; // [dim]
   /** [vocabSize, dim]; the very same array as tokenEmbedding when embeddings are tied. */
   lmHead: Float32Array;
-  /** lm_head as MatMulNBits (`--quantize-lm-head`); lmHead then holds dequantize(it), untied. */
+  /** lm_head as MatMulNBits (`--quantize-lm-head`); never the embedding table, which stays float32. */
   lmHeadQuantized?: QuantizedMatrix;
+  /** lm_head stored as fp16 (`--weights fp16 --quantize-lm-head`). */
+  lmHeadFp16?: boolean;
   /** Per layer (same index as `layers`), the linears held as MatMulNBits; absent = all float32. */
   quantizedLayers?: QuantizedLinears[];
   /**
