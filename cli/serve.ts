@@ -5,6 +5,7 @@ import { DEFAULT_MIN_PREFIX_TOKENS } from '../engine/runtime/engine-core.ts';
 import { parseByteSize } from '../server/config/byte-size.ts';
 import { parseVariantFlag, type VariantArg } from '../server/config/variant-flag.ts';
 import { type ExperimentArm, parseExperimentFlag } from '../server/experiments/experiment-router.ts';
+import { type Guardrail, parseGuardrail } from '../server/experiments/guardrails.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../server/http/app.ts';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../server/logger.ts';
 import {
@@ -32,10 +33,15 @@ model
   --variant NAME=SPEC        serve a pruned variant; SPEC is a plan file or inline "attn:1,3;mlp:2"
                              (repeatable)
 A/B and live accuracy
-  --experiment NAME=VARIANT:WEIGHT,VARIANT:WEIGHT…
+  --experiment NAME=VARIANT:WEIGHT,VARIANT:WEIGHT…[,control=VARIANT]
                              serve model name NAME, split between variants by weight; sticky per
                              OpenAI "user" (gRPC: x-dropserve-user metadata), random otherwise
-                             (repeatable; change at runtime with POST /v1/experiments/NAME)
+                             (repeatable; change at runtime with POST /v1/experiments/NAME);
+                             arms are compared with the control (default: the full model) at
+                             GET /v1/experiments/NAME/report
+  --experiment-guardrail agreement>=X|kl<=X|delta_nll<=X|ttft_p90_ms<=X
+                             an experiment arm whose 95% confidence sequence falls past the bar
+                             gets no new traffic (its users go to the control arm) (repeatable)
   --shadow-rate R            share 0..1 of finished pruned-variant requests re-scored by the full
                              model for live fidelity (agreement, KL, ΔNLL) (default 0: off)
   --shadow-max-in-flight N   shadow scores in flight beyond this are dropped and counted
@@ -71,6 +77,7 @@ const FLAGS = {
   'served-model-name': { type: 'string' },
   variant: { type: 'string', multiple: true },
   experiment: { type: 'string', multiple: true },
+  'experiment-guardrail': { type: 'string', multiple: true },
   'shadow-rate': { type: 'string' },
   'shadow-max-in-flight': { type: 'string' },
   'kv-cache-bytes': { type: 'string' },
@@ -146,9 +153,11 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  let experiments: { name: string; arms: ExperimentArm[] }[];
+  let experiments: { name: string; arms: ExperimentArm[]; control?: string }[];
+  let experimentGuardrails: Guardrail[];
   try {
     experiments = (values.experiment ?? []).map(parseExperimentFlag);
+    experimentGuardrails = (values['experiment-guardrail'] ?? []).map(parseGuardrail);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -170,6 +179,7 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       servedModelName: values['served-model-name'],
       variants,
       experiments,
+      experimentGuardrails,
       shadowRate: rate('shadow-rate', values['shadow-rate']) ?? 0,
       shadowMaxInFlight: integer('shadow-max-in-flight', values['shadow-max-in-flight'], 1, 1024),
       kvCacheBytes: byteSize('kv-cache-bytes', values['kv-cache-bytes']),

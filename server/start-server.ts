@@ -9,9 +9,16 @@ import type { PrefixReuseOptions } from '../engine/runtime/engine-core.ts';
 import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
 import { checkExperimentName } from './experiments/experiment-body.ts';
 import type { ExperimentArm, ExperimentRouter } from './experiments/experiment-router.ts';
+import { ExperimentStatistics } from './experiments/experiment-statistics.ts';
+import type { Guardrail } from './experiments/guardrails.ts';
 import { ShadowSamplingEngine } from './fidelity/shadow-sampling.ts';
 import { ShadowScorer } from './fidelity/shadow-scorer.ts';
-import { createHttpApp, DEFAULT_MAX_BODY_BYTES, experimentRouterFor } from './http/app.ts';
+import {
+  createHttpApp,
+  DEFAULT_MAX_BODY_BYTES,
+  experimentRouterFor,
+  feedExperimentStatistics,
+} from './http/app.ts';
 import { installEdgeErrorHandlers } from './http/edge-errors.ts';
 import { ServerLifecycle } from './lifecycle.ts';
 import { type Logger, silentLogger } from './logger.ts';
@@ -71,7 +78,12 @@ export interface StartServerOptions {
   /** Run the engine on this thread instead of a worker (tools, tests; model runs block the loop). */
   inProcess?: boolean;
   /** A/B experiments served from the start (--experiment); more can be added at runtime. */
-  experiments?: { name: string; arms: ExperimentArm[] }[];
+  experiments?: { name: string; arms: ExperimentArm[]; control?: string }[];
+  /**
+   * Bars every non-control experiment arm must clear (--experiment-guardrail); an arm whose
+   * confidence sequence falls past one is drained: its users go to the control arm.
+   */
+  experimentGuardrails?: Guardrail[];
   /** Share (0..1) of finished pruned-variant requests re-scored by the full model (default 0: off). */
   shadowRate?: number;
   /** Shadow scores in flight beyond this are dropped and counted (default 1). */
@@ -85,6 +97,8 @@ export interface RunningServer {
   engine: EngineClient;
   metrics: ServerMetrics;
   experiments: ExperimentRouter;
+  /** Per-experiment statistics, verdicts and guardrails (GET /v1/experiments/{name}/report). */
+  experimentStatistics: ExperimentStatistics;
   /** Present when shadowRate > 0. */
   scorer?: ShadowScorer;
   /**
@@ -111,6 +125,18 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   if (!(shadowRate >= 0 && shadowRate <= 1))
     throw new RangeError(`shadowRate must be in [0, 1], got ${shadowRate}`);
   const experiments = experimentRouterFor(lifecycle, metrics);
+  const experimentStatistics = new ExperimentStatistics({
+    router: experiments,
+    guardrails: options.experimentGuardrails,
+    onTrip: (experiment, trip) => {
+      metrics.observeGuardrailTripped(experiment, trip.variant);
+      logger.warn(
+        { experiment, arm: trip.variant, metric: trip.metric, threshold: trip.threshold, atN: trip.at_n },
+        `experiment ${experiment}: guardrail tripped, ${trip.variant} gets no new traffic (${trip.reason})`,
+      );
+    },
+  });
+  feedExperimentStatistics(metrics, experimentStatistics);
   let scorer: ShadowScorer | undefined;
   const app = createHttpApp({
     lifecycle,
@@ -119,6 +145,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     apiKey: options.apiKey,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     experiments,
+    experimentStatistics,
     fidelity: (variant) => scorer?.fidelity(variant),
   });
   const cancelled = (): DropserveError =>
@@ -156,7 +183,10 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
       engine,
       rate: shadowRate,
       maxInFlight,
-      onScored: (variant, result) => metrics.observeFidelity(variant, result),
+      onScored: (variant, result) => {
+        metrics.observeFidelity(variant, result);
+        experimentStatistics.observeFidelity(variant, result);
+      },
       onDropped: (variant, reason) => metrics.observeShadowDropped(variant, reason),
     });
     // The transports get the sampling engine: it records and submits the sampled requests.
@@ -169,8 +199,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   lifecycle.setEngine(engine);
   logEngine(logger, engine);
   try {
-    for (const { name, arms } of options.experiments ?? []) {
-      const experiment = experiments.set(checkExperimentName(name), arms);
+    for (const { name, arms, control } of options.experiments ?? []) {
+      const experiment = experiments.set(checkExperimentName(name), arms, { control, scope: 'replica' });
       logger.info(
         { experiment: name, weights: Object.fromEntries(experiment.arms.map((a) => [a.variant, a.weight])) },
         `experiment ${name}: ${experiment.arms.map((a) => `${a.variant}:${a.weight}`).join(', ')}`,
@@ -235,7 +265,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     })();
     return closing;
   };
-  return { httpUrl, grpcPort: grpc?.port, engine, metrics, experiments, scorer, close };
+  return { httpUrl, grpcPort: grpc?.port, engine, metrics, experiments, experimentStatistics, scorer, close };
 }
 
 /** serve() without a createServer option makes a plain node:http server. */

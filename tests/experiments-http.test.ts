@@ -185,6 +185,8 @@ describe('A/B experiments over HTTP', () => {
             { variant: FULL, weight: 3, share: 0.75 },
             { variant: PRUNED, weight: 1, share: 0.25 },
           ],
+          control: FULL,
+          scope: 'replica',
         },
       ],
     });

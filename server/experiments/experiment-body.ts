@@ -7,11 +7,15 @@ import type { ExperimentArm } from './experiment-router.ts';
  *   {"arms": [{"variant": "m", "weight": 1}, {"variant": "m:attn-2", "weight": 1}]}
  * or a weight per variant,
  *   {"weights": {"m": 1, "m:attn-2": 1}}
+ * Either may name the arm the others are compared with: "control": "m" (default: the full model).
  * Whether the variants exist and the weights are usable is the router's to check (one place).
  */
 const weight = z.number('must be a number').finite('must be finite').nonnegative('must be ≥ 0');
 
+const control = z.string().min(1, 'must not be empty').optional();
+
 const armsBody = z.strictObject({
+  control,
   arms: z
     .array(z.strictObject({ variant: z.string().min(1, 'must not be empty'), weight }))
     .min(1, 'needs at least one arm')
@@ -19,6 +23,7 @@ const armsBody = z.strictObject({
 });
 
 const weightsBody = z.strictObject({
+  control,
   weights: z
     .record(z.string().min(1), weight)
     .refine((w) => Object.keys(w).length > 0, 'needs at least one variant')
@@ -43,6 +48,11 @@ export function checkExperimentName(name: string): string {
 
 /** Parses a POST body into arms; the first problem becomes DS_INVALID_ARGUMENT naming its field. */
 export function parseExperimentBody(raw: unknown): ExperimentArm[] {
+  return parseExperimentDefinition(raw).arms;
+}
+
+/** The arms and the optional control arm of a POST body. */
+export function parseExperimentDefinition(raw: unknown): { arms: ExperimentArm[]; control?: string } {
   if (typeof raw === 'object' && raw !== null && 'arms' in raw && 'weights' in raw) {
     throw new DropserveError('DS_INVALID_ARGUMENT', 'give either "arms" or "weights", not both', {
       param: 'weights',
@@ -59,8 +69,11 @@ export function parseExperimentBody(raw: unknown): ExperimentArm[] {
     );
   }
   const body = result.data;
-  if ('arms' in body) return body.arms.map((a) => ({ variant: a.variant, weight: a.weight }));
-  return Object.entries(body.weights).map(([variant, w]) => ({ variant, weight: w }));
+  const arms =
+    'arms' in body
+      ? body.arms.map((a) => ({ variant: a.variant, weight: a.weight }))
+      : Object.entries(body.weights).map(([variant, w]) => ({ variant, weight: w }));
+  return body.control === undefined ? { arms } : { arms, control: body.control };
 }
 
 /** A union's error is "no member matched"; the member the body tried to be explains it better. */

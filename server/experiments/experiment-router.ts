@@ -6,9 +6,30 @@ export interface ExperimentArm {
   weight: number;
 }
 
+/**
+ * Where an experiment comes from: "replica" = this process alone (--experiment, the admin API), so
+ * other replicas may differ; "file" = an --experiments-file every replica mounts.
+ */
+export type ExperimentScope = 'replica' | 'file';
+
 export interface Experiment {
   name: string;
   arms: ExperimentArm[];
+  /** The arm the others are compared with (see controlOf). */
+  control?: string;
+  scope: ExperimentScope;
+}
+
+export interface ExperimentOptions {
+  /** The arm the others are compared with (default: the full model when it is an arm, else the first). */
+  control?: string;
+  scope?: ExperimentScope;
+}
+
+/** Why an arm gets no new traffic: its guardrail tripped (server/experiments/guardrails.ts). */
+export interface DrainedArm {
+  variant: string;
+  reason: string;
 }
 
 /**
@@ -22,16 +43,55 @@ export class ExperimentRouter {
   readonly #isKnownVariant: (variant: string) => boolean;
   readonly #random: () => number;
   readonly #onAssign: ((experiment: string, variant: string) => void) | undefined;
+  readonly #fullModel: () => string | undefined;
+  /** experiment → arms that take no new traffic; survives weight changes, dropped with the experiment. */
+  readonly #drained = new Map<string, Map<string, DrainedArm>>();
 
-  /** `onAssign` hears every assignment (metrics), whichever transport asked. */
+  /**
+   * `onAssign` hears every assignment (metrics), whichever transport asked. `fullModel` names the
+   * unpruned variant, the default control.
+   */
   constructor(
     isKnownVariant: (variant: string) => boolean,
     random: () => number = Math.random,
     onAssign?: (experiment: string, variant: string) => void,
+    fullModel: () => string | undefined = () => undefined,
   ) {
     this.#isKnownVariant = isKnownVariant;
     this.#random = random;
     this.#onAssign = onAssign;
+    this.#fullModel = fullModel;
+  }
+
+  /** The name of the unpruned variant, when known. */
+  fullModel(): string | undefined {
+    return this.#fullModel();
+  }
+
+  /** The control arm: the one named at creation, else the full model when it is an arm, else the first. */
+  controlOf(experiment: Experiment): string {
+    if (experiment.control !== undefined) return experiment.control;
+    const full = this.#fullModel();
+    if (full !== undefined && experiment.arms.some((a) => a.variant === full)) return full;
+    return experiment.arms[0]!.variant;
+  }
+
+  /**
+   * Stops new traffic to an arm (a guardrail tripped): its users go to the control arm from now on;
+   * requests already running finish where they are. The control arm itself is never drained.
+   */
+  drain(name: string, variant: string, reason: string): boolean {
+    const experiment = this.#experiments.get(name);
+    if (!experiment || variant === this.controlOf(experiment)) return false;
+    const drained = this.#drained.get(name) ?? new Map<string, DrainedArm>();
+    if (drained.has(variant)) return false;
+    drained.set(variant, { variant, reason });
+    this.#drained.set(name, drained);
+    return true;
+  }
+
+  drained(name: string): DrainedArm[] {
+    return [...(this.#drained.get(name)?.values() ?? [])];
   }
 
   has(name: string): boolean {
@@ -47,7 +107,7 @@ export class ExperimentRouter {
   }
 
   /** Creates or replaces an experiment after validating every arm. */
-  set(name: string, arms: ExperimentArm[]): Experiment {
+  set(name: string, arms: ExperimentArm[], options: ExperimentOptions = {}): Experiment {
     if (name.trim() === '') throw new DropserveError('DS_INVALID_ARGUMENT', 'experiment name is empty');
     if (this.#isKnownVariant(name)) {
       throw new DropserveError('DS_INVALID_ARGUMENT', `experiment name "${name}" is already a variant name`);
@@ -74,17 +134,39 @@ export class ExperimentRouter {
     if (arms.reduce((s, a) => s + a.weight, 0) <= 0) {
       throw new DropserveError('DS_INVALID_ARGUMENT', `experiment "${name}": weights sum to 0`);
     }
-    const experiment: Experiment = { name, arms: arms.map((a) => ({ ...a })) };
+    if (options.control !== undefined && !arms.some((a) => a.variant === options.control)) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        `experiment "${name}": control "${options.control}" is not one of its arms`,
+      );
+    }
+    const experiment: Experiment = {
+      name,
+      arms: arms.map((a) => ({ ...a })),
+      ...(options.control === undefined ? {} : { control: options.control }),
+      scope: options.scope ?? 'replica',
+    };
     this.#experiments.set(name, experiment);
+    // A drained arm that is no longer an arm, or is now the control, is forgotten.
+    const drained = this.#drained.get(name);
+    for (const variant of drained?.keys() ?? []) {
+      if (!arms.some((a) => a.variant === variant) || variant === this.controlOf(experiment)) {
+        drained!.delete(variant);
+      }
+    }
     return experiment;
   }
 
   /** Removes an experiment; false when there was none. Requests already assigned are unaffected. */
   delete(name: string): boolean {
+    this.#drained.delete(name);
     return this.#experiments.delete(name);
   }
 
-  /** The variant that serves this request of the experiment. */
+  /**
+   * The variant that serves this request of the experiment. The split is computed as if no arm were
+   * drained, and a drained arm's share goes to the control: every other user keeps their arm.
+   */
   assign(name: string, user?: string): string {
     const experiment = this.#experiments.get(name);
     if (!experiment) throw new DropserveError('DS_NOT_FOUND', `no experiment "${name}"`);
@@ -99,6 +181,7 @@ export class ExperimentRouter {
         break;
       }
     }
+    if (this.#drained.get(name)?.has(chosen)) chosen = this.controlOf(experiment);
     this.#onAssign?.(name, chosen);
     return chosen;
   }
@@ -111,10 +194,14 @@ export function hashToUnit(text: string): number {
 }
 
 /**
- * `--experiment NAME=VARIANT:WEIGHT,VARIANT:WEIGHT…`. Variant names may contain ':' themselves
- * ("stories260K:attn-2"), so the weight is what follows the last ':'.
+ * `--experiment NAME=VARIANT:WEIGHT,VARIANT:WEIGHT…[,control=VARIANT]`. Variant names may contain
+ * ':' themselves ("stories260K:attn-2"), so the weight is what follows the last ':'.
  */
-export function parseExperimentFlag(text: string): { name: string; arms: ExperimentArm[] } {
+export function parseExperimentFlag(text: string): {
+  name: string;
+  arms: ExperimentArm[];
+  control?: string;
+} {
   const eq = text.indexOf('=');
   if (eq <= 0) {
     throw new DropserveError(
@@ -123,9 +210,14 @@ export function parseExperimentFlag(text: string): { name: string; arms: Experim
     );
   }
   const name = text.slice(0, eq).trim();
-  const arms = text
-    .slice(eq + 1)
-    .split(',')
+  const parts = text.slice(eq + 1).split(',');
+  const controlParts = parts.filter((part) => part.trim().startsWith('control='));
+  if (controlParts.length > 1) {
+    throw new DropserveError('DS_INVALID_ARGUMENT', `--experiment "${text}": control= given twice`);
+  }
+  const control = controlParts[0]?.trim().slice('control='.length).trim();
+  const arms = parts
+    .filter((part) => !part.trim().startsWith('control='))
     .map((part) => {
       const colon = part.lastIndexOf(':');
       const weight = Number(part.slice(colon + 1));
@@ -137,5 +229,5 @@ export function parseExperimentFlag(text: string): { name: string; arms: Experim
       }
       return { variant: part.slice(0, colon).trim(), weight };
     });
-  return { name, arms };
+  return control === undefined ? { name, arms } : { name, arms, control };
 }

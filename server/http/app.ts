@@ -3,6 +3,7 @@ import { experimentsRoute } from '../admin/experiments/route.ts';
 import { variantsRoute } from '../admin/variants/route.ts';
 import { dashboardRoute } from '../dashboard/route.ts';
 import { ExperimentRouter } from '../experiments/experiment-router.ts';
+import { ExperimentStatistics } from '../experiments/experiment-statistics.ts';
 import type { VariantFidelity } from '../fidelity/shadow-scorer.ts';
 import type { ServerLifecycle } from '../lifecycle.ts';
 import type { Logger } from '../logger.ts';
@@ -32,6 +33,8 @@ export interface HttpAppDeps {
   maxBodyBytes?: number;
   /** A/B experiments (default: an empty router over the engine's variants). */
   experiments?: ExperimentRouter;
+  /** Their statistics and guardrails (default: fed from `metrics`' completed requests, no guardrails). */
+  experimentStatistics?: ExperimentStatistics;
   /** Live fidelity read-out for GET /v1/variants (absent: shadow scoring off). */
   fidelity?: (variant: string) => VariantFidelity | undefined;
 }
@@ -45,6 +48,19 @@ export function experimentRouterFor(lifecycle: ServerLifecycle, metrics: ServerM
     (name) => lifecycle.engine?.variants().some((v) => v.id === name) ?? false,
     Math.random,
     (experiment, variant) => metrics.observeAssignment(experiment, variant),
+    () => lifecycle.engine?.model.name,
+  );
+}
+
+/** Feeds an experiment book from the metrics' completed requests (fidelity comes from the scorer). */
+export function feedExperimentStatistics(metrics: ServerMetrics, statistics: ExperimentStatistics): void {
+  metrics.onCompletedRequest((variant, sample) =>
+    statistics.observeRequest(variant, {
+      ttftMs: sample.ttftMs,
+      tpotMs: sample.tpotMs,
+      e2eMs: sample.e2eMs,
+      outputTokens: sample.outputTokens,
+    }),
   );
 }
 
@@ -67,7 +83,12 @@ export function createHttpApp(deps: HttpAppDeps): Hono<AppEnv> {
   const servingDeps = { metrics, shutdownSignal: lifecycle.cancelSignal, experiments };
   app.route('/', modelsRoute({ experiments }));
   app.route('/', variantsRoute({ metrics, fidelity: deps.fidelity }));
-  app.route('/', experimentsRoute({ experiments }));
+  let statistics = deps.experimentStatistics;
+  if (statistics === undefined) {
+    statistics = new ExperimentStatistics({ router: experiments });
+    feedExperimentStatistics(metrics, statistics);
+  }
+  app.route('/', experimentsRoute({ experiments, statistics }));
   app.route('/', completionsRoute(servingDeps));
   app.route('/', chatRoute(servingDeps));
 

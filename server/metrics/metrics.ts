@@ -1,7 +1,12 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
 import type { TextFinish } from '../../engine/output/text-generation.ts';
-import { type LatencySummary, RollingLatency, type RollingLatencyOptions } from './latency-window.ts';
+import {
+  type LatencySample,
+  type LatencySummary,
+  RollingLatency,
+  type RollingLatencyOptions,
+} from './latency-window.ts';
 
 /**
  * Prometheus metrics with vLLM's names, definitions and bucket sets under a `dropserve:` prefix, so
@@ -100,6 +105,8 @@ export class ServerMetrics {
   readonly #shadowRequests: Counter<'variant'>;
   readonly #shadowDropped: Counter<'variant' | 'reason'>;
   readonly #assignments: Counter<'experiment' | 'variant'>;
+  readonly #guardrailTripped: Gauge<'experiment' | 'arm'>;
+  readonly #completedListeners: ((variant: string, sample: LatencySample) => void)[] = [];
   /** Per-variant rolling latency windows, fed by observeRequest. */
   readonly latency: RollingLatency;
   #servedVariants: Set<string> | undefined;
@@ -231,6 +238,12 @@ export class ServerMetrics {
       labelNames: ['experiment', 'variant'],
       registers,
     });
+    this.#guardrailTripped = new Gauge({
+      name: `${PREFIX}experiment_guardrail_tripped`,
+      help: 'Experiment arms whose guardrail tripped (1): the arm gets no new traffic, its users go to the control arm.',
+      labelNames: ['experiment', 'arm'],
+      registers,
+    });
     this.latency = new RollingLatency(options.latencyWindow);
     this.#registerEngineGauges(registers);
   }
@@ -275,7 +288,7 @@ export class ServerMetrics {
       for (let i = 1; i < finish.tokenTimesMs.length; i++) {
         gaps.push(Math.max(0, finish.tokenTimesMs[i]! - finish.tokenTimesMs[i - 1]!));
       }
-      this.latency.observe(labels.variant, {
+      const sample: LatencySample = {
         startMs,
         finishedMs: t.finishedMs,
         ttftMs: ms(seconds(startMs, firstTokenMs)),
@@ -284,8 +297,20 @@ export class ServerMetrics {
           decodeSeconds !== undefined && numTokens > 1 ? (decodeSeconds * 1000) / (numTokens - 1) : undefined,
         itlGapsMs: gaps,
         outputTokens: numTokens,
-      });
+      };
+      this.latency.observe(labels.variant, sample);
+      for (const listener of this.#completedListeners) listener(labels.variant, sample);
     }
+  }
+
+  /** Hears every completed (stop/length) request of a served variant, as the latency windows do. */
+  onCompletedRequest(listener: (variant: string, sample: LatencySample) => void): void {
+    this.#completedListeners.push(listener);
+  }
+
+  /** An experiment arm's guardrail tripped: it is drained. */
+  observeGuardrailTripped(experiment: string, arm: string): void {
+    this.#guardrailTripped.set({ experiment, arm: this.#variantLabel(arm) }, 1);
   }
 
   /**

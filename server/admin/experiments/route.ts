@@ -1,7 +1,8 @@
 import { Hono } from 'hono';
 import { DropserveError } from '../../../engine/errors.ts';
-import { checkExperimentName, parseExperimentBody } from '../../experiments/experiment-body.ts';
-import type { Experiment, ExperimentRouter } from '../../experiments/experiment-router.ts';
+import { checkExperimentName, parseExperimentDefinition } from '../../experiments/experiment-body.ts';
+import type { Experiment, ExperimentRouter, ExperimentScope } from '../../experiments/experiment-router.ts';
+import type { ExperimentStatistics } from '../../experiments/experiment-statistics.ts';
 import type { AppEnv } from '../../http/env.ts';
 import { HttpProblem, invalidRequest } from '../../http/errors.ts';
 import { readJsonBody } from '../../openai/common/read-json.ts';
@@ -10,15 +11,27 @@ import { readJsonBody } from '../../openai/common/read-json.ts';
 export interface ExperimentView {
   object: 'experiment';
   name: string;
-  arms: { variant: string; weight: number; share: number }[];
+  arms: { variant: string; weight: number; share: number; drained?: true }[];
+  /** The arm the others are compared with. */
+  control: string;
+  /** "replica": this process only (flag, admin API); "file": from --experiments-file, on every replica. */
+  scope: ExperimentScope;
 }
 
-export function experimentView(experiment: Experiment): ExperimentView {
+export function experimentView(experiment: Experiment, router?: ExperimentRouter): ExperimentView {
   const total = experiment.arms.reduce((s, a) => s + a.weight, 0);
+  const drained = new Set(router?.drained(experiment.name).map((d) => d.variant));
   return {
     object: 'experiment',
     name: experiment.name,
-    arms: experiment.arms.map((a) => ({ variant: a.variant, weight: a.weight, share: a.weight / total })),
+    arms: experiment.arms.map((a) => ({
+      variant: a.variant,
+      weight: a.weight,
+      share: a.weight / total,
+      ...(drained.has(a.variant) ? { drained: true as const } : {}),
+    })),
+    control: router ? router.controlOf(experiment) : (experiment.control ?? experiment.arms[0]!.variant),
+    scope: experiment.scope,
   };
 }
 
@@ -33,26 +46,36 @@ const notFound = (name: string): HttpProblem =>
  * A/B experiments at runtime (behind the /v1/* API key when one is set):
  *   GET    /v1/experiments          all experiments
  *   GET    /v1/experiments/{name}   one
+ *   GET    /v1/experiments/{name}/report   statistics, intervals, verdicts, guardrails (experiment-report.ts)
  *   POST   /v1/experiments/{name}   create, or replace its arms whole: {"arms":[…]} or {"weights":{…}}
  *   DELETE /v1/experiments/{name}   remove (requests already assigned finish on their variant)
  * A change applies to requests that arrive after it; in-flight ones keep the variant they got.
  */
-export function experimentsRoute(deps: { experiments: ExperimentRouter }): Hono<AppEnv> {
-  const { experiments } = deps;
+export function experimentsRoute(deps: {
+  experiments: ExperimentRouter;
+  statistics: ExperimentStatistics;
+}): Hono<AppEnv> {
+  const { experiments, statistics } = deps;
+  const view = (e: Experiment): ExperimentView => experimentView(e, experiments);
   return new Hono<AppEnv>()
-    .get('/v1/experiments', (c) => c.json({ object: 'list', data: experiments.list().map(experimentView) }))
+    .get('/v1/experiments', (c) => c.json({ object: 'list', data: experiments.list().map(view) }))
+    .get('/v1/experiments/:name{.+}/report', (c) => {
+      const report = statistics.report(c.req.param('name'));
+      if (!report) throw notFound(c.req.param('name'));
+      return c.json(report);
+    })
     .get('/v1/experiments/:name{.+}', (c) => {
       const experiment = experiments.get(c.req.param('name'));
       if (!experiment) throw notFound(c.req.param('name'));
-      return c.json(experimentView(experiment));
+      return c.json(view(experiment));
     })
     .post('/v1/experiments/:name{.+}', (c) => {
       const name = checkExperimentName(c.req.param('name'));
-      const arms = parseExperimentBody(readJsonBody(c));
+      const { arms, control } = parseExperimentDefinition(readJsonBody(c));
       const before = experiments.get(name);
       let after: Experiment;
       try {
-        after = experiments.set(name, arms);
+        after = experiments.set(name, arms, { control, scope: 'replica' });
       } catch (error) {
         // An unknown variant in the body is a bad body, not a missing resource at this URL.
         if (error instanceof DropserveError && error.code === 'DS_NOT_FOUND') {
@@ -64,7 +87,7 @@ export function experimentsRoute(deps: { experiments: ExperimentRouter }): Hono<
         { experiment: name, oldWeights: weightsOf(before), newWeights: weightsOf(after) },
         before ? `experiment ${name}: weights changed` : `experiment ${name}: created`,
       );
-      return c.json(experimentView(after), before ? 200 : 201);
+      return c.json(view(after), before ? 200 : 201);
     })
     .delete('/v1/experiments/:name{.+}', (c) => {
       const name = c.req.param('name');
