@@ -4,6 +4,12 @@ import { parseDevice } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import { type DropSpec, loadPlanFile, parseInlineSpec, validateDropSpec } from '../engine/plan/plan.ts';
+import {
+  parseWeightFlags,
+  WEIGHT_FLAG_SPECS,
+  WEIGHT_FLAGS_HELP,
+  withWeightOptions,
+} from '../engine/quant/weight-flags.ts';
 import { variantId } from '../engine/runtime/variant.ts';
 import { formatPhases, PhaseClock, type StartupPhase } from '../engine/startup-phases.ts';
 import { IncrementalDetokenizer } from '../engine/tokenizer/incremental-detokenizer.ts';
@@ -24,6 +30,7 @@ const HELP = `usage: dropserve generate --prompt TEXT [flags]
   --drop-mlp 2            MLP layers to drop
   --plan FILE             pruning plan (instead of --drop-*)
   --device cpu|cuda|webgpu   --threads N
+${WEIGHT_FLAGS_HELP}
   --json                  print one JSON object instead of streaming text
   --log-level LEVEL       ${LOG_LEVELS.join('|')} (default warn; JSON lines on stderr); debug adds the start-up breakdown`;
 
@@ -47,6 +54,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       threads: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'warn' },
+      ...WEIGHT_FLAG_SPECS,
       help: { type: 'boolean', default: false },
     },
   });
@@ -70,12 +78,16 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       `--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`,
     );
   }
+  const weightOptions = parseWeightFlags(values);
   const logger = createLogger({ level: logLevel, destination: process.stderr });
   // performance.now() counts from process start: the first lap is Node start-up plus module loading.
   const clock = new PhaseClock(0);
   clock.lap('process start → CLI loaded');
   const loadStart = performance.now();
-  const model = await loadModel({ model: values.model, tokenizer: values.tokenizer });
+  const model = withWeightOptions(
+    await loadModel({ model: values.model, tokenizer: values.tokenizer }),
+    weightOptions,
+  );
   clock.lap('read model files (weights, tokenizer)');
   const { config, tokenizer } = model;
   let spec: DropSpec;
@@ -144,7 +156,9 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       // As llama2.c: the clock starts after the first token, so tokens/s is over the other n − 1.
       const decodeTokensPerSecond =
         completion.length > 1 && decodeMs > 0 ? (completion.length - 1) / (decodeMs / 1000) : 0;
-      const kvBytesPerToken = engine.variants().find((v) => v.id === variant)!.kvBytesPerToken;
+      const info = engine.variants().find((v) => v.id === variant)!;
+      const { kvBytesPerToken } = info;
+      const weightBytesPerToken = info.weightBytesPerToken ?? 0;
       if (values.json) {
         console.log(
           JSON.stringify({
@@ -153,6 +167,8 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
             prompt_tokens: promptTokenIds.length,
             finish_reason: event.reason,
             kv_bytes_per_token: kvBytesPerToken,
+            weight_bytes_per_token: weightBytesPerToken,
+            weight_format: weightOptions.format,
             timings: {
               load_ms: round(loadMs),
               prefill_ms: round(prefillMs),
@@ -166,7 +182,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
         console.error(
           `\n[${variant}] ${promptTokenIds.length} prompt + ${completion.length} generated tokens (${event.reason}); ` +
             `load ${round(loadMs)} ms, prefill ${round(prefillMs)} ms, decode ${round(decodeTokensPerSecond)} tok/s; ` +
-            `KV ${kvBytesPerToken} B/token`,
+            `KV ${kvBytesPerToken} B/token, weights (${weightOptions.format}) ${weightBytesPerToken} B/token`,
         );
       }
       if (event.reason === 'error')

@@ -153,6 +153,10 @@ export interface VariantInfo {
   base: string;
   spec: DropSpec;
   kvBytesPerToken: number;
+  /** Weight bytes one decoded token reads in this variant (kept sublayers, lm_head, one embedding row). */
+  weightBytesPerToken?: number;
+  /** How the linear layers are stored (`--weights`). */
+  weightFormat?: 'fp32' | 'fp16' | 'int8' | 'int4';
   /** 0..1 share of the KV budget this variant's sequences hold. */
   kvCacheUsagePerc: number;
   kvCacheBytesUsed: number;

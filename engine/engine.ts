@@ -12,6 +12,7 @@ import type { Device } from './device.ts';
 import { ModelSession } from './graph/model-session.ts';
 import type { LoadedModel } from './model/loaded-model.ts';
 import type { DropSpec } from './plan/plan.ts';
+import { weightByteTable } from './quant/weight-bytes.ts';
 import { abortedBeforeStart } from './runtime/aborted-before-start.ts';
 import { EngineCore, type PrefixReuseOptions } from './runtime/engine-core.ts';
 import { EventQueue } from './runtime/event-queue.ts';
@@ -119,6 +120,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
     prefixReuse: options.prefixReuse,
+    weightBytes: weightByteTable(model.config, model.weights),
   });
   const info: ServedModelInfo = {
     name,

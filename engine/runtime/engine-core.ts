@@ -12,6 +12,8 @@ import type {
 import { DropserveError } from '../errors.ts';
 import type { ForwardInput } from '../graph/io.ts';
 import type { ModelConfig } from '../model/config.ts';
+import type { WeightByteTable } from '../quant/weight-bytes.ts';
+import { weightBytesPerToken } from '../quant/weight-bytes.ts';
 import { argmax, logSoftmax } from '../sampling/log-softmax.ts';
 import { createSamplerState, type SamplerState, sampleToken } from '../sampling/sampler.ts';
 import type { ForwardRunner } from './forward-runner.ts';
@@ -29,6 +31,8 @@ export interface EngineCoreOptions {
   maxPrefillTokensPerRound?: number;
   /** Reuse the KV of a running sequence's prompt prefix (off when absent). */
   prefixReuse?: PrefixReuseOptions;
+  /** Weight bytes each sublayer reads per token (engine/quant/weight-bytes.ts); reported per variant. */
+  weightBytes?: WeightByteTable;
 }
 
 /**
@@ -110,6 +114,7 @@ export class EngineCore {
   readonly #maxQueue: number;
   readonly #maxPrefillTokensPerRound: number;
   readonly #prefixReuse: PrefixReuseOptions | null;
+  readonly #weightBytes: WeightByteTable | null;
   /** Not yet prefilled, interactive first then background, FIFO within each. */
   #waiting: Sequence[] = [];
   #scores: PendingScore[] = [];
@@ -137,6 +142,7 @@ export class EngineCore {
       throw new RangeError(`maxQueue must be a non-negative integer, got ${options.maxQueue}`);
     }
     this.#prefixReuse = options.prefixReuse ?? null;
+    this.#weightBytes = options.weightBytes ?? null;
     const minPrefix = this.#prefixReuse?.minPrefixTokens;
     if (minPrefix !== undefined && !(Number.isInteger(minPrefix) && minPrefix >= 1)) {
       throw new RangeError(`prefixReuse.minPrefixTokens must be a positive integer, got ${minPrefix}`);
@@ -175,6 +181,12 @@ export class EngineCore {
         base,
         spec: v.def.spec,
         kvBytesPerToken: stats.bytesPerToken,
+        ...(this.#weightBytes
+          ? {
+              weightBytesPerToken: weightBytesPerToken(this.#weightBytes, v.def.spec),
+              weightFormat: this.#weightBytes.format,
+            }
+          : {}),
         kvCacheUsagePerc: stats.reservedBytes / this.#pool.budgetBytes,
         kvCacheBytesUsed: stats.reservedBytes,
         kvCacheBudgetBytes: this.#pool.budgetBytes,

@@ -2,6 +2,7 @@ import { parentPort } from 'node:worker_threads';
 import type { GenerateEvent } from '../client.ts';
 import { toDropserveError } from '../errors.ts';
 import { ModelSession } from '../graph/model-session.ts';
+import { weightByteTable } from '../quant/weight-bytes.ts';
 import { EngineCore } from '../runtime/engine-core.ts';
 import { epochMs, PhaseClock } from '../startup-phases.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
@@ -50,6 +51,7 @@ port.on('message', async (message: ToWorker) => {
           kvCacheBytes: message.kvCacheBytes,
           maxQueue: message.maxQueue,
           prefixReuse: message.prefixReuse,
+          weightBytes: weightByteTable(message.config, message.weights),
         });
         core.onStepEnd = flush;
         post({ type: 'ready', variants: core.variants(), receivedInitAtEpochMs, phases: clock.phases });

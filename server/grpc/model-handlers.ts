@@ -23,6 +23,8 @@ export interface ModelInfoMessage {
   max_context: number;
   num_layers: number;
   created: number;
+  weight_bytes_per_token: number;
+  weight_format: string;
 }
 
 export interface ExperimentInfoMessage {

@@ -7,6 +7,9 @@ export interface VariantLoadView {
   drop_attention: number[];
   drop_mlp: number[];
   kv_bytes_per_token: number;
+  /** Weight bytes one decoded token reads (engine/quant/weight-bytes.ts); 0 when the engine does not say. */
+  weight_bytes_per_token: number;
+  weight_format: string;
   kv_cache_usage_perc: number;
   kv_cache_bytes_used: number;
   kv_cache_budget_bytes: number;
@@ -22,6 +25,8 @@ export function variantLoadView(v: VariantInfo): VariantLoadView {
     drop_attention: [...v.spec.dropAttention],
     drop_mlp: [...v.spec.dropMlp],
     kv_bytes_per_token: v.kvBytesPerToken,
+    weight_bytes_per_token: v.weightBytesPerToken ?? 0,
+    weight_format: v.weightFormat ?? 'fp32',
     kv_cache_usage_perc: v.kvCacheUsagePerc,
     kv_cache_bytes_used: v.kvCacheBytesUsed,
     kv_cache_budget_bytes: v.kvCacheBudgetBytes,

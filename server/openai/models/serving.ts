@@ -15,7 +15,15 @@ export interface ModelCard {
   /** Where the weights came from; `built_in` when no --model was given (stories260K from models/). */
   dropserve_source?: { kind: string; description: string; built_in: boolean };
   /** Only on variants: which sublayers it drops and what its KV cache costs. */
-  dropserve_variant?: { drop_attention: number[]; drop_mlp: number[]; kv_bytes_per_token: number };
+  dropserve_variant?: {
+    drop_attention: number[];
+    drop_mlp: number[];
+    kv_bytes_per_token: number;
+    /** Weight bytes one decoded token reads in this variant (kept sublayers as stored, lm_head). */
+    weight_bytes_per_token: number;
+    /** `--weights`: how the linear layers are stored. */
+    weight_format: string;
+  };
 }
 
 /** The fields every card carries, in this order: variant and experiment cards differ only in id and parent. */
@@ -45,6 +53,8 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
       drop_attention: variant.spec.dropAttention,
       drop_mlp: variant.spec.dropMlp,
       kv_bytes_per_token: variant.kvBytesPerToken,
+      weight_bytes_per_token: variant.weightBytesPerToken ?? 0,
+      weight_format: variant.weightFormat ?? 'fp32',
     },
   };
 }
