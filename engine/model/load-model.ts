@@ -6,6 +6,7 @@ import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BUILT_IN_MODEL_ID, builtInModelPath } from './built-in-model.ts';
 import type { ModelConfig } from './config.ts';
+import { isGgufFile, loadGgufModel } from './gguf-loader.ts';
 import { findCachedModel, looksLikeHfId } from './hf-cache.ts';
 import { withTokenizerEos } from './hf-config.ts';
 import { loadHuggingFaceModel } from './hf-loader.ts';
@@ -18,6 +19,7 @@ import { DEFAULT_SYNTHETIC_SEED, SYNTHETIC_MODEL_NAME, syntheticModel } from './
  *   (none)                 the built-in default: stories260K, shipped in models/ (see built-in-model.ts)
  *   synthetic[:SEED]       random weights generated from a seed (byte tokenizer); for tests and API trials
  *   file.bin               llama2.c checkpoint; tokenizer from --tokenizer, else tok*.bin / tokenizer.bin beside it
+ *   file.gguf              llama-architecture GGUF (llama.cpp / ollama / LM Studio), with its embedded vocabulary
  *   directory/config.json  Hugging Face checkpoint (its tokenizer unless --tokenizer)
  *   org/name               the same, from the local HF hub cache (never downloaded)
  * A file or directory literally named "synthetic" is reached as ./synthetic.
@@ -67,12 +69,15 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<LoadedM
   }
   if (fs.existsSync(spec)) {
     const stat = fs.statSync(spec);
+    if (stat.isFile() && (spec.endsWith('.gguf') || isGgufFile(spec))) {
+      return loadGguf(spec, options.tokenizer, progress);
+    }
     if (stat.isFile() && spec.endsWith('.bin')) return loadLlama2c(spec, options.tokenizer, progress);
     if (stat.isDirectory())
       return loadHuggingFace(spec, path.basename(path.resolve(spec)), options.tokenizer, progress);
     throw modelLoadError(
       spec,
-      'not a model: expected a llama2.c .bin checkpoint or a Hugging Face directory with config.json',
+      'not a model: expected a llama2.c .bin checkpoint, a .gguf file or a Hugging Face directory with config.json',
     );
   }
   if (looksLikeHfId(spec)) {
@@ -137,6 +142,37 @@ function loadLlama2c(
       path: path.resolve(file),
       id,
       description: `llama2.c checkpoint ${path.basename(file)} (${config.numLayers} layers, dim ${config.dim}, vocab ${config.vocabSize})`,
+    },
+  };
+}
+
+async function loadGguf(
+  file: string,
+  tokenizerPath: string | undefined,
+  progress: (message: string) => void,
+): Promise<LoadedModel> {
+  progress(`model: reading GGUF ${file}`);
+  const gguf = await loadGgufModel(file);
+  const { config } = gguf;
+  progress(
+    `config: ${config.numLayers} layers, dim ${config.dim}, ${config.numHeads} heads (${config.numKvHeads} kv), ` +
+      `vocab ${config.vocabSize}, context ${config.maxSeqLen}; tensors ${gguf.typeSummary}`,
+  );
+  for (const warning of gguf.warnings) progress(`warning: ${warning}`);
+  const tokenizer = tokenizerPath ? loadTokenizer(tokenizerPath) : gguf.tokenizer;
+  checkVocab(config, tokenizer, file);
+  progress(
+    `tokenizer: vocab ${tokenizer.vocabSize} (${tokenizerPath ? tokenizerPath : 'embedded in the GGUF'})`,
+  );
+  return {
+    config,
+    weights: gguf.weights,
+    tokenizer,
+    source: {
+      kind: 'gguf',
+      path: path.resolve(file),
+      id: path.basename(file, '.gguf'),
+      description: `GGUF ${gguf.name} (${path.basename(file)}: ${config.numLayers} layers, dim ${config.dim}, vocab ${config.vocabSize}; ${gguf.typeSummary})`,
     },
   };
 }

@@ -5,7 +5,7 @@ import type { ModelWeights } from './weights.ts';
 
 /** Where a model came from; shown in logs and /v1/models. */
 export interface ModelSource {
-  kind: 'llama2c' | 'huggingface' | 'synthetic';
+  kind: 'llama2c' | 'huggingface' | 'synthetic' | 'gguf';
   /** File or directory it was read from; absent for synthetic models. */
   path?: string;
   /** Default served name (file stem, directory name, HF id, or "synthetic"). */

@@ -21,13 +21,37 @@ const BYTE_FALLBACK_OFFSET = 3;
 const NO_MERGE_SCORE = -1e10;
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
+/**
+ * What differs between vocabularies of this family (llama2.c files, GGUF "llama" vocabularies):
+ * the defaults are llama2.c's.
+ */
+export interface SentencePieceOptions {
+  bosTokenId?: number;
+  eosTokenIds?: readonly number[];
+  specialTokens?: { bos?: string; eos?: string };
+  chatTemplate?: string;
+  /**
+   * Where byte fallback finds byte b: llama2.c assumes id b + 3; GGUF vocabularies are looked up
+   * by their `<0xNN>` pieces (a missing one becomes unknownTokenId).
+   */
+  byteFallback?: 'offset3' | 'pieces';
+  unknownTokenId?: number;
+  /** Ids that decode to no text (control tokens); BOS and EOS always do. */
+  silentIds?: readonly number[];
+  /** Prepend the " " piece to non-empty text (SentencePiece's add_dummy_prefix); default true. */
+  addSpacePrefix?: boolean;
+}
+
 export class Llama2cTokenizer implements Tokenizer {
   readonly vocabSize: number;
-  readonly bosTokenId = BOS_ID;
-  readonly eosTokenIds: readonly number[] = [EOS_ID];
-  readonly specialTokens = { bos: '<s>', eos: '</s>' };
-  readonly chatTemplate = undefined;
+  readonly bosTokenId: number;
+  readonly eosTokenIds: readonly number[];
+  readonly specialTokens: { bos?: string; eos?: string };
+  readonly chatTemplate: string | undefined;
   readonly maxTokenLength: number;
+  readonly #byteIds: Int32Array;
+  readonly #silentIds: Set<number>;
+  readonly #addSpacePrefix: boolean;
   /** Binary-string piece of each id. */
   readonly #pieces: string[];
   readonly #scores: Float32Array;
@@ -36,9 +60,20 @@ export class Llama2cTokenizer implements Tokenizer {
   readonly #idOfPiece = new Map<string, number>();
   readonly #utf8 = new TextDecoder('utf-8', { fatal: false });
 
-  constructor(pieces: string[], scores: Float32Array, maxTokenLength: number) {
+  constructor(
+    pieces: string[],
+    scores: Float32Array,
+    maxTokenLength: number,
+    options: SentencePieceOptions = {},
+  ) {
     if (pieces.length !== scores.length) throw new RangeError('pieces and scores differ in length');
     this.vocabSize = pieces.length;
+    this.bosTokenId = options.bosTokenId ?? BOS_ID;
+    this.eosTokenIds = options.eosTokenIds ?? [EOS_ID];
+    this.specialTokens = options.specialTokens ?? { bos: '<s>', eos: '</s>' };
+    this.chatTemplate = options.chatTemplate;
+    this.#silentIds = new Set([this.bosTokenId, ...this.eosTokenIds, ...(options.silentIds ?? [])]);
+    this.#addSpacePrefix = options.addSpacePrefix ?? true;
     this.maxTokenLength = maxTokenLength;
     this.#pieces = pieces;
     this.#scores = scores;
@@ -50,6 +85,15 @@ export class Llama2cTokenizer implements Tokenizer {
     pieces.forEach((p, id) => {
       if (!this.#idOfPiece.has(p)) this.#idOfPiece.set(p, id);
     });
+    this.#byteIds = new Int32Array(256);
+    for (let b = 0; b < 256; b++) {
+      if (options.byteFallback !== 'pieces') {
+        this.#byteIds[b] = b + BYTE_FALLBACK_OFFSET;
+        continue;
+      }
+      const piece = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      this.#byteIds[b] = this.#idOfPiece.get(piece) ?? options.unknownTokenId ?? 0;
+    }
   }
 
   /** Reads a tokenizer file; vocabSize (from the checkpoint) limits how many entries are read. */
@@ -104,8 +148,8 @@ export class Llama2cTokenizer implements Tokenizer {
    */
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
     const ids: number[] = [];
-    if (options.addBos) ids.push(BOS_ID);
-    if (text.length > 0) {
+    if (options.addBos) ids.push(this.bosTokenId);
+    if (text.length > 0 && this.#addSpacePrefix) {
       const dummyPrefix = this.#idOfPiece.get(' ');
       if (dummyPrefix !== undefined) ids.push(dummyPrefix);
     }
@@ -113,7 +157,7 @@ export class Llama2cTokenizer implements Tokenizer {
       const bytes = Buffer.from(char, 'utf8');
       const id = this.#idOfPiece.get(bytes.toString('latin1'));
       if (id !== undefined) ids.push(id);
-      else for (const b of bytes) ids.push(b + BYTE_FALLBACK_OFFSET);
+      else for (const b of bytes) ids.push(this.#byteIds[b]!);
     }
     return this.#mergePairs(ids);
   }
@@ -175,11 +219,11 @@ export class Llama2cTokenizer implements Tokenizer {
     const chunks: Uint8Array[] = [];
     let isAtStart = true;
     for (const id of ids) {
-      if (id === BOS_ID) {
+      if (id === this.bosTokenId) {
         isAtStart = true;
         continue;
       }
-      if (id === EOS_ID) continue;
+      if (this.#silentIds.has(id)) continue;
       let bytes = this.#pieceBytes[id];
       // A model's vocabulary may be padded past the tokenizer's: such ids have no text.
       if (bytes === undefined) continue;
@@ -200,6 +244,14 @@ export class Llama2cTokenizer implements Tokenizer {
       return byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : piece;
     }
     return Buffer.from(piece, 'latin1').toString('utf8');
+  }
+
+  /** Each id's piece as text (spaces as " ") and merge score, e.g. to write the vocabulary elsewhere. */
+  pieces(): { text: string; score: number }[] {
+    return this.#pieces.map((p, id) => ({
+      text: Buffer.from(p, 'latin1').toString('utf8'),
+      score: this.#scores[id]!,
+    }));
   }
 
   /** Merge score of an id (for tests and tools). */

@@ -1,0 +1,336 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { type GGUFParseOutput, type GGUFTensorInfo, gguf } from '@huggingface/gguf';
+import { DropserveError, modelLoadError } from '../errors.ts';
+import { dequantize, type QuantizedMatrix } from '../quant/quantized-matrix.ts';
+import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import type { ModelConfig } from './config.ts';
+import { ggufTensorToMatrix } from './gguf-matrix.ts';
+import {
+  DECODABLE_TYPES,
+  decodeToFloat32,
+  GGMLQuantizationType,
+  ggmlByteSize,
+  ggmlTypeName,
+  isKQuant,
+} from './gguf-tensors.ts';
+import type {
+  LayerWeights,
+  LinearWeightName,
+  ModelWeights,
+  QuantizedLinears,
+  WeightFormat,
+} from './weights.ts';
+
+/**
+ * `--model file.gguf`: a llama-architecture GGUF file (llama.cpp, ollama, LM Studio).
+ * @huggingface/gguf parses the header (metadata and tensor infos); tensor data is read here.
+ *
+ *  - metadata `llama.*` → ModelConfig. GGUF llama tensors are stored for llama.cpp's default RoPE,
+ *    which rotates adjacent pairs (llama.cpp's converter permutes HF q/k rows into that order), so
+ *    the config is ropeInterleaved like llama2.c.
+ *  - F32/F16/BF16 tensors become float32 exactly.
+ *  - Q8_0 / Q4_0 linears map onto MatMulNBits (32-value blocks with one scale, like GGUF's) without
+ *    changing a value; the float32 fields hold dequantize() of the same matrix.
+ *  - K-quants are dequantized to float32 (a warning says `--weights` decides how they are stored).
+ *  - Other types: an error naming the tensor and its type.
+ */
+
+export interface GgufModel {
+  config: ModelConfig;
+  weights: ModelWeights;
+  tokenizer: Tokenizer;
+  /** general.name, or the file stem. */
+  name: string;
+  /** e.g. "Q8_0 ×35, F32 ×11" (tensor types by count, most common first). */
+  typeSummary: string;
+  /** Things the user should know (K-quants dequantized). */
+  warnings: string[];
+}
+
+const GGUF_MAGIC = 'GGUF';
+
+/** Whether a file starts with the GGUF magic. */
+export function isGgufFile(file: string): boolean {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(4);
+      return fs.readSync(fd, buf, 0, 4, 0) === 4 && buf.toString('latin1') === GGUF_MAGIC;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+type Metadata = Record<string, unknown>;
+
+export async function loadGgufModel(file: string): Promise<GgufModel> {
+  if (!fs.existsSync(file)) throw modelLoadError(file, 'no such file');
+  if (!isGgufFile(file)) throw modelLoadError(file, 'not a GGUF file (no "GGUF" magic at the start)');
+  let parsed: GGUFParseOutput;
+  try {
+    parsed = await gguf(path.resolve(file), { allowLocalFile: true });
+  } catch (e) {
+    throw modelLoadError(file, `cannot parse the GGUF header (${(e as Error).message})`, e);
+  }
+  const meta = parsed.metadata as unknown as Metadata;
+  const architecture = meta['general.architecture'];
+  if (architecture !== 'llama') {
+    throw new DropserveError(
+      'DS_UNSUPPORTED',
+      `${file}: GGUF architecture "${String(architecture)}" is not supported; only "llama" (Llama, Mistral-style and llama2.c models) is`,
+    );
+  }
+  const config = configFromMetadata(meta, file);
+  const tokenizer = tokenizerFromGguf(
+    {
+      model: String(meta['tokenizer.ggml.model'] ?? 'none'),
+      tokens: (meta['tokenizer.ggml.tokens'] as string[] | undefined) ?? [],
+      scores: meta['tokenizer.ggml.scores'] as number[] | undefined,
+      tokenTypes: meta['tokenizer.ggml.token_type'] as number[] | undefined,
+      bosTokenId: optionalNumber(meta, 'tokenizer.ggml.bos_token_id'),
+      eosTokenId: optionalNumber(meta, 'tokenizer.ggml.eos_token_id'),
+      unknownTokenId: optionalNumber(meta, 'tokenizer.ggml.unknown_token_id'),
+      addSpacePrefix: meta['tokenizer.ggml.add_space_prefix'] as boolean | undefined,
+      chatTemplate: meta['tokenizer.chat_template'] as string | undefined,
+    },
+    file,
+  );
+  config.bosTokenId = tokenizer.bosTokenId;
+  // End-of-generation ids as llama.cpp collects them: EOS, and EOT / EOM where the file names them.
+  const stopIds = [
+    tokenizer.eosTokenIds[0]!,
+    optionalNumber(meta, 'tokenizer.ggml.eot_token_id'),
+    optionalNumber(meta, 'tokenizer.ggml.eom_token_id'),
+  ].filter((id): id is number => id !== undefined);
+  config.eosTokenIds = [...new Set(stopIds)];
+  const reader = new TensorReader(file, parsed);
+  const { weights, warnings } = reader.readWeights(config);
+  return {
+    config,
+    weights,
+    tokenizer,
+    name: typeof meta['general.name'] === 'string' ? meta['general.name'] : path.basename(file, '.gguf'),
+    typeSummary: reader.typeSummary(),
+    warnings,
+  };
+}
+
+function optionalNumber(meta: Metadata, key: string): number | undefined {
+  const v = meta[key];
+  if (v === undefined) return undefined;
+  return typeof v === 'bigint' ? Number(v) : (v as number);
+}
+
+function requiredNumber(meta: Metadata, key: string, file: string): number {
+  const v = optionalNumber(meta, key);
+  if (v === undefined || !Number.isFinite(v)) throw modelLoadError(file, `GGUF metadata has no ${key}`);
+  return v;
+}
+
+function configFromMetadata(meta: Metadata, file: string): ModelConfig {
+  const dim = requiredNumber(meta, 'llama.embedding_length', file);
+  const numHeads = requiredNumber(meta, 'llama.attention.head_count', file);
+  const numKvHeads = optionalNumber(meta, 'llama.attention.head_count_kv') ?? numHeads;
+  const headDim =
+    optionalNumber(meta, 'llama.attention.key_length') ??
+    optionalNumber(meta, 'llama.rope.dimension_count') ??
+    dim / numHeads;
+  const ropeDims = optionalNumber(meta, 'llama.rope.dimension_count') ?? headDim;
+  if (ropeDims !== headDim) {
+    throw new DropserveError(
+      'DS_UNSUPPORTED',
+      `${file}: llama.rope.dimension_count ${ropeDims} differs from the head size ${headDim} (partial RoPE is not supported)`,
+    );
+  }
+  if (meta['llama.rope.scaling.type'] !== undefined && meta['llama.rope.scaling.type'] !== 'none') {
+    throw new DropserveError(
+      'DS_UNSUPPORTED',
+      `${file}: llama.rope.scaling.type "${String(meta['llama.rope.scaling.type'])}" is not supported`,
+    );
+  }
+  const tokens = meta['tokenizer.ggml.tokens'] as unknown[] | undefined;
+  const vocabSize = optionalNumber(meta, 'llama.vocab_size') ?? tokens?.length;
+  if (vocabSize === undefined)
+    throw modelLoadError(file, 'GGUF metadata has neither llama.vocab_size nor tokens');
+  if (numHeads % numKvHeads !== 0 || headDim % 2 !== 0) {
+    throw modelLoadError(
+      file,
+      `head counts ${numHeads}/${numKvHeads} with head size ${headDim} do not fit together`,
+    );
+  }
+  return {
+    architecture: 'llama',
+    dim,
+    hiddenDim: requiredNumber(meta, 'llama.feed_forward_length', file),
+    numLayers: requiredNumber(meta, 'llama.block_count', file),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize,
+    maxSeqLen: requiredNumber(meta, 'llama.context_length', file),
+    rmsNormEps: optionalNumber(meta, 'llama.attention.layer_norm_rms_epsilon') ?? 1e-5,
+    ropeTheta: optionalNumber(meta, 'llama.rope.freq_base') ?? 10000,
+    ropeInterleaved: true,
+    hasQkvBias: false,
+    tieWordEmbeddings: false, // decided by the presence of output.weight
+    bosTokenId: 1,
+    eosTokenIds: [2],
+  };
+}
+
+/** A linear tensor: its float32 values and, when it came as Q8_0/Q4_0, the same matrix quantized. */
+interface LinearTensor {
+  values: Float32Array;
+  quantized?: QuantizedMatrix;
+}
+
+class TensorReader {
+  readonly #file: string;
+  readonly #dataStart: number;
+  readonly #infos = new Map<string, GGUFTensorInfo>();
+  readonly #typeCounts = new Map<number, number>();
+  readonly #fd: number;
+  readonly warnings: string[] = [];
+
+  constructor(file: string, parsed: GGUFParseOutput) {
+    this.#file = file;
+    this.#dataStart = Number(parsed.tensorDataOffset);
+    for (const info of parsed.tensorInfos) {
+      this.#infos.set(info.name, info);
+      this.#typeCounts.set(info.dtype, (this.#typeCounts.get(info.dtype) ?? 0) + 1);
+    }
+    this.#fd = fs.openSync(file, 'r');
+  }
+
+  typeSummary(): string {
+    return [...this.#typeCounts]
+      .sort((a, b) => b[1] - a[1])
+      .map(([type, n]) => `${ggmlTypeName(type).replace(/ \(\d+\)$/, '')} ×${n}`)
+      .join(', ');
+  }
+
+  readWeights(config: ModelConfig): { weights: ModelWeights; warnings: string[] } {
+    try {
+      return { weights: this.#readWeights(config), warnings: this.warnings };
+    } finally {
+      fs.closeSync(this.#fd);
+    }
+  }
+
+  #readWeights(config: ModelConfig): ModelWeights {
+    const { dim, hiddenDim, vocabSize, headDim } = config;
+    const qDim = config.numHeads * headDim;
+    const kvDim = config.numKvHeads * headDim;
+    const tokenEmbedding = this.#linear('token_embd.weight', vocabSize, dim).values;
+    const layers: LayerWeights[] = [];
+    const quantizedLayers: QuantizedLinears[] = [];
+    const bitsSeen = new Set<number>();
+    for (let l = 0; l < config.numLayers; l++) {
+      const p = `blk.${l}.`;
+      const quantized: QuantizedLinears = {};
+      const linear = (key: LinearWeightName, name: string, rows: number, cols: number) => {
+        const t = this.#linear(`${p}${name}`, rows, cols);
+        if (t.quantized) {
+          quantized[key] = t.quantized;
+          bitsSeen.add(t.quantized.bits);
+        }
+        return t.values;
+      };
+      layers.push({
+        attnNorm: this.#vector(`${p}attn_norm.weight`, dim),
+        wq: linear('wq', 'attn_q.weight', qDim, dim),
+        wk: linear('wk', 'attn_k.weight', kvDim, dim),
+        wv: linear('wv', 'attn_v.weight', kvDim, dim),
+        wo: linear('wo', 'attn_output.weight', dim, qDim),
+        mlpNorm: this.#vector(`${p}ffn_norm.weight`, dim),
+        wGate: linear('wGate', 'ffn_gate.weight', hiddenDim, dim),
+        wUp: linear('wUp', 'ffn_up.weight', hiddenDim, dim),
+        wDown: linear('wDown', 'ffn_down.weight', dim, hiddenDim),
+      });
+      quantizedLayers.push(quantized);
+    }
+    const finalNorm = this.#vector('output_norm.weight', dim);
+    const hasOutput = this.#infos.has('output.weight');
+    config.tieWordEmbeddings = !hasOutput;
+    const output = hasOutput ? this.#linear('output.weight', vocabSize, dim) : undefined;
+    const weights: ModelWeights = {
+      tokenEmbedding,
+      layers,
+      finalNorm,
+      lmHead: output?.values ?? tokenEmbedding,
+    };
+    if (output?.quantized) weights.lmHeadQuantized = output.quantized;
+    if (quantizedLayers.some((q) => Object.keys(q).length > 0)) weights.quantizedLayers = quantizedLayers;
+    const format = this.#fileFormat(bitsSeen);
+    if (format) weights.format = format;
+    return weights;
+  }
+
+  /** The storage the file's linears suggest, when it is one format throughout. */
+  #fileFormat(bitsSeen: Set<number>): WeightFormat | undefined {
+    if (bitsSeen.size === 1) return bitsSeen.has(8) ? 'int8' : 'int4';
+    if (bitsSeen.size > 1) return undefined;
+    const linearTypes = [...this.#infos.values()]
+      .filter((i) => i.name.startsWith('blk.') && i.shape.length === 2)
+      .map((i) => i.dtype);
+    return linearTypes.length > 0 && linearTypes.every((t) => t === GGMLQuantizationType.F16)
+      ? 'fp16'
+      : undefined;
+  }
+
+  #info(name: string, shape: number[]): GGUFTensorInfo {
+    const info = this.#infos.get(name);
+    if (!info) throw modelLoadError(this.#file, `GGUF has no tensor ${name}`);
+    const found = info.shape.map(Number);
+    if (found.length !== shape.length || found.some((d, i) => d !== shape[i])) {
+      throw modelLoadError(
+        this.#file,
+        `tensor ${name} has shape [${found.join(', ')}], the config implies [${shape.join(', ')}] (GGUF order, innermost first)`,
+      );
+    }
+    return info;
+  }
+
+  #bytes(info: GGUFTensorInfo, count: number): Uint8Array {
+    const size = ggmlByteSize(info.dtype, count);
+    if (size === undefined || !DECODABLE_TYPES.includes(info.dtype)) {
+      throw new DropserveError(
+        'DS_UNSUPPORTED',
+        `${this.#file}: tensor ${info.name} has type ${ggmlTypeName(info.dtype)}, which dropserve cannot load ` +
+          `(supported: ${DECODABLE_TYPES.map((t) => ggmlTypeName(t)).join(', ')})`,
+      );
+    }
+    const bytes = new Uint8Array(size);
+    const start = this.#dataStart + Number(info.offset);
+    let done = 0;
+    while (done < size) {
+      const n = fs.readSync(this.#fd, bytes, done, size - done, start + done);
+      if (n === 0) throw modelLoadError(this.#file, `file ends inside tensor ${info.name}`);
+      done += n;
+    }
+    return bytes;
+  }
+
+  #vector(name: string, length: number): Float32Array {
+    const info = this.#info(name, [length]);
+    return decodeToFloat32(info.dtype, this.#bytes(info, length), length);
+  }
+
+  #linear(name: string, rows: number, cols: number): LinearTensor {
+    const info = this.#info(name, [cols, rows]);
+    const bytes = this.#bytes(info, rows * cols);
+    const quantized = ggufTensorToMatrix(info.dtype, bytes, rows, cols);
+    if (quantized) return { values: dequantize(quantized), quantized };
+    if (isKQuant(info.dtype)) {
+      this.warnings.push(
+        `${name} is ${ggmlTypeName(info.dtype)}: dequantized to float32; --weights decides how the graph stores it (int8/int4 requantize it by round-to-nearest)`,
+      );
+    }
+    return { values: decodeToFloat32(info.dtype, bytes, rows * cols) };
+  }
+}

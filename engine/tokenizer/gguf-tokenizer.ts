@@ -1,0 +1,78 @@
+import { DropserveError } from '../errors.ts';
+import { Llama2cTokenizer } from './llama2c-tokenizer.ts';
+
+/**
+ * The tokenizer embedded in a GGUF file. `tokenizer.ggml.model = "llama"` is a SentencePiece
+ * vocabulary: llama.cpp tokenizes it by merging the adjacent pair whose merged piece scores highest,
+ * with byte fallback to `<0xNN>` pieces — the same algorithm llama2.c runs over (piece, score), so
+ * it is served by Llama2cTokenizer with GGUF's conventions (▁ for spaces in pieces, byte pieces
+ * looked up by name, control tokens silent).
+ */
+
+/** `tokenizer.ggml.token_type` values (llama.cpp's llama_token_type). */
+export const GgufTokenType = {
+  normal: 1,
+  unknown: 2,
+  control: 3,
+  userDefined: 4,
+  unused: 5,
+  byte: 6,
+} as const;
+
+const SPACE_MARK = '\u2581';
+
+export interface GgufVocabulary {
+  /** `tokenizer.ggml.model`. */
+  model: string;
+  tokens: string[];
+  scores?: number[];
+  tokenTypes?: number[];
+  bosTokenId?: number;
+  eosTokenId?: number;
+  unknownTokenId?: number;
+  addSpacePrefix?: boolean;
+  chatTemplate?: string;
+}
+
+export function tokenizerFromGguf(vocab: GgufVocabulary, where: string): Llama2cTokenizer {
+  if (vocab.model !== 'llama') {
+    throw new DropserveError(
+      'DS_UNSUPPORTED',
+      `${where}: tokenizer.ggml.model "${vocab.model}" is not supported; only "llama" (SentencePiece) ` +
+        'vocabularies are (GPT-2 style BPE vocabularies, e.g. Llama 3, are not yet)',
+    );
+  }
+  const { tokens } = vocab;
+  const scores = vocab.scores ?? [];
+  if (scores.length !== tokens.length) {
+    throw new DropserveError(
+      'DS_MODEL_LOAD',
+      `${where}: tokenizer.ggml.scores has ${scores.length} entries for ${tokens.length} tokens`,
+    );
+  }
+  const types = vocab.tokenTypes ?? [];
+  const silentIds: number[] = [];
+  types.forEach((t, id) => {
+    if (t === GgufTokenType.control || t === GgufTokenType.unused) silentIds.push(id);
+  });
+  // Llama2cTokenizer works on byte strings (one char per UTF-8 byte) with plain spaces.
+  const pieces = tokens.map((t) => Buffer.from(t.replaceAll(SPACE_MARK, ' '), 'utf8').toString('latin1'));
+  const maxTokenLength = pieces.reduce((m, p) => Math.max(m, p.length), 1);
+  const bosTokenId = vocab.bosTokenId ?? 1;
+  const eosTokenId = vocab.eosTokenId ?? 2;
+  return new Llama2cTokenizer(pieces, Float32Array.from(scores), maxTokenLength, {
+    bosTokenId,
+    eosTokenIds: [eosTokenId],
+    specialTokens: { bos: tokens[bosTokenId], eos: tokens[eosTokenId] },
+    ...(vocab.chatTemplate !== undefined ? { chatTemplate: vocab.chatTemplate } : {}),
+    byteFallback: 'pieces',
+    unknownTokenId: vocab.unknownTokenId ?? 0,
+    silentIds,
+    addSpacePrefix: vocab.addSpacePrefix ?? true,
+  });
+}
+
+/** The inverse, for writing a GGUF: a tokenizer's pieces as GGUF tokens (spaces as ▁). */
+export function ggufPieceText(text: string): string {
+  return text.replaceAll(' ', SPACE_MARK);
+}
