@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 import { DEVICES, type Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
+import type { WeightOptions } from '../engine/quant/quantize-weights.ts';
+import { parseWeightFlags, WEIGHT_FLAG_SPECS } from '../engine/quant/weight-flags.ts';
 import { DEFAULT_MIN_PREFIX_TOKENS } from '../engine/runtime/engine-core.ts';
 import { parseByteSize } from '../server/config/byte-size.ts';
 import { parseVariantFlag, type VariantArg } from '../server/config/variant-flag.ts';
@@ -57,6 +59,11 @@ engine
   --prefix-reuse-min-tokens N
                              shortest shared prefix reused (default ${DEFAULT_MIN_PREFIX_TOKENS}; needs --prefix-reuse)
 network
+  --weights fp32|fp16|int8|int4
+                             storage of the linear layers (default fp32); int8/int4 are quantized
+                             at load (round-to-nearest, per-block scales) into MatMulNBits
+  --quant-block N            values per scale along the input dim for int8/int4 (default 32)
+  --quantize-lm-head         also quantize lm_head (embeddings and norms stay float32)
   --host HOST                interface to bind (default 0.0.0.0: every interface, as vLLM)
   --port N                   HTTP port (default ${DEFAULT_HTTP_PORT})
   --grpc-port N              gRPC port (default ${DEFAULT_GRPC_PORT}; 0 disables gRPC)
@@ -90,6 +97,7 @@ const FLAGS = {
   port: { type: 'string' },
   'grpc-port': { type: 'string' },
   'api-key': { type: 'string' },
+  ...WEIGHT_FLAG_SPECS,
   'max-body-bytes': { type: 'string' },
   'log-level': { type: 'string' },
   'shutdown-grace-ms': { type: 'string' },
@@ -173,6 +181,12 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   return {
     logLevel,
     shutdownGraceMs,
+  let weights: WeightOptions;
+  try {
+    weights = parseWeightFlags(values);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
     server: {
       model: values.model,
       tokenizer: values.tokenizer,
@@ -193,6 +207,7 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       port: integer('port', values.port, 0, 65535) ?? DEFAULT_HTTP_PORT,
       grpcPort: integer('grpc-port', values['grpc-port'], 0, 65535) ?? DEFAULT_GRPC_PORT,
       apiKey,
+      weights,
       maxBodyBytes: byteSize('max-body-bytes', values['max-body-bytes']) ?? DEFAULT_MAX_BODY_BYTES,
       shutdownGraceMs,
     },

@@ -5,6 +5,7 @@ import type { EngineClient } from '../engine/client.ts';
 import type { Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
+import type { WeightOptions } from '../engine/quant/quantize-weights.ts';
 import type { PrefixReuseOptions } from '../engine/runtime/engine-core.ts';
 import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
 import { checkExperimentName } from './experiments/experiment-body.ts';
@@ -49,6 +50,8 @@ export interface StartServerOptions {
   /** Grace for close() without an argument. */
   shutdownGraceMs?: number;
   logger?: Logger;
+  /** `--weights`, `--quant-block`, `--quantize-lm-head` (default fp32). */
+  weights?: WeightOptions;
   /** Export Node process metrics on /metrics (default true). */
   collectProcessMetrics?: boolean;
   /**
@@ -297,7 +300,8 @@ function reachableHost(host: string): string {
 async function createDefaultEngine(options: StartServerOptions, logger: Logger): Promise<EngineClient> {
   // Loaded here, not at the top: tests that bring their own engine never load onnxruntime.
   const { loadModel } = await import('../engine/model/load-model.ts');
-  const model =
+  const { withWeightOptions } = await import('../engine/quant/weight-flags.ts');
+  const loaded =
     options.loadedModel ??
     (await loadModel({
       model: options.model,
@@ -344,6 +348,10 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     `start-up: ${phases.map((p) => `${p.phase} ${Math.round(p.ms)} ms`).join(', ')}`,
   );
   return workerEngine;
+  const model = options.weights ? withWeightOptions(loaded, options.weights) : loaded;
+  if (options.weights && options.weights.format !== 'fp32') {
+    logger.info({ weights: options.weights }, `linear layers stored as ${options.weights.format}`);
+  }
 }
 
 const sumMs = (phases: readonly { ms: number }[]): number => phases.reduce((total, p) => total + p.ms, 0);
