@@ -1,6 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { DropserveError } from '../engine/errors.ts';
+import { fetchExperimentReports } from '../loadtests/src/ab-report.ts';
 import { type CapacityReport, geometricLevels, runCapacity } from '../loadtests/src/capacity.ts';
 import { renderCapacityChart } from '../loadtests/src/capacity-chart.ts';
 import { type DatasetSpec, loadJsonlDataset } from '../loadtests/src/dataset.ts';
@@ -27,11 +28,14 @@ import { parseSlo } from '../loadtests/src/slo.ts';
 import { runSoak } from '../loadtests/src/soak.ts';
 import { parseTokenRange, resolveModels } from '../loadtests/src/soak-plan.ts';
 import { formatSoakProgress, formatSoakReport } from '../loadtests/src/soak-report.ts';
+import { mergeReplicaReports } from '../server/experiments/merge-reports.ts';
+import { formatExperimentReport } from '../server/experiments/report-text.ts';
 
 const LOADTEST_HELP = `usage: dropserve loadtest [flags]          load-test a running server (OpenAI API, streaming)
        dropserve loadtest capacity [flags] how many concurrent users each variant holds within an SLO
        dropserve loadtest soak [flags]     hours of mixed traffic with client aborts; server RSS and fd drift
        dropserve loadtest plan [flags]     replicas and cost per variant for a target load, from a capacity report
+       dropserve loadtest ab-report [flags] an A/B experiment's intervals and verdicts, merged over replicas
 
 target
   --url URL               server root (default http://127.0.0.1:8000)
@@ -111,6 +115,20 @@ variant whose agreement with the full model clears --min-agreement.
   --agreement MODEL=F     set or override a variant's agreement (repeatable)
   --json FILE             write the plan`;
 
+const AB_REPORT_HELP = `usage: dropserve loadtest ab-report --url URL [--url URL …] --experiment NAME [flags]
+
+Fetches GET /v1/experiments/NAME/report from every replica, adds their sufficient statistics (counts,
+sums, sums of squares) and prints per arm and metric: control and arm means, arm/control with its 95%
+interval (delta method; fidelity: difference), the verdict of the 95% confidence sequence (better,
+worse, no detectable difference yet) and the observations behind it, then the guardrails. The merged
+figures are those one server fed all the traffic would report. Exit status 1 when a replica fails
+or the replicas disagree on the experiment's arms.
+
+  --url URL               a replica's root (repeatable; default http://127.0.0.1:8000)
+  --experiment NAME       the experiment (required)
+  --api-key KEY           bearer token (default $DROPSERVE_API_KEY)
+  --json                  print the merged report as JSON instead of the table`;
+
 const SOAK_HELP = `usage: dropserve loadtest soak --url URL --duration 10m [flags]
 
 A closed loop of workers, each sending its next request when the last ends. Every request picks
@@ -169,6 +187,7 @@ export async function runLoadtestCommand(argv: string[]): Promise<number> {
   if (argv[0] === 'capacity') return runCapacityCommand(argv.slice(1));
   if (argv[0] === 'soak') return runSoakCommand(argv.slice(1));
   if (argv[0] === 'plan') return runPlanCommand(argv.slice(1));
+  if (argv[0] === 'ab-report') return runAbReportCommand(argv.slice(1));
   const values = parseFlags(argv, {
     ...COMMON_OPTIONS,
     model: { type: 'string' },
@@ -342,6 +361,37 @@ async function runPlanCommand(argv: string[]): Promise<number> {
     console.error(`wrote ${values.json}`);
   }
   return plan.chosen === null ? 1 : 0;
+}
+
+async function runAbReportCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(argv, {
+    url: { type: 'string', multiple: true },
+    experiment: { type: 'string' },
+    'api-key': { type: 'string' },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (values.help) {
+    console.log(AB_REPORT_HELP);
+    return 0;
+  }
+  if (values.experiment === undefined) usageError(`--experiment is required\n\n${AB_REPORT_HELP}`);
+  const urls = (values.url as unknown as string[] | undefined) ?? ['http://127.0.0.1:8000'];
+  const apiKey = (values['api-key'] as string | undefined) ?? process.env.DROPSERVE_API_KEY;
+  let merged: ReturnType<typeof mergeReplicaReports>;
+  try {
+    const fetched = await fetchExperimentReports(urls, values.experiment as string, { apiKey });
+    merged = mergeReplicaReports(fetched);
+  } catch (error) {
+    console.error(`dropserve loadtest ab-report: ${(error as Error).message}`);
+    return 1;
+  }
+  if (values.json) {
+    console.log(JSON.stringify({ ...merged.report, notes: merged.notes }, jsonNumbers, 2));
+  } else {
+    console.log(formatExperimentReport(merged.report, { ...merged, sources: urls }));
+  }
+  return 0;
 }
 
 /** `--mix output=N[,input=N]`, or a JSONL dataset whose lines all give max_tokens. */

@@ -3,6 +3,7 @@ import { DropserveError } from '../../../engine/errors.ts';
 import { checkExperimentName, parseExperimentDefinition } from '../../experiments/experiment-body.ts';
 import type { Experiment, ExperimentRouter, ExperimentScope } from '../../experiments/experiment-router.ts';
 import type { ExperimentStatistics } from '../../experiments/experiment-statistics.ts';
+import type { ExperimentsFileStatus } from '../../experiments/experiments-file-source.ts';
 import type { AppEnv } from '../../http/env.ts';
 import { HttpProblem, invalidRequest } from '../../http/errors.ts';
 import { readJsonBody } from '../../openai/common/read-json.ts';
@@ -54,51 +55,78 @@ const notFound = (name: string): HttpProblem =>
 export function experimentsRoute(deps: {
   experiments: ExperimentRouter;
   statistics: ExperimentStatistics;
+  experimentsFileStatus?: () => ExperimentsFileStatus | undefined;
 }): Hono<AppEnv> {
   const { experiments, statistics } = deps;
+  // The file is the source of truth on every replica: changing one replica's copy would split them.
+  const refuseFileScoped = (name: string): void => {
+    if (experiments.get(name)?.scope !== 'file') return;
+    throw new HttpProblem(
+      409,
+      `experiment \`${name}\` comes from --experiments-file; edit the file to change it on every replica`,
+      { type: 'invalid_request_error', code: 'experiment_from_file', param: 'name' },
+    );
+  };
   const view = (e: Experiment): ExperimentView => experimentView(e, experiments);
-  return new Hono<AppEnv>()
-    .get('/v1/experiments', (c) => c.json({ object: 'list', data: experiments.list().map(view) }))
-    .get('/v1/experiments/:name{.+}/report', (c) => {
-      const report = statistics.report(c.req.param('name'));
-      if (!report) throw notFound(c.req.param('name'));
-      return c.json(report);
-    })
-    .get('/v1/experiments/:name{.+}', (c) => {
-      const experiment = experiments.get(c.req.param('name'));
-      if (!experiment) throw notFound(c.req.param('name'));
-      return c.json(view(experiment));
-    })
-    .post('/v1/experiments/:name{.+}', (c) => {
-      const name = checkExperimentName(c.req.param('name'));
-      const { arms, control } = parseExperimentDefinition(readJsonBody(c));
-      const before = experiments.get(name);
-      let after: Experiment;
-      try {
-        after = experiments.set(name, arms, { control, scope: 'replica' });
-      } catch (error) {
-        // An unknown variant in the body is a bad body, not a missing resource at this URL.
-        if (error instanceof DropserveError && error.code === 'DS_NOT_FOUND') {
-          throw invalidRequest(error.message, 'arms', 'variant_not_found');
+  return (
+    new Hono<AppEnv>()
+      .get('/v1/experiments', (c) => {
+        const file = deps.experimentsFileStatus?.();
+        return c.json({
+          object: 'list',
+          data: experiments.list().map(view),
+          ...(file ? { experiments_file: file } : {}),
+        });
+      })
+      // Hono's router needs the suffix inside the pattern: a name may itself contain '/'.
+      .get('/v1/experiments/:path{.+/report}', (c) => {
+        const path = c.req.param('path');
+        const name = path.slice(0, -'/report'.length);
+        const report = statistics.report(name);
+        if (report) return c.json(report);
+        // An experiment whose own name ends in "/report" is still readable at its URL.
+        const named = experiments.get(path);
+        if (named) return c.json(view(named));
+        throw notFound(name);
+      })
+      .get('/v1/experiments/:name{.+}', (c) => {
+        const experiment = experiments.get(c.req.param('name'));
+        if (!experiment) throw notFound(c.req.param('name'));
+        return c.json(view(experiment));
+      })
+      .post('/v1/experiments/:name{.+}', (c) => {
+        const name = checkExperimentName(c.req.param('name'));
+        refuseFileScoped(name);
+        const { arms, control } = parseExperimentDefinition(readJsonBody(c));
+        const before = experiments.get(name);
+        let after: Experiment;
+        try {
+          after = experiments.set(name, arms, { control, scope: 'replica' });
+        } catch (error) {
+          // An unknown variant in the body is a bad body, not a missing resource at this URL.
+          if (error instanceof DropserveError && error.code === 'DS_NOT_FOUND') {
+            throw invalidRequest(error.message, 'arms', 'variant_not_found');
+          }
+          throw error;
         }
-        throw error;
-      }
-      c.get('logger').info(
-        { experiment: name, oldWeights: weightsOf(before), newWeights: weightsOf(after) },
-        before ? `experiment ${name}: weights changed` : `experiment ${name}: created`,
-      );
-      return c.json(view(after), before ? 200 : 201);
-    })
-    .delete('/v1/experiments/:name{.+}', (c) => {
-      const name = c.req.param('name');
-      const before = experiments.get(name);
-      if (!before || !experiments.delete(name)) throw notFound(name);
-      c.get('logger').info(
-        { experiment: name, oldWeights: weightsOf(before) },
-        `experiment ${name}: deleted`,
-      );
-      return c.json({ object: 'experiment.deleted', name, deleted: true });
-    });
+        c.get('logger').info(
+          { experiment: name, oldWeights: weightsOf(before), newWeights: weightsOf(after) },
+          before ? `experiment ${name}: weights changed` : `experiment ${name}: created`,
+        );
+        return c.json(view(after), before ? 200 : 201);
+      })
+      .delete('/v1/experiments/:name{.+}', (c) => {
+        const name = c.req.param('name');
+        refuseFileScoped(name);
+        const before = experiments.get(name);
+        if (!before || !experiments.delete(name)) throw notFound(name);
+        c.get('logger').info(
+          { experiment: name, oldWeights: weightsOf(before) },
+          `experiment ${name}: deleted`,
+        );
+        return c.json({ object: 'experiment.deleted', name, deleted: true });
+      })
+  );
 }
 
 function weightsOf(experiment: Experiment | undefined): Record<string, number> | null {

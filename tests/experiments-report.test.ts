@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { runLoadtestCommand } from '../cli/loadtest.ts';
+import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
+import { parseGuardrail } from '../server/experiments/guardrails.ts';
+import { type RunningServer, startServer } from '../server/start-server.ts';
+import { e2eServerOptions, eventually, scrapeMetrics, sumOf } from './support/test-server.ts';
+
+/**
+ * An A/B experiment between stories260K and a variant that drops 3 of its 5 attention layers
+ * (agreement ≈ 0.36 in docs/variants.md), with every pruned request shadow-scored and the guardrail
+ * agreement>=0.85. Requests are driven one at a time and after each the test waits until its shadow
+ * score is accounted for (scored or dropped), so the run is a sequence of states, not a race: it
+ * stops as soon as the report says the guardrail tripped, within a generous bound.
+ */
+const FULL = 'stories260K';
+const PRUNED = 'stories260K:attn-3';
+const OPENINGS = [
+  'Once upon a time, there was a little girl named Lily.',
+  'One day, a boy named Tom went to the park.',
+  'The cat saw a big dog in the garden.',
+  'Sue had a red ball. She liked to play',
+  'There was a small bird who wanted to fly.',
+  'Mom said it was time to go to bed.',
+];
+const MAX_REQUESTS = 400;
+
+async function reportOf(server: RunningServer): Promise<ExperimentReport> {
+  const response = await fetch(`${server.httpUrl}/v1/experiments/ab/report`);
+  expect(response.status).toBe(200);
+  return (await response.json()) as ExperimentReport;
+}
+
+async function complete(server: RunningServer, user: string, i: number): Promise<string> {
+  const response = await fetch(`${server.httpUrl}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'ab', prompt: OPENINGS[i % OPENINGS.length], max_tokens: 24, user }),
+  });
+  expect(response.status).toBe(200);
+  await response.json();
+  return response.headers.get('x-dropserve-variant')!;
+}
+
+describe('experiment report, verdicts and guardrail end to end (stories260K)', () => {
+  let server: RunningServer;
+  const pruneUsers: string[] = [];
+  let sentToPruned = 0;
+
+  beforeAll(async () => {
+    server = await startServer(
+      e2eServerOptions('stories260K', {
+        variants: [{ name: 'attn-3', spec: 'attn:2,3,4' }],
+        experiments: [
+          {
+            name: 'ab',
+            arms: [
+              { variant: FULL, weight: 1 },
+              { variant: PRUNED, weight: 1 },
+            ],
+          },
+        ],
+        experimentGuardrails: [parseGuardrail('agreement>=0.85')],
+        shadowRate: 1,
+      }),
+    );
+  }, 120_000);
+  afterAll(() => server?.close(0));
+
+  it('reaches "worse" on agreement, trips the guardrail and drains the arm to the control', async () => {
+    let report = await reportOf(server);
+    expect(report).toMatchObject({
+      object: 'experiment.report',
+      name: 'ab',
+      control: FULL,
+      scope: 'replica',
+    });
+    for (let i = 0; i < MAX_REQUESTS; i++) {
+      const user = `user-${i}`;
+      const variant = await complete(server, user, i);
+      if (variant === PRUNED) {
+        sentToPruned++;
+        pruneUsers.push(user);
+        // Wait for this request's shadow score to be accounted for, scored or dropped.
+        await eventually(async () => {
+          const metrics = await scrapeMetrics(server.httpUrl);
+          const dropped = sumOf(metrics, 'dropserve:shadow_dropped_total', { variant: PRUNED });
+          const scored = sumOf(metrics, 'dropserve:fidelity_top1_agreement_count', { variant: PRUNED });
+          return scored + dropped >= sentToPruned;
+        });
+      }
+      report = await reportOf(server);
+      if (report.arms.find((a) => a.variant === PRUNED)!.guardrail) break;
+    }
+    const arm = report.arms.find((a) => a.variant === PRUNED)!;
+    expect(arm.guardrail).toMatchObject({ tripped: true, metric: 'agreement', op: '>=', threshold: 0.85 });
+    expect(arm.guardrail!.at_n).toBeGreaterThanOrEqual(20);
+    expect(arm.drained).toBe(true);
+    expect(arm.fidelity!.agreement.verdict).toBe('worse');
+    expect(arm.fidelity!.agreement.arm_cs95![1]).toBeLessThan(0.85);
+    expect(arm.fidelity!.agreement.arm_mean!).toBeLessThan(0.85);
+    expect(arm.scored_requests).toBe(arm.guardrail!.at_n);
+    // Latency comparisons exist for every metric, each with a 95% interval around its ratio.
+    for (const c of Object.values(arm.latency!)) {
+      expect(c.n_arm).toBeGreaterThan(0);
+      if (c.ratio !== null) expect(c.ci95![0]).toBeLessThanOrEqual(c.ratio);
+    }
+
+    const metrics = await scrapeMetrics(server.httpUrl);
+    expect(sumOf(metrics, 'dropserve:experiment_guardrail_tripped', { experiment: 'ab', arm: PRUNED })).toBe(
+      1,
+    );
+
+    // Users that were on the pruned arm now land on the control; nothing new reaches the arm.
+    const requestsBefore = arm.requests;
+    for (const user of pruneUsers.slice(0, 5)) expect(await complete(server, user, 0)).toBe(FULL);
+    const after = (await reportOf(server)).arms.find((a) => a.variant === PRUNED)!;
+    expect(after.requests).toBe(requestsBefore);
+    const view = (await (await fetch(`${server.httpUrl}/v1/experiments/ab`)).json()) as {
+      arms: { variant: string; drained?: boolean }[];
+    };
+    expect(view.arms.find((a) => a.variant === PRUNED)!.drained).toBe(true);
+  }, 300_000);
+
+  it('`loadtest ab-report` prints the same counts and verdict as the endpoint', async () => {
+    const report = await reportOf(server);
+    const printed: string[] = [];
+    const log = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
+      printed.push(args.join(' '));
+    });
+    try {
+      expect(await runLoadtestCommand(['ab-report', '--url', server.httpUrl, '--experiment', 'ab'])).toBe(0);
+      expect(
+        await runLoadtestCommand(['ab-report', '--url', server.httpUrl, '--experiment', 'ab', '--json']),
+      ).toBe(0);
+    } finally {
+      log.mockRestore();
+    }
+    const [text, json] = printed;
+    const arm = report.arms.find((a) => a.variant === PRUNED)!;
+    expect(text).toContain(`arm ${PRUNED}`);
+    expect(text).toContain('DRAINED');
+    expect(text).toMatch(new RegExp(`agreement .* worse .*full/${arm.scored_requests}`));
+    expect(text).toContain(`guardrail tripped: agreement>=0.85 at n=${arm.guardrail!.at_n}`);
+    const merged = JSON.parse(json!) as ExperimentReport;
+    expect(merged.statistics).toEqual(report.statistics);
+    expect(merged.arms.find((a) => a.variant === PRUNED)!.fidelity).toEqual(arm.fidelity);
+  });
+
+  it('answers 404 in OpenAI form for an unknown experiment', async () => {
+    const response = await fetch(`${server.httpUrl}/v1/experiments/nope/report`);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toMatchObject({ error: { code: 'experiment_not_found', param: 'name' } });
+  });
+});
