@@ -11,6 +11,7 @@ import { resolveVariantArgs, type VariantArg } from './config/variant-flag.ts';
 import { checkExperimentName } from './experiments/experiment-body.ts';
 import type { ExperimentArm, ExperimentRouter } from './experiments/experiment-router.ts';
 import { ExperimentStatistics } from './experiments/experiment-statistics.ts';
+import { ExperimentsFileSource } from './experiments/experiments-file-source.ts';
 import type { Guardrail } from './experiments/guardrails.ts';
 import { ShadowSamplingEngine } from './fidelity/shadow-sampling.ts';
 import { ShadowScorer } from './fidelity/shadow-scorer.ts';
@@ -87,6 +88,13 @@ export interface StartServerOptions {
    * confidence sequence falls past one is drained: its users go to the control arm.
    */
   experimentGuardrails?: Guardrail[];
+  /**
+   * --experiments-file: experiments shared by every replica (JSON or YAML), re-read on change; an
+   * invalid edit is rejected and the configuration in force stays.
+   */
+  experimentsFile?: string;
+  /** How often the experiments file is re-read besides watch events (default 2000 ms). */
+  experimentsFilePollMs?: number;
   /** Share (0..1) of finished pruned-variant requests re-scored by the full model (default 0: off). */
   shadowRate?: number;
   /** Shadow scores in flight beyond this are dropped and counted (default 1). */
@@ -102,6 +110,8 @@ export interface RunningServer {
   experiments: ExperimentRouter;
   /** Per-experiment statistics, verdicts and guardrails (GET /v1/experiments/{name}/report). */
   experimentStatistics: ExperimentStatistics;
+  /** Present with --experiments-file. */
+  experimentsFile?: ExperimentsFileSource;
   /** Present when shadowRate > 0. */
   scorer?: ShadowScorer;
   /**
@@ -141,6 +151,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   });
   feedExperimentStatistics(metrics, experimentStatistics);
   let scorer: ShadowScorer | undefined;
+  let experimentsFile: ExperimentsFileSource | undefined;
   const app = createHttpApp({
     lifecycle,
     metrics,
@@ -149,6 +160,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     experiments,
     experimentStatistics,
+    experimentsFileStatus: () => experimentsFile?.status(),
     fidelity: (variant) => scorer?.fidelity(variant),
   });
   const cancelled = (): DropserveError =>
@@ -209,6 +221,23 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
         `experiment ${name}: ${experiment.arms.map((a) => `${a.variant}:${a.weight}`).join(', ')}`,
       );
     }
+    if (options.experimentsFile !== undefined) {
+      const source = new ExperimentsFileSource({
+        path: options.experimentsFile,
+        router: experiments,
+        logger,
+        registry: metrics.registry,
+        pollIntervalMs: options.experimentsFilePollMs,
+      });
+      await source.load();
+      source.start();
+      experimentsFile = source;
+      const { version, experiments: names } = source.status();
+      logger.info(
+        { path: source.path, version, experiments: names },
+        `experiments file ${source.path}: version ${version}`,
+      );
+    }
   } catch (error) {
     // A bad --experiment (unknown variant, taken name): leave nothing running behind the rejection.
     lifecycle.markClosed();
@@ -242,6 +271,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   let closing: Promise<void> | undefined;
   const close = (graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
     closing ??= (async () => {
+      experimentsFile?.close();
       logger.info({ graceMs, inFlight: lifecycle.inFlight }, 'shutting down: draining in-flight requests');
       // The listener stays open while draining: requests (kept-alive or new) get a 503 with
       // `Connection: close` from the drain gate instead of a refused or reset connection.
@@ -268,7 +298,17 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     })();
     return closing;
   };
-  return { httpUrl, grpcPort: grpc?.port, engine, metrics, experiments, experimentStatistics, scorer, close };
+  return {
+    httpUrl,
+    grpcPort: grpc?.port,
+    engine,
+    metrics,
+    experiments,
+    experimentStatistics,
+    experimentsFile,
+    scorer,
+    close,
+  };
 }
 
 /** serve() without a createServer option makes a plain node:http server. */

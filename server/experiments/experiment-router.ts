@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DropserveError } from '../../engine/errors.ts';
+import type { Guardrail } from './guardrails.ts';
 
 export interface ExperimentArm {
   variant: string;
@@ -18,12 +19,15 @@ export interface Experiment {
   /** The arm the others are compared with (see controlOf). */
   control?: string;
   scope: ExperimentScope;
+  /** This experiment's own guardrails (--experiments-file), checked besides the server-wide ones. */
+  guardrails?: Guardrail[];
 }
 
 export interface ExperimentOptions {
   /** The arm the others are compared with (default: the full model when it is an arm, else the first). */
   control?: string;
   scope?: ExperimentScope;
+  guardrails?: Guardrail[];
 }
 
 /** Why an arm gets no new traffic: its guardrail tripped (server/experiments/guardrails.ts). */
@@ -145,6 +149,7 @@ export class ExperimentRouter {
       arms: arms.map((a) => ({ ...a })),
       ...(options.control === undefined ? {} : { control: options.control }),
       scope: options.scope ?? 'replica',
+      ...(options.guardrails?.length ? { guardrails: [...options.guardrails] } : {}),
     };
     this.#experiments.set(name, experiment);
     // A drained arm that is no longer an arm, or is now the control, is forgotten.

@@ -99,7 +99,7 @@ export class ExperimentStatistics {
       arms: experiment.arms,
       control: this.#router.controlOf(experiment),
       fullModel: this.#router.fullModel(),
-      guardrails: this.#guardrails,
+      guardrails: this.#guardrailsOf(experiment),
       statistics,
       tripped,
       drained: new Set(this.#router.drained(name).map((d) => d.variant)),
@@ -131,7 +131,7 @@ export class ExperimentStatistics {
     }
     book.experiment = experiment;
     for (const { variant } of experiment.arms) {
-      if (!book.arms.has(variant)) book.arms.set(variant, this.#newArm(variant));
+      if (!book.arms.has(variant)) book.arms.set(variant, this.#newArm(variant, experiment));
     }
     for (const variant of book.arms.keys()) {
       if (!experiment.arms.some((a) => a.variant === variant)) book.arms.delete(variant);
@@ -139,8 +139,15 @@ export class ExperimentStatistics {
     return book;
   }
 
-  #newArm(variant: string): ArmState {
-    const thresholds = this.#guardrails.filter((g) => g.metric === 'ttft_p90_ms').map((g) => g.threshold);
+  /** The server-wide guardrails (--experiment-guardrail) and the experiment's own (--experiments-file). */
+  #guardrailsOf(experiment: Experiment): readonly Guardrail[] {
+    return experiment.guardrails?.length ? [...this.#guardrails, ...experiment.guardrails] : this.#guardrails;
+  }
+
+  #newArm(variant: string, experiment: Experiment): ArmState {
+    const thresholds = this.#guardrailsOf(experiment)
+      .filter((g) => g.metric === 'ttft_p90_ms')
+      .map((g) => g.threshold);
     const random = this.#options.random ?? Math.random;
     return {
       stats: emptyArmStatistics(variant, thresholds),
@@ -151,16 +158,17 @@ export class ExperimentStatistics {
   }
 
   #checkGuardrails(name: string, variant: string, arm: ArmState): void {
-    if (arm.tripped || this.#guardrails.length === 0) return;
     const experiment = this.#router.get(name);
     if (
+      arm.tripped ||
       !experiment ||
+      this.#guardrailsOf(experiment).length === 0 ||
       variant === this.#router.controlOf(experiment) ||
       variant === this.#router.fullModel()
     ) {
       return;
     }
-    for (const g of this.#guardrails) {
+    for (const g of this.#guardrailsOf(experiment)) {
       const check = checkGuardrail(g, arm.stats);
       if (!check.breached) continue;
       const shown = check.sequence

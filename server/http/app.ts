@@ -4,6 +4,7 @@ import { variantsRoute } from '../admin/variants/route.ts';
 import { dashboardRoute } from '../dashboard/route.ts';
 import { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { ExperimentStatistics } from '../experiments/experiment-statistics.ts';
+import type { ExperimentsFileStatus } from '../experiments/experiments-file-source.ts';
 import type { VariantFidelity } from '../fidelity/shadow-scorer.ts';
 import type { ServerLifecycle } from '../lifecycle.ts';
 import type { Logger } from '../logger.ts';
@@ -35,6 +36,8 @@ export interface HttpAppDeps {
   experiments?: ExperimentRouter;
   /** Their statistics and guardrails (default: fed from `metrics`' completed requests, no guardrails). */
   experimentStatistics?: ExperimentStatistics;
+  /** The --experiments-file state shown in GET /v1/experiments (undefined: no file). */
+  experimentsFileStatus?: () => ExperimentsFileStatus | undefined;
   /** Live fidelity read-out for GET /v1/variants (absent: shadow scoring off). */
   fidelity?: (variant: string) => VariantFidelity | undefined;
 }
@@ -88,7 +91,10 @@ export function createHttpApp(deps: HttpAppDeps): Hono<AppEnv> {
     statistics = new ExperimentStatistics({ router: experiments });
     feedExperimentStatistics(metrics, statistics);
   }
-  app.route('/', experimentsRoute({ experiments, statistics }));
+  app.route(
+    '/',
+    experimentsRoute({ experiments, statistics, experimentsFileStatus: deps.experimentsFileStatus }),
+  );
   app.route('/', completionsRoute(servingDeps));
   app.route('/', chatRoute(servingDeps));
 
