@@ -63,6 +63,9 @@ ${COMMON_FLAGS}
   --skip-docs N      skip the first N documents (or windows)
   --max-docs N       score at most N documents (or windows)
   --tasks FILE       multiple-choice tasks, JSONL lines {context, choices[], label}
+  --weights W        fp32|fp16|int8|int4: storage of the linear layers (default fp32)
+  --quant-block N    values per scale for int8/int4 (default 32)
+  --quantize-lm-head also quantize lm_head
   --json             print JSON`,
 } as const;
 

@@ -6,6 +6,8 @@ import { loadModel } from '../../engine/model/load-model.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
 import { loadPlanFile, maskOf, validateDropSpec } from '../../engine/plan/plan.ts';
+import { weightBytesPerToken, weightByteTable } from '../../engine/quant/weight-bytes.ts';
+import { parseWeightFlags, WEIGHT_FLAG_SPECS, withWeightOptions } from '../../engine/quant/weight-flags.ts';
 import { readCorpus } from '../corpus.ts';
 import type { PerplexityReport } from '../perplexity.ts';
 import { corpusPerplexity } from '../perplexity.ts';
@@ -31,9 +33,11 @@ export async function runEvalCommand(
       tasks: { type: 'string' },
       'max-docs': { type: 'string' },
       'skip-docs': { type: 'string' },
+      ...WEIGHT_FLAG_SPECS,
     },
     'eval',
   );
+  const weightOptions = parseWeightFlags(flags as Parameters<typeof parseWeightFlags>[0]);
   const planPath = flags.plan as string | undefined;
   if (planPath && (flags['drop-attention'] !== undefined || flags['drop-mlp'] !== undefined)) {
     throw new DropserveError(
@@ -50,11 +54,14 @@ export async function runEvalCommand(
         ? undefined
         : integerFlag(flags['max-docs'] as string, 'max-docs', 1, 1),
   };
-  const model = await loadModel({
-    model: flags.model as string | undefined,
-    tokenizer: flags.tokenizer as string | undefined,
-    onProgress: (m) => io.stderr(`${m}\n`),
-  });
+  const model = withWeightOptions(
+    await loadModel({
+      model: flags.model as string | undefined,
+      tokenizer: flags.tokenizer as string | undefined,
+      onProgress: (m) => io.stderr(`${m}\n`),
+    }),
+    weightOptions,
+  );
   const { config } = model;
   let spec: DropSpec;
   let variant: string;
@@ -138,6 +145,8 @@ function evalJson({
     variant,
     drop_attention: spec.dropAttention,
     drop_mlp: spec.dropMlp,
+    weights: model.weights.format ?? 'fp32',
+    weight_bytes_per_token: weightBytesPerToken(weightByteTable(model.config, model.weights), spec),
     data,
     mode: report.mode,
     documents: report.numDocuments,
@@ -169,6 +178,10 @@ function evalTable({ model, data, spec, variant, report, tasks, seconds }: EvalO
     row('tokens', report.numTokens.toLocaleString('en-US')),
     row('mean NLL', `${report.meanNll.toFixed(8)} nats`),
     row('perplexity', report.perplexity.toFixed(6)),
+    row(
+      'weights',
+      `${model.weights.format ?? 'fp32'}: ${weightBytesPerToken(weightByteTable(model.config, model.weights), spec)} bytes/token`,
+    ),
     row(
       'KV bytes/token',
       `${report.kvBytesPerToken} (full model ${full}, ${(report.kvBytesPerToken / full).toFixed(2)}×)`,
