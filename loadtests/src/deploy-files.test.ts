@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { parseExperimentsFile } from '../../server/experiments/experiments-file.ts';
 
 /**
  * No Docker engine or cluster here, so the Dockerfile and manifests cannot be built or applied in CI.
@@ -166,5 +168,45 @@ describe('Kubernetes manifests', () => {
     expect(service).toMatch(/sessionAffinity: None/);
     expect(service).toMatch(/targetPort: http/);
     expect(service).toMatch(/targetPort: grpc/);
+  });
+
+  it('mounts the experiments ConfigMap as a directory and serves every variant its experiments name', () => {
+    const configMap = parseAllDocuments(read('deploy/k8s/experiments-configmap.yaml'))[0]!.toJS() as {
+      kind: string;
+      metadata: { name: string };
+      data: Record<string, string>;
+    };
+    const spec = (
+      parseAllDocuments(deployment)[0]!.toJS() as {
+        spec: { template: { spec: { containers: Container[]; volumes: Volume[] } } };
+      }
+    ).spec.template.spec;
+    type Container = {
+      args: string[];
+      volumeMounts: { name: string; mountPath: string; subPath?: string }[];
+    };
+    type Volume = { name: string; configMap?: { name: string } };
+    const container = spec.containers[0]!;
+    expect(configMap.kind).toBe('ConfigMap');
+    expect(read('deploy/k8s/kustomization.yaml')).toMatch(/- experiments-configmap\.yaml/);
+
+    const flag = container.args.find((a) => a.startsWith('--experiments-file='))!;
+    const path = flag.slice('--experiments-file='.length);
+    const volume = spec.volumes.find((v) => v.configMap?.name === configMap.metadata.name)!;
+    const mount = container.volumeMounts.find((m) => m.name === volume.name)!;
+    // subPath mounts never see ConfigMap updates: the directory must be mounted whole.
+    expect(mount.subPath).toBeUndefined();
+    expect(path).toBe(`${mount.mountPath}/${Object.keys(configMap.data)[0]}`);
+
+    const file = parseExperimentsFile(Object.values(configMap.data)[0]!, path);
+    const model = /--model=\S*\/([^/]+)\.bin/.exec(container.args.join(' '))![1]!;
+    const served = [
+      model,
+      ...container.args
+        .flatMap((a) => /^--variant=([^=]+)=/.exec(a)?.slice(1) ?? [])
+        .map((v) => `${model}:${v}`),
+    ];
+    expect(file.experiments.length).toBeGreaterThan(0);
+    for (const e of file.experiments) for (const arm of e.arms) expect(served).toContain(arm.variant);
   });
 });
