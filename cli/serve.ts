@@ -44,6 +44,11 @@ A/B and live accuracy
   --experiment-guardrail agreement>=X|kl<=X|delta_nll<=X|ttft_p90_ms<=X
                              an experiment arm whose 95% confidence sequence falls past the bar
                              gets no new traffic (its users go to the control arm) (repeatable)
+  --experiments-file FILE    experiments every replica serves alike, JSON or YAML (e.g. a mounted
+                             ConfigMap): {"experiments":[{"name","arms"|"weights","control"?,
+                             "guardrails"?}]}; re-read on change, an invalid edit is rejected and
+                             the configuration in force stays; its experiments are read-only in
+                             the admin API
   --shadow-rate R            share 0..1 of finished pruned-variant requests re-scored by the full
                              model for live fidelity (agreement, KL, ΔNLL) (default 0: off)
   --shadow-max-in-flight N   shadow scores in flight beyond this are dropped and counted
@@ -54,16 +59,16 @@ engine
   --max-queue N              requests allowed to wait for a slot; beyond it: 429 (default 1024)
   --threads N                onnxruntime intra-op threads (default 1)
   --device cpu|cuda|webgpu   execution provider (default cpu)
-  --prefix-reuse             a prompt sharing a long prefix with a running request of the same
-                             variant copies that prefix's KV instead of computing it (default off)
-  --prefix-reuse-min-tokens N
-                             shortest shared prefix reused (default ${DEFAULT_MIN_PREFIX_TOKENS}; needs --prefix-reuse)
-network
   --weights fp32|fp16|int8|int4
                              storage of the linear layers (default fp32); int8/int4 are quantized
                              at load (round-to-nearest, per-block scales) into MatMulNBits
   --quant-block N            values per scale along the input dim for int8/int4 (default 32)
   --quantize-lm-head         also quantize lm_head (embeddings and norms stay float32)
+  --prefix-reuse             a prompt sharing a long prefix with a running request of the same
+                             variant copies that prefix's KV instead of computing it (default off)
+  --prefix-reuse-min-tokens N
+                             shortest shared prefix reused (default ${DEFAULT_MIN_PREFIX_TOKENS}; needs --prefix-reuse)
+network
   --host HOST                interface to bind (default 0.0.0.0: every interface, as vLLM)
   --port N                   HTTP port (default ${DEFAULT_HTTP_PORT})
   --grpc-port N              gRPC port (default ${DEFAULT_GRPC_PORT}; 0 disables gRPC)
@@ -85,19 +90,20 @@ const FLAGS = {
   variant: { type: 'string', multiple: true },
   experiment: { type: 'string', multiple: true },
   'experiment-guardrail': { type: 'string', multiple: true },
+  'experiments-file': { type: 'string' },
   'shadow-rate': { type: 'string' },
   'shadow-max-in-flight': { type: 'string' },
   'kv-cache-bytes': { type: 'string' },
   'max-queue': { type: 'string' },
   threads: { type: 'string' },
   device: { type: 'string' },
+  ...WEIGHT_FLAG_SPECS,
   'prefix-reuse': { type: 'boolean' },
   'prefix-reuse-min-tokens': { type: 'string' },
   host: { type: 'string' },
   port: { type: 'string' },
   'grpc-port': { type: 'string' },
   'api-key': { type: 'string' },
-  ...WEIGHT_FLAG_SPECS,
   'max-body-bytes': { type: 'string' },
   'log-level': { type: 'string' },
   'shutdown-grace-ms': { type: 'string' },
@@ -175,18 +181,18 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (minPrefixTokens !== undefined && !values['prefix-reuse']) {
     throw new UsageError('--prefix-reuse-min-tokens needs --prefix-reuse');
   }
-  const shutdownGraceMs =
-    integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 24 * 3600 * 1000) ??
-    DEFAULT_SHUTDOWN_GRACE_MS;
-  return {
-    logLevel,
-    shutdownGraceMs,
   let weights: WeightOptions;
   try {
     weights = parseWeightFlags(values);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  const shutdownGraceMs =
+    integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 24 * 3600 * 1000) ??
+    DEFAULT_SHUTDOWN_GRACE_MS;
+  return {
+    logLevel,
+    shutdownGraceMs,
     server: {
       model: values.model,
       tokenizer: values.tokenizer,
@@ -194,12 +200,14 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       variants,
       experiments,
       experimentGuardrails,
+      experimentsFile: values['experiments-file'],
       shadowRate: rate('shadow-rate', values['shadow-rate']) ?? 0,
       shadowMaxInFlight: integer('shadow-max-in-flight', values['shadow-max-in-flight'], 1, 1024),
       kvCacheBytes: byteSize('kv-cache-bytes', values['kv-cache-bytes']),
       maxQueue: integer('max-queue', values['max-queue'], 0, 1_000_000),
       threads: integer('threads', values.threads, 1, 1024),
       device,
+      weights,
       prefixReuse: values['prefix-reuse']
         ? { minPrefixTokens: minPrefixTokens ?? DEFAULT_MIN_PREFIX_TOKENS }
         : undefined,
@@ -207,7 +215,6 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       port: integer('port', values.port, 0, 65535) ?? DEFAULT_HTTP_PORT,
       grpcPort: integer('grpc-port', values['grpc-port'], 0, 65535) ?? DEFAULT_GRPC_PORT,
       apiKey,
-      weights,
       maxBodyBytes: byteSize('max-body-bytes', values['max-body-bytes']) ?? DEFAULT_MAX_BODY_BYTES,
       shutdownGraceMs,
     },
