@@ -126,6 +126,15 @@ function optionalNumber(meta: Metadata, key: string): number | undefined {
   return typeof v === 'bigint' ? Number(v) : (v as number);
 }
 
+/** A float32 metadata value as the shortest decimal that reads back as it (1e-5, not 9.99999974e-6). */
+function shortestFloat32(value: number): number {
+  for (let digits = 1; digits < 17; digits++) {
+    const candidate = Number(value.toPrecision(digits));
+    if (Math.fround(candidate) === value) return candidate;
+  }
+  return value;
+}
+
 function requiredNumber(meta: Metadata, key: string, file: string): number {
   const v = optionalNumber(meta, key);
   if (v === undefined || !Number.isFinite(v)) throw modelLoadError(file, `GGUF metadata has no ${key}`);
@@ -173,8 +182,8 @@ function configFromMetadata(meta: Metadata, file: string): ModelConfig {
     headDim,
     vocabSize,
     maxSeqLen: requiredNumber(meta, 'llama.context_length', file),
-    rmsNormEps: optionalNumber(meta, 'llama.attention.layer_norm_rms_epsilon') ?? 1e-5,
-    ropeTheta: optionalNumber(meta, 'llama.rope.freq_base') ?? 10000,
+    rmsNormEps: shortestFloat32(optionalNumber(meta, 'llama.attention.layer_norm_rms_epsilon') ?? 1e-5),
+    ropeTheta: shortestFloat32(optionalNumber(meta, 'llama.rope.freq_base') ?? 10000),
     ropeInterleaved: true,
     hasQkvBias: false,
     tieWordEmbeddings: false, // decided by the presence of output.weight

@@ -1,3 +1,4 @@
+import { fromHalfBits } from '../quant/fp16.ts';
 import type { QuantizedMatrix } from '../quant/quantized-matrix.ts';
 import { GGMLQuantizationType } from './gguf-tensors.ts';
 
@@ -29,7 +30,7 @@ export function ggufTensorToMatrix(
     const data = new Uint8Array(rows * cols);
     for (let b = 0; b < blocks; b++) {
       const at = b * 34;
-      scales[b] = halfToFloat(bytes[at]! | (bytes[at + 1]! << 8));
+      scales[b] = fromHalfBits(bytes[at]! | (bytes[at + 1]! << 8));
       // int8 q + 128 as uint8 is the two's-complement byte with its top bit flipped.
       for (let j = 0; j < BLOCK; j++) data[b * BLOCK + j] = bytes[at + 2 + j]! ^ 0x80;
     }
@@ -40,7 +41,7 @@ export function ggufTensorToMatrix(
     const codes = new Uint8Array(BLOCK);
     for (let b = 0; b < blocks; b++) {
       const at = b * 18;
-      scales[b] = halfToFloat(bytes[at]! | (bytes[at + 1]! << 8));
+      scales[b] = fromHalfBits(bytes[at]! | (bytes[at + 1]! << 8));
       for (let j = 0; j < 16; j++) {
         const packed = bytes[at + 2 + j]!;
         codes[j] = packed & 0x0f;
@@ -51,13 +52,4 @@ export function ggufTensorToMatrix(
     return { kind: 'nbits', bits: 4, blockSize: BLOCK, rows, cols, data, scales };
   }
   return undefined;
-}
-
-function halfToFloat(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >> 10) & 0x1f;
-  const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 31) return mantissa ? Number.NaN : sign * Number.POSITIVE_INFINITY;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }

@@ -1,16 +1,15 @@
 import { describe, expect, it } from 'vitest';
+import { toHalfBits } from '../quant/fp16.ts';
 import { dequantize } from '../quant/quantized-matrix.ts';
 import { ggufTensorToMatrix } from './gguf-matrix.ts';
 import {
   decodeToFloat32,
   encodeQ4_0,
   encodeQ8_0,
-  float32ToF16Bits,
   GGMLQuantizationType,
   ggmlByteSize,
 } from './gguf-tensors.ts';
 import { SeededRandom } from './random.ts';
-import { f16ToFloat32 } from './safetensors.ts';
 
 const T = GGMLQuantizationType;
 
@@ -20,30 +19,9 @@ function randomValues(count: number, seed: number, scale = 1): Float32Array {
 }
 
 function halfBytes(value: number): [number, number] {
-  const bits = float32ToF16Bits(value);
+  const bits = toHalfBits(value);
   return [bits & 0xff, bits >> 8];
 }
-
-describe('float32 → fp16', () => {
-  it('is exact on every half value and rounds others to the nearest half (ties to even)', () => {
-    const all = f16ToFloat32(Uint16Array.from({ length: 65536 }, (_, i) => i));
-    for (let h = 0; h < 65536; h++) {
-      const v = all[h]!;
-      if (Number.isNaN(v))
-        expect(Number.isNaN(f16ToFloat32(Uint16Array.of(float32ToF16Bits(v)))[0]!)).toBe(true);
-      else expect(f16ToFloat32(Uint16Array.of(float32ToF16Bits(v)))[0]).toBe(v);
-    }
-    // Halfway between 1 and the next half (1 + 2^-10): ties go to the even mantissa, 1.
-    expect(float32ToF16Bits(1 + 2 ** -11)).toBe(0x3c00);
-    expect(float32ToF16Bits(1 + 3 * 2 ** -11)).toBe(0x3c02);
-    expect(float32ToF16Bits(1e6)).toBe(0x7c00);
-    for (const v of randomValues(2000, 7, 100)) {
-      const back = f16ToFloat32(Uint16Array.of(float32ToF16Bits(v)))[0]!;
-      const ulp = 2 ** (Math.floor(Math.log2(Math.abs(v))) - 10);
-      expect(Math.abs(back - v)).toBeLessThanOrEqual(ulp / 2);
-    }
-  });
-});
 
 describe('Q8_0 and Q4_0 blocks', () => {
   const values = randomValues(4 * 64, 11, 0.5);

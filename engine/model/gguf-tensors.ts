@@ -1,4 +1,5 @@
 import { GGMLQuantizationType } from '@huggingface/gguf';
+import { fromHalfBits, toHalfArray, toHalfBits } from '../quant/fp16.ts';
 import { f16ToFloat32 } from './safetensors.ts';
 
 /**
@@ -111,11 +112,7 @@ function copyUint16(view: DataView, count: number): Uint16Array {
   return out;
 }
 
-let halfTable: Float32Array | undefined;
-function half(bits: number): number {
-  halfTable ??= f16ToFloat32(Uint16Array.from({ length: 65536 }, (_, i) => i));
-  return halfTable[bits]!;
-}
+const half = fromHalfBits;
 
 function decodeQ8_0(bytes: Uint8Array, count: number): Float32Array {
   const out = new Float32Array(count);
@@ -201,39 +198,10 @@ function decodeQ6K(bytes: Uint8Array, count: number): Float32Array {
   return out;
 }
 
-/** float32 → IEEE half bits, round to nearest even, overflow to ±Inf, NaN kept. */
-export function float32ToF16Bits(value: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = value;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exponent = (x >>> 23) & 0xff;
-  let mantissa = x & 0x7fffff;
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  const e = exponent - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mantissa |= 0x800000;
-    const shift = 14 - e;
-    const halfway = 1 << (shift - 1);
-    const rest = mantissa & ((1 << shift) - 1);
-    let m = mantissa >>> shift;
-    if (rest > halfway || (rest === halfway && (m & 1) === 1)) m++;
-    return sign | m;
-  }
-  let bits = (e << 10) | (mantissa >>> 13);
-  const rest = mantissa & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (bits & 1) === 1)) bits++;
-  return sign | bits;
-}
-
+/** Little-endian fp16 bytes of the values (round to nearest even). */
 export function encodeF16(values: Float32Array): Uint8Array {
-  const out = new Uint8Array(values.length * 2);
-  const view = new DataView(out.buffer);
-  for (let i = 0; i < values.length; i++) view.setUint16(i * 2, float32ToF16Bits(values[i]!), true);
-  return out;
+  const half = toHalfArray(values);
+  return new Uint8Array(half.buffer, half.byteOffset, half.byteLength);
 }
 
 /**
@@ -248,7 +216,7 @@ export function encodeQ8_0(values: Float32Array): Uint8Array {
     for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(values[b * 32 + j]!));
     const d = amax / 127;
     const inverse = d === 0 ? 0 : 1 / d;
-    const bits = float32ToF16Bits(d);
+    const bits = toHalfBits(d);
     out[b * 34] = bits & 0xff;
     out[b * 34 + 1] = bits >> 8;
     for (let j = 0; j < 32; j++) {
@@ -273,7 +241,7 @@ export function encodeQ4_0(values: Float32Array): Uint8Array {
     }
     const d = extreme / -8;
     const inverse = d === 0 ? 0 : 1 / d;
-    const bits = float32ToF16Bits(d);
+    const bits = toHalfBits(d);
     out[b * 18] = bits & 0xff;
     out[b * 18 + 1] = bits >> 8;
     const nibble = (v: number) => Math.min(15, Math.trunc(v * inverse + 8.5));

@@ -328,6 +328,15 @@ export interface ModelToGgufOptions {
 
 /** Writes a loaded Llama model as a llama.cpp-compatible GGUF file. */
 export function writeModelAsGguf(file: string, model: LoadedModel, options: ModelToGgufOptions): void {
+  const { metadata, tensors } = modelAsGguf(model, options);
+  writeGgufFile(file, metadata, tensors);
+}
+
+/** The metadata and tensors of a model's GGUF file (tests edit them to make broken files). */
+export function modelAsGguf(
+  model: LoadedModel,
+  options: ModelToGgufOptions,
+): { metadata: Record<string, GgufValue>; tensors: GgufTensorToWrite[] } {
   const { config, weights } = model;
   if (config.hasQkvBias) throw new RangeError('GGUF llama tensors hold no q/k/v biases (Qwen2 models)');
   if (config.ropeScaling) throw new RangeError('Llama 3 RoPE scaling is not written to GGUF here');
@@ -383,7 +392,7 @@ export function writeModelAsGguf(file: string, model: LoadedModel, options: Mode
       : {}),
     ...tokenizerMetadata(model),
   };
-  writeGgufFile(file, metadata, tensors);
+  return { metadata, tensors };
 }
 
 function sizes(config: ModelConfig): { qDim: number; kvDim: number } {

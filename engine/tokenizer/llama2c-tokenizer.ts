@@ -32,7 +32,8 @@ export interface SentencePieceOptions {
   chatTemplate?: string;
   /**
    * Where byte fallback finds byte b: llama2.c assumes id b + 3; GGUF vocabularies are looked up
-   * by their `<0xNN>` pieces (a missing one becomes unknownTokenId).
+   * by their `<0xNN>` pieces. Without them a vocabulary cannot spell an unknown character: it
+   * becomes one unknownTokenId, and a run of such characters one (SentencePiece's and HF's fused unk).
    */
   byteFallback?: 'offset3' | 'pieces';
   unknownTokenId?: number;
@@ -49,7 +50,9 @@ export class Llama2cTokenizer implements Tokenizer {
   readonly specialTokens: { bos?: string; eos?: string };
   readonly chatTemplate: string | undefined;
   readonly maxTokenLength: number;
+  /** Id of each byte for byte fallback; −1 where the vocabulary has no piece for it. */
   readonly #byteIds: Int32Array;
+  readonly #unknownTokenId: number;
   readonly #silentIds: Set<number>;
   readonly #addSpacePrefix: boolean;
   /** Binary-string piece of each id. */
@@ -92,8 +95,9 @@ export class Llama2cTokenizer implements Tokenizer {
         continue;
       }
       const piece = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
-      this.#byteIds[b] = this.#idOfPiece.get(piece) ?? options.unknownTokenId ?? 0;
+      this.#byteIds[b] = this.#idOfPiece.get(piece) ?? -1;
     }
+    this.#unknownTokenId = options.unknownTokenId ?? 0;
   }
 
   /** Reads a tokenizer file; vocabSize (from the checkpoint) limits how many entries are read. */
@@ -153,11 +157,20 @@ export class Llama2cTokenizer implements Tokenizer {
       const dummyPrefix = this.#idOfPiece.get(' ');
       if (dummyPrefix !== undefined) ids.push(dummyPrefix);
     }
+    let previousUnknown = false;
     for (const char of text) {
       const bytes = Buffer.from(char, 'utf8');
       const id = this.#idOfPiece.get(bytes.toString('latin1'));
-      if (id !== undefined) ids.push(id);
-      else for (const b of bytes) ids.push(this.#byteIds[b]!);
+      if (id !== undefined) {
+        ids.push(id);
+        previousUnknown = false;
+      } else if (bytes.every((b) => this.#byteIds[b]! >= 0)) {
+        for (const b of bytes) ids.push(this.#byteIds[b]!);
+        previousUnknown = false;
+      } else if (!previousUnknown) {
+        ids.push(this.#unknownTokenId);
+        previousUnknown = true;
+      }
     }
     return this.#mergePairs(ids);
   }

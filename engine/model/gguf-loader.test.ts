@@ -1,0 +1,205 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  describeWithAssets,
+  LLAMA2C_TOKENIZER,
+  STORIES_260K,
+  TINYSTORIES_EVAL,
+} from '../../tests/support/shared-assets.ts';
+import { DropserveError } from '../errors.ts';
+import { dequantize } from '../quant/quantized-matrix.ts';
+import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
+import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
+import { isGgufFile, loadGgufModel } from './gguf-loader.ts';
+import { decodeToFloat32, encodeF16, GGMLQuantizationType } from './gguf-tensors.ts';
+import { llama2cVocabularyAsGguf, modelAsGguf, writeGgufFile, writeModelAsGguf } from './gguf-writer.ts';
+import { loadModel } from './load-model.ts';
+import type { LoadedModel } from './loaded-model.ts';
+import { LINEAR_WEIGHT_NAMES } from './weights.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-gguf-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const file = (name: string) => path.join(tmp, name);
+
+const TEXTS = [
+  'Once upon a time',
+  'Lily and Ben went to the park. They saw a big dog!',
+  '  two spaces, tabs\tand\nnewlines  ',
+  'Unicode: naïve café, “quotes”, 日本語 and 😀.',
+  '',
+];
+
+let source: LoadedModel;
+beforeAll(async () => {
+  source = await loadModel({ model: STORIES_260K });
+  for (const type of ['f32', 'f16', 'q8_0', 'q4_0'] as const) {
+    writeModelAsGguf(file(`stories260K-${type}.gguf`), source, { type });
+  }
+});
+
+async function expectLoadError(gguf: string, code: string, message: RegExp): Promise<void> {
+  const error = await loadGgufModel(gguf).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(DropserveError);
+  expect((error as DropserveError).code).toBe(code);
+  expect((error as DropserveError).message).toMatch(message);
+}
+
+describe('GGUF from stories260K (written here from the llama2.c checkpoint)', () => {
+  it('F32: config, tied weights and every tensor come back exactly; --model picks it up as kind "gguf"', async () => {
+    const gguf = file('stories260K-f32.gguf');
+    expect(isGgufFile(gguf)).toBe(true);
+    expect(isGgufFile(STORIES_260K)).toBe(false);
+    const model = await loadModel({ model: gguf });
+    expect(model.source).toMatchObject({ kind: 'gguf', id: 'stories260K-f32', path: gguf });
+    expect(model.source.description).toMatch(
+      /^GGUF stories260K \(stories260K-f32\.gguf: 5 layers, dim 64, vocab 512; F32 ×47\)$/,
+    );
+    expect(model.config).toEqual({ ...source.config, eosTokenIds: [2, 1] });
+    const { weights } = model;
+    expect(weights.lmHead).toBe(weights.tokenEmbedding);
+    expect(weights.tokenEmbedding).toEqual(source.weights.tokenEmbedding);
+    expect(weights.finalNorm).toEqual(source.weights.finalNorm);
+    expect(weights.layers).toEqual(source.weights.layers);
+    expect(weights.quantizedLayers).toBeUndefined();
+  });
+
+  it('the embedded vocabulary tokenizes as tok512.bin does, and decodes back', async () => {
+    const { tokenizer } = await loadModel({ model: file('stories260K-f32.gguf') });
+    expect(tokenizer.vocabSize).toBe(512);
+    expect(tokenizer.encode('Once upon a time', { addBos: true })).toEqual([1, 403, 407, 261, 378]);
+    for (const text of TEXTS) {
+      expect(tokenizer.encode(text, { addBos: true })).toEqual(
+        source.tokenizer.encode(text, { addBos: true }),
+      );
+      expect(tokenizer.decode(tokenizer.encode(text))).toBe(text.length > 0 ? text : '');
+    }
+    expect(tokenizer.specialTokens).toEqual({ bos: '<s>', eos: '</s>' });
+  });
+
+  it('F16: every matrix is its fp16 rounding, norms stay F32, the weights are marked fp16', async () => {
+    const model = await loadGgufModel(file('stories260K-f16.gguf'));
+    expect(model.typeSummary).toBe('F16 ×36, F32 ×11');
+    const half = (v: Float32Array) => decodeToFloat32(GGMLQuantizationType.F16, encodeF16(v), v.length);
+    expect(model.weights.layers[2]!.wq).toEqual(half(source.weights.layers[2]!.wq));
+    expect(model.weights.layers[2]!.attnNorm).toEqual(source.weights.layers[2]!.attnNorm);
+    expect(model.weights.format).toBe('fp16');
+  });
+
+  it('Q8_0 / Q4_0: linears arrive as MatMulNBits matrices whose dequantization is the float32 field', async () => {
+    for (const [type, bits, format] of [
+      ['q8_0', 8, 'int8'],
+      ['q4_0', 4, 'int4'],
+    ] as const) {
+      const model = await loadGgufModel(file(`stories260K-${type}.gguf`));
+      const { weights } = model;
+      expect(weights.format).toBe(format);
+      // ffn_down's rows are 172 long, not whole 32-blocks: written as F16, read as float32.
+      expect(model.typeSummary).toMatch(/F16 ×5/);
+      for (const [l, layer] of weights.layers.entries()) {
+        const quantized = weights.quantizedLayers![l]!;
+        expect(Object.keys(quantized).sort()).toEqual(
+          LINEAR_WEIGHT_NAMES.filter((n) => n !== 'wDown').sort(),
+        );
+        for (const name of LINEAR_WEIGHT_NAMES) {
+          const m = quantized[name];
+          if (!m) continue;
+          expect(m).toMatchObject({ bits, blockSize: 32 });
+          expect(layer[name]).toEqual(dequantize(m));
+        }
+      }
+      // Round-to-nearest stays close to the source.
+      const a = weights.layers[0]!.wq;
+      const b = source.weights.layers[0]!.wq;
+      const maxDiff = a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+      expect(maxDiff).toBeGreaterThan(0);
+      expect(maxDiff).toBeLessThan(bits === 8 ? 0.02 : 0.3);
+    }
+  });
+});
+
+describe('GGUF errors name what they cannot take', () => {
+  const broken = (name: string, edit: (g: ReturnType<typeof modelAsGguf>) => void) => {
+    const contents = modelAsGguf(source, { type: 'f32' });
+    edit(contents);
+    writeGgufFile(file(name), contents.metadata, contents.tensors);
+    return file(name);
+  };
+
+  it('another architecture', async () => {
+    const gguf = broken('qwen.gguf', (g) => {
+      g.metadata['general.architecture'] = { type: 'string', value: 'qwen2' };
+    });
+    await expectLoadError(gguf, 'DS_UNSUPPORTED', /architecture "qwen2" is not supported; only "llama"/);
+  });
+
+  it('a tensor type it has no decoder for', async () => {
+    const gguf = broken('iq2.gguf', (g) => {
+      const t = g.tensors.find((x) => x.name === 'blk.3.ffn_up.weight')!;
+      t.type = GGMLQuantizationType.IQ2_XS;
+    });
+    await expectLoadError(gguf, 'DS_UNSUPPORTED', /tensor blk\.3\.ffn_up\.weight has type IQ2_XS \(17\)/);
+  });
+
+  it('a missing tensor and a tensor of the wrong shape', async () => {
+    const missing = broken('missing.gguf', (g) => {
+      g.tensors = g.tensors.filter((x) => x.name !== 'blk.1.attn_k.weight');
+    });
+    await expectLoadError(missing, 'DS_MODEL_LOAD', /GGUF has no tensor blk\.1\.attn_k\.weight/);
+    const misshapen = broken('shape.gguf', (g) => {
+      g.tensors.find((x) => x.name === 'blk.0.attn_v.weight')!.dims = [32, 64];
+    });
+    await expectLoadError(
+      misshapen,
+      'DS_MODEL_LOAD',
+      /tensor blk\.0\.attn_v\.weight has shape \[32, 64\], the config implies \[64, 32\]/,
+    );
+  });
+
+  it('a GPT-2 style vocabulary, missing metadata, and a file that is not GGUF', async () => {
+    const bpe = broken('bpe.gguf', (g) => {
+      g.metadata['tokenizer.ggml.model'] = { type: 'string', value: 'gpt2' };
+    });
+    await expectLoadError(bpe, 'DS_UNSUPPORTED', /tokenizer\.ggml\.model "gpt2" is not supported/);
+    const noDim = broken('nodim.gguf', (g) => {
+      delete g.metadata['llama.embedding_length'];
+    });
+    await expectLoadError(noDim, 'DS_MODEL_LOAD', /GGUF metadata has no llama\.embedding_length/);
+    fs.writeFileSync(file('fake.gguf'), 'not a gguf at all');
+    await expectLoadError(file('fake.gguf'), 'DS_MODEL_LOAD', /not a GGUF file/);
+  });
+});
+
+describeWithAssets(
+  [LLAMA2C_TOKENIZER, TINYSTORIES_EVAL],
+  'GGUF vocabulary of the 32000-token Llama 2 tokenizer',
+  () => {
+    it('encodes the eval stories exactly as llama2.c tokenizer.bin does', () => {
+      const original = Llama2cTokenizer.fromFile(LLAMA2C_TOKENIZER.path);
+      const vocab = llama2cVocabularyAsGguf(original);
+      expect(vocab.tokens.slice(0, 4)).toEqual(['<unk>', '<s>', '</s>', '<0x00>']);
+      expect(vocab.tokens).toContain('▁the');
+      const gguf = tokenizerFromGguf(
+        {
+          model: 'llama',
+          tokens: vocab.tokens,
+          scores: vocab.scores,
+          tokenTypes: vocab.types,
+          bosTokenId: 1,
+          eosTokenId: 2,
+        },
+        'test',
+      );
+      const stories = fs.readFileSync(TINYSTORIES_EVAL.path, 'utf8').split('\n<|endoftext|>\n').slice(0, 200);
+      for (const text of [...TEXTS, ...stories]) {
+        const ids = gguf.encode(text, { addBos: true });
+        expect(ids).toEqual(original.encode(text, { addBos: true }));
+        expect(gguf.decode(ids)).toBe(original.decode(ids));
+      }
+    });
+  },
+);
