@@ -27,6 +27,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner
     summary: 'prefill time / TTFT of requests sharing a 300-token prefix, prefix reuse off vs on',
     load: async () => (await import('./prefix.ts')).runPrefixBench,
   },
+  quant: {
+    summary:
+      'decode tok/s and weight bytes/token, fp32 vs int8 vs int4 × full / 4 of 12 attention dropped (110M shape)',
+    load: async () => (await import('./quant.ts')).runQuantBench,
+  },
   startup: {
     summary: 'cold start to the first token, tsx sources vs compiled dist/ (stories260K, 110M shape)',
     load: async () => (await import('./startup.ts')).runStartupBench,

@@ -33,6 +33,8 @@ export interface EngineOptions {
   threads?: number;
   /** Reuse a running sequence's KV for a shared prompt prefix (default: off). */
   prefixReuse?: PrefixReuseOptions;
+  /** MatMulNBits accuracy_level of quantized weights (default: engine/graph/linear-weights.ts); benches compare. */
+  accuracyLevel?: number;
 }
 
 export const DEFAULT_MAX_QUEUE = 1024;
@@ -112,6 +114,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     device: options.device ?? 'cpu',
     threads: options.threads ?? 1,
     weightFile: model.weightFile,
+    accuracyLevel: options.accuracyLevel,
   });
   const core = new EngineCore({
     config: model.config,
