@@ -43,7 +43,8 @@ export async function runQuantBench(argv: string[]): Promise<number> {
       reps: { type: 'string', default: '3' },
       'prompt-len': { type: 'string', default: '16' },
       'quant-block': { type: 'string', default: String(DEFAULT_QUANT_BLOCK) },
-      formats: { type: 'string', default: 'fp32,int8,int4' },
+      /** Weight formats; "+head" also quantizes lm_head (--quantize-lm-head). */
+      formats: { type: 'string', default: 'fp32,int8,int4,int8+head,int4+head' },
       /** Also run int8/int4 at these MatMulNBits accuracy levels (e.g. 0), to compare with the default. */
       'accuracy-levels': { type: 'string', default: '' },
       threads: { type: 'string', default: '1' },
@@ -54,7 +55,7 @@ export async function runQuantBench(argv: string[]): Promise<number> {
   const promptLength = Number(values['prompt-len']);
   const blockSize = Number(values['quant-block']);
   const threads = Number(values.threads);
-  const formats = values.formats.split(',') as WeightFormat[];
+  const formats = values.formats.split(',');
   const extraLevels = values['accuracy-levels']
     .split(',')
     .filter((s) => s !== '')
@@ -68,16 +69,18 @@ export async function runQuantBench(argv: string[]): Promise<number> {
   const base = syntheticModel({ ...SHAPE_110M, seed: 110 });
   const variants = [{ name: 'attn-4of12', spec: { dropAttention: DROPPED_ATTENTION, dropMlp: [] } }];
   const arms: Arm[] = [];
-  const add = async (format: WeightFormat, accuracyLevel: number, label: string) => {
+  const add = async (arm: string, accuracyLevel: number, label: string) => {
     const started = performance.now();
-    const model = withWeightOptions(base, { format, blockSize, quantizeLmHead: false });
+    const format = arm.replace('+head', '') as WeightFormat;
+    const quantizeLmHead = arm.endsWith('+head');
+    const model = withWeightOptions(base, { format, blockSize, quantizeLmHead });
     const engine = await createEngine({ model, servedModelName: label, variants, threads, accuracyLevel });
     arms.push({ label, format, accuracyLevel, engine });
     console.log(`  ${label}: quantize + session ${Math.round(performance.now() - started)} ms`);
   };
   for (const format of formats) await add(format, DEFAULT_ACCURACY_LEVEL, format);
   for (const level of extraLevels) {
-    for (const format of formats.filter((f) => f === 'int8' || f === 'int4')) {
+    for (const format of formats.filter((f) => f.startsWith('int'))) {
       await add(format, level, `${format}-acc${level}`);
     }
   }
