@@ -3,7 +3,8 @@ import { runLoadtestCommand } from '../cli/loadtest.ts';
 import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
 import { parseGuardrail } from '../server/experiments/guardrails.ts';
 import { type RunningServer, startServer } from '../server/start-server.ts';
-import { e2eServerOptions, eventually, scrapeMetrics, sumOf } from './support/test-server.ts';
+import { completeAs, driveUntilTripped, experimentReport } from './support/experiment-traffic.ts';
+import { e2eServerOptions, scrapeMetrics, sumOf } from './support/test-server.ts';
 
 /**
  * An A/B experiment between stories260K and a variant that drops 3 of its 5 attention layers
@@ -14,37 +15,10 @@ import { e2eServerOptions, eventually, scrapeMetrics, sumOf } from './support/te
  */
 const FULL = 'stories260K';
 const PRUNED = 'stories260K:attn-3';
-const OPENINGS = [
-  'Once upon a time, there was a little girl named Lily.',
-  'One day, a boy named Tom went to the park.',
-  'The cat saw a big dog in the garden.',
-  'Sue had a red ball. She liked to play',
-  'There was a small bird who wanted to fly.',
-  'Mom said it was time to go to bed.',
-];
 const MAX_REQUESTS = 400;
-
-async function reportOf(server: RunningServer): Promise<ExperimentReport> {
-  const response = await fetch(`${server.httpUrl}/v1/experiments/ab/report`);
-  expect(response.status).toBe(200);
-  return (await response.json()) as ExperimentReport;
-}
-
-async function complete(server: RunningServer, user: string, i: number): Promise<string> {
-  const response = await fetch(`${server.httpUrl}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'ab', prompt: OPENINGS[i % OPENINGS.length], max_tokens: 24, user }),
-  });
-  expect(response.status).toBe(200);
-  await response.json();
-  return response.headers.get('x-dropserve-variant')!;
-}
 
 describe('experiment report, verdicts and guardrail end to end (stories260K)', () => {
   let server: RunningServer;
-  const pruneUsers: string[] = [];
-  let sentToPruned = 0;
 
   beforeAll(async () => {
     server = await startServer(
@@ -67,30 +41,13 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
   afterAll(() => server?.close(0));
 
   it('reaches "worse" on agreement, trips the guardrail and drains the arm to the control', async () => {
-    let report = await reportOf(server);
-    expect(report).toMatchObject({
+    expect(await experimentReport(server, 'ab')).toMatchObject({
       object: 'experiment.report',
       name: 'ab',
       control: FULL,
       scope: 'replica',
     });
-    for (let i = 0; i < MAX_REQUESTS; i++) {
-      const user = `user-${i}`;
-      const variant = await complete(server, user, i);
-      if (variant === PRUNED) {
-        sentToPruned++;
-        pruneUsers.push(user);
-        // Wait for this request's shadow score to be accounted for, scored or dropped.
-        await eventually(async () => {
-          const metrics = await scrapeMetrics(server.httpUrl);
-          const dropped = sumOf(metrics, 'dropserve:shadow_dropped_total', { variant: PRUNED });
-          const scored = sumOf(metrics, 'dropserve:fidelity_top1_agreement_count', { variant: PRUNED });
-          return scored + dropped >= sentToPruned;
-        });
-      }
-      report = await reportOf(server);
-      if (report.arms.find((a) => a.variant === PRUNED)!.guardrail) break;
-    }
+    const { report, armUsers } = await driveUntilTripped(server, 'ab', PRUNED, MAX_REQUESTS);
     const arm = report.arms.find((a) => a.variant === PRUNED)!;
     expect(arm.guardrail).toMatchObject({ tripped: true, metric: 'agreement', op: '>=', threshold: 0.85 });
     expect(arm.guardrail!.at_n).toBeGreaterThanOrEqual(20);
@@ -112,8 +69,8 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
 
     // Users that were on the pruned arm now land on the control; nothing new reaches the arm.
     const requestsBefore = arm.requests;
-    for (const user of pruneUsers.slice(0, 5)) expect(await complete(server, user, 0)).toBe(FULL);
-    const after = (await reportOf(server)).arms.find((a) => a.variant === PRUNED)!;
+    for (const user of armUsers.slice(0, 5)) expect(await completeAs(server, 'ab', user, 0)).toBe(FULL);
+    const after = (await experimentReport(server, 'ab')).arms.find((a) => a.variant === PRUNED)!;
     expect(after.requests).toBe(requestsBefore);
     const view = (await (await fetch(`${server.httpUrl}/v1/experiments/ab`)).json()) as {
       arms: { variant: string; drained?: boolean }[];
@@ -122,7 +79,7 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
   }, 300_000);
 
   it('`loadtest ab-report` prints the same counts and verdict as the endpoint', async () => {
-    const report = await reportOf(server);
+    const report = await experimentReport(server, 'ab');
     const printed: string[] = [];
     const log = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
       printed.push(args.join(' '));

@@ -21,6 +21,8 @@ const state = {
   hasCharts: typeof window.uPlot === 'function',
   variantIds: [],
   lastError: null,
+  /** The last experiment reports, one per experiment. */
+  experiments: [],
 };
 window.__dashboard = state;
 
@@ -262,6 +264,113 @@ state.chartPoints = () =>
     0,
   );
 
+// --- Experiments: intervals and a verdict line per arm (GET /v1/experiments/{name}/report). ---
+const LATENCY_LABELS = {
+  ttft_ms: 'TTFT',
+  tpot_ms: 'TPOT',
+  e2e_ms: 'end-to-end',
+  output_tokens_per_s: 'tokens/s per request',
+};
+const FIDELITY_LABELS = { agreement: 'agreement', kl: 'KL (nats)', delta_nll: 'ΔNLL (nats)' };
+const VERDICT_CLASS = { better: 'good', worse: 'poor', 'no detectable difference yet': 'none' };
+const fmtStat = (v) => {
+  if (v === null || v === undefined || !Number.isFinite(v)) return dash;
+  const a = Math.abs(v);
+  return a >= 100 ? v.toFixed(0) : a >= 1 ? v.toFixed(2) : v.toFixed(3);
+};
+
+/** An interval as a bar on a log axis from 0.5× to 2× (ratios) or a linear 0–1 axis (agreement). */
+function intervalBar(low, high, scale) {
+  if (low === null || high === null) return '<span class="ibar empty"></span>';
+  const pos = (x) => {
+    const p = scale === 'log' ? (Math.log2(Math.max(x, 1e-9)) + 1) / 2 : x;
+    return Math.min(100, Math.max(0, p * 100));
+  };
+  const left = pos(low);
+  const width = Math.max(1, pos(high) - left);
+  const tick = scale === 'log' ? '<span class="ibar-tick" style="left:50%"></span>' : '';
+  return `<span class="ibar">${tick}<span class="ibar-range" style="left:${left}%;width:${width}%"></span></span>`;
+}
+
+function armLine(report, arm) {
+  const decided = [];
+  for (const [metric, c] of Object.entries(arm.latency ?? {})) {
+    if (c.verdict !== 'no detectable difference yet') decided.push(`${c.verdict} ${LATENCY_LABELS[metric]}`);
+  }
+  for (const [metric, c] of Object.entries(arm.fidelity ?? {})) {
+    if (c.verdict !== 'no detectable difference yet')
+      decided.push(`${c.verdict} ${FIDELITY_LABELS[metric].replace(' (nats)', '')}`);
+  }
+  const head = `${arm.variant} vs ${report.control}: `;
+  const body = decided.length ? decided.join(', ') : 'no detectable difference yet';
+  return `${head}${body} · ${arm.requests} requests, ${arm.scored_requests} scored`;
+}
+
+function renderExperiments(reports) {
+  const section = document.getElementById('experiments-section');
+  section.hidden = reports.length === 0;
+  const html = reports.map((report) => {
+    const arms = report.arms.filter((a) => !a.is_control);
+    const cards = arms.map((arm) => {
+      const grade = arm.guardrail
+        ? 'poor'
+        : Object.values(arm.fidelity ?? {}).some((c) => c.verdict === 'worse')
+          ? 'fair'
+          : 'good';
+      const rows = [];
+      for (const [metric, c] of Object.entries(arm.latency ?? {})) {
+        rows.push(`<tr data-metric="${metric}">
+          <td>${LATENCY_LABELS[metric]}</td>
+          <td>${fmtStat(c.control_mean)}</td><td>${fmtStat(c.arm_mean)}</td>
+          <td>${c.ratio === null ? dash : `${c.ratio.toFixed(2)}× [${c.ci95[0].toFixed(2)}, ${c.ci95[1].toFixed(2)}]`}</td>
+          <td>${intervalBar(c.ci95?.[0] ?? null, c.ci95?.[1] ?? null, 'log')}</td>
+          <td class="v ${VERDICT_CLASS[c.verdict]}">${escapeHtml(c.verdict)}</td>
+          <td>${c.n_control}/${c.n_arm}</td></tr>`);
+      }
+      for (const [metric, c] of Object.entries(arm.fidelity ?? {})) {
+        const ci = c.arm_ci95;
+        rows.push(`<tr data-metric="${metric}">
+          <td>${FIDELITY_LABELS[metric]}</td>
+          <td>${fmtStat(c.control_mean)}</td><td>${fmtStat(c.arm_mean)}</td>
+          <td>${ci ? `${fmtStat(c.arm_mean)} [${fmtStat(ci[0])}, ${fmtStat(ci[1])}]` : dash}</td>
+          <td>${metric === 'agreement' ? intervalBar(ci?.[0] ?? null, ci?.[1] ?? null, 'linear') : ''}</td>
+          <td class="v ${VERDICT_CLASS[c.verdict]}">${escapeHtml(c.verdict)}</td>
+          <td>${c.control_is_full_model ? 'full' : c.n_control}/${c.n_arm}</td></tr>`);
+      }
+      const guard = arm.guardrail
+        ? `<div class="guardrail">Guardrail ${escapeHtml(`${arm.guardrail.metric}${arm.guardrail.op}${arm.guardrail.threshold}`)} tripped at n=${arm.guardrail.at_n}: drained, its users go to ${escapeHtml(report.control)}</div>`
+        : arm.guardrail_checks.length
+          ? `<div class="sub">guardrails hold: ${escapeHtml(arm.guardrail_checks.map((g) => `${g.metric}${g.op}${g.threshold}`).join(', '))}</div>`
+          : '';
+      return `<div class="experiment-arm verdict ${grade}" data-experiment="${escapeHtml(report.name)}" data-variant="${escapeHtml(arm.variant)}">
+        <div class="line">${escapeHtml(armLine(report, arm))}</div>
+        ${guard}
+        <table class="intervals"><thead><tr><th>metric</th><th>control</th><th>arm</th>
+          <th>arm/control [95% CI]</th><th></th><th>verdict (95% CS)</th><th>n ctl/arm</th></tr></thead>
+          <tbody>${rows.join('')}</tbody></table>
+      </div>`;
+    });
+    return `<div class="experiment"><div class="name">${escapeHtml(report.name)}
+      <span class="muted">· control ${escapeHtml(report.control)} · scope ${escapeHtml(report.scope)}</span></div>
+      ${cards.join('')}</div>`;
+  });
+  document.getElementById('experiments').innerHTML = html.join('');
+}
+
+async function pollExperiments(headers) {
+  const list = await fetch('/v1/experiments', { headers, cache: 'no-store' });
+  if (!list.ok) return;
+  const names = ((await list.json()).data ?? []).map((e) => e.name);
+  const reports = [];
+  for (const name of names) {
+    const path = name.split('/').map(encodeURIComponent).join('/');
+    const r = await fetch(`/v1/experiments/${path}/report`, { headers, cache: 'no-store' });
+    if (r.ok) reports.push(await r.json());
+  }
+  state.experiments = reports;
+  renderExperiments(reports);
+}
+
 // --- Polling. ---
 function setStatus(text, isError = false) {
   const el = document.getElementById('status');
@@ -303,6 +412,7 @@ async function poll() {
     renderVerdicts(ordered, full);
     renderTable(ordered, full);
     updateCharts();
+    await pollExperiments(key ? { authorization: `Bearer ${key}` } : {});
     setStatus(
       `${full ? full.id : 'model'} · ${ordered.length} variants · updated ${new Date().toLocaleTimeString()}`,
     );
