@@ -13,6 +13,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
     summary: 'generate text from a prompt (one-off, prints text or --json)',
     load: async () => (await import('./generate.ts')).runGenerateCommand,
   },
+  convert: {
+    summary: 'convert a model to GGUF (--to gguf --type f32|f16|q8_0|q4_0)',
+    load: async () => (await import('./convert.ts')).runConvertCommand,
+  },
   prune: {
     summary: 'prune analyze | plan | eval: find and evaluate sublayers to drop',
     load: async () => (await import('./prune.ts')).runPruneCommand,
