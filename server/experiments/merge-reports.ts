@@ -110,7 +110,9 @@ export function mergeReplicaReports(replicas: readonly ReplicaReport[]): MergedR
   const perReplica = parsed.filter((p) => p.report.scope === 'replica').map((p) => p.source);
   if (perReplica.length > 0) {
     notes.push(
-      `scope "replica" on ${perReplica.join(', ')}: created at runtime or by flag, so each replica has its own copy (merged because the arms match)`,
+      parsed.length === 1
+        ? 'scope "replica": created by flag or at runtime, so other replicas may run it differently'
+        : `scope "replica" on ${perReplica.join(', ')}: created by flag or at runtime, so each replica has its own copy (merged because the arms match)`,
     );
   }
 
