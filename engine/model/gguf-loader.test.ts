@@ -10,13 +10,17 @@ import {
 } from '../../tests/support/shared-assets.ts';
 import { DropserveError } from '../errors.ts';
 import { dequantize } from '../quant/quantized-matrix.ts';
+import { parseWeightFlags, withWeightOptions } from '../quant/weight-flags.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
 import { isGgufFile, loadGgufModel } from './gguf-loader.ts';
 import { decodeToFloat32, encodeF16, GGMLQuantizationType } from './gguf-tensors.ts';
 import { llama2cVocabularyAsGguf, modelAsGguf, writeGgufFile, writeModelAsGguf } from './gguf-writer.ts';
+import { writeSyntheticLlama2cTokenizer } from './llama2c-writer.ts';
 import { loadModel } from './load-model.ts';
 import type { LoadedModel } from './loaded-model.ts';
+import { SeededRandom } from './random.ts';
+import { syntheticConfig, syntheticWeights } from './synthetic.ts';
 import { LINEAR_WEIGHT_NAMES } from './weights.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-gguf-'));
@@ -119,6 +123,64 @@ describe('GGUF from stories260K (written here from the llama2.c checkpoint)', ()
       expect(maxDiff).toBeGreaterThan(0);
       expect(maxDiff).toBeLessThan(bits === 8 ? 0.02 : 0.3);
     }
+  });
+});
+
+describe('K-quant tensors', () => {
+  it('are dequantized with a warning naming them; --weights int8 requantizes them into MatMulNBits', async () => {
+    // Rows of 256 values: K-quant super-blocks. Random block bytes are valid codes; only the fp16
+    // scales are set, so that no block decodes to NaN.
+    const config = syntheticConfig({
+      dim: 256,
+      hiddenDim: 256,
+      numLayers: 1,
+      numHeads: 8,
+      numKvHeads: 4,
+      vocabSize: 320,
+    });
+    const tokenizerFile = file('tok320.bin');
+    writeSyntheticLlama2cTokenizer(tokenizerFile, 320);
+    const model: LoadedModel = {
+      config,
+      weights: syntheticWeights(config, 5),
+      tokenizer: Llama2cTokenizer.fromFile(tokenizerFile),
+      source: { kind: 'synthetic', id: 'kquant', description: 'synthetic' },
+    };
+    const contents = modelAsGguf(model, { type: 'f32' });
+    const random = new SeededRandom(9);
+    const randomBlocks = (blocks: number, blockBytes: number, scaleOffsets: number[]) => {
+      const bytes = Uint8Array.from({ length: blocks * blockBytes }, () => Math.floor(random.next() * 256));
+      for (let b = 0; b < blocks; b++) {
+        for (const at of scaleOffsets)
+          [bytes[b * blockBytes + at], bytes[b * blockBytes + at + 1]] = [0x00, 0x1c]; // fp16 2^-8
+      }
+      return bytes;
+    };
+    const down = contents.tensors.find((t) => t.name === 'blk.0.ffn_down.weight')!;
+    Object.assign(down, { type: GGMLQuantizationType.Q6_K, data: randomBlocks(256, 210, [208]) });
+    const gate = contents.tensors.find((t) => t.name === 'blk.0.ffn_gate.weight')!;
+    Object.assign(gate, { type: GGMLQuantizationType.Q4_K, data: randomBlocks(256, 144, [0, 2]) });
+    writeGgufFile(file('kquant.gguf'), contents.metadata, contents.tensors);
+
+    const loaded = await loadGgufModel(file('kquant.gguf'));
+    expect(loaded.typeSummary).toBe('F32 ×10, Q4_K ×1, Q6_K ×1');
+    expect(loaded.warnings).toEqual([
+      expect.stringMatching(/^blk\.0\.ffn_gate\.weight is Q4_K \(12\): dequantized to float32/),
+      expect.stringMatching(/^blk\.0\.ffn_down\.weight is Q6_K \(14\): dequantized to float32/),
+    ]);
+    const layer = loaded.weights.layers[0]!;
+    expect(layer.wDown).toEqual(decodeToFloat32(GGMLQuantizationType.Q6_K, down.data, 256 * 256));
+    expect(layer.wGate).toEqual(decodeToFloat32(GGMLQuantizationType.Q4_K, gate.data, 256 * 256));
+    expect(loaded.weights.quantizedLayers).toBeUndefined();
+
+    const gguf: LoadedModel = { ...model, config: loaded.config, weights: loaded.weights };
+    const int8 = withWeightOptions(gguf, parseWeightFlags({ weights: 'int8' }));
+    const requantized = int8.weights.quantizedLayers![0]!.wDown!;
+    expect(requantized).toMatchObject({ bits: 8, blockSize: 32 });
+    const back = dequantize(requantized);
+    const maxDiff = back.reduce((m, v, i) => Math.max(m, Math.abs(v - layer.wDown[i]!)), 0);
+    const maxAbs = layer.wDown.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    expect(maxDiff).toBeLessThanOrEqual(maxAbs / 127);
   });
 });
 
