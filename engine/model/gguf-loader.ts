@@ -7,14 +7,7 @@ import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { ModelConfig } from './config.ts';
 import { ggufTensorToMatrix } from './gguf-matrix.ts';
-import {
-  DECODABLE_TYPES,
-  decodeToFloat32,
-  GGMLQuantizationType,
-  ggmlByteSize,
-  ggmlTypeName,
-  isKQuant,
-} from './gguf-tensors.ts';
+import { DECODABLE_TYPES, decodeToFloat32, ggmlByteSize, ggmlTypeName, isKQuant } from './gguf-tensors.ts';
 import type {
   LayerWeights,
   LinearWeightName,
@@ -280,16 +273,13 @@ class TensorReader {
     return weights;
   }
 
-  /** The storage the file's linears suggest, when it is one format throughout. */
+  /**
+   * int8/int4 when the file's quantized linears are all of one width. F16 files are not marked fp16:
+   * their values are exact in float32, and `--weights fp16` stores them as halves without loss.
+   */
   #fileFormat(bitsSeen: Set<number>): WeightFormat | undefined {
-    if (bitsSeen.size === 1) return bitsSeen.has(8) ? 'int8' : 'int4';
-    if (bitsSeen.size > 1) return undefined;
-    const linearTypes = [...this.#infos.values()]
-      .filter((i) => i.name.startsWith('blk.') && i.shape.length === 2)
-      .map((i) => i.dtype);
-    return linearTypes.length > 0 && linearTypes.every((t) => t === GGMLQuantizationType.F16)
-      ? 'fp16'
-      : undefined;
+    if (bitsSeen.size !== 1) return undefined;
+    return bitsSeen.has(8) ? 'int8' : 'int4';
   }
 
   #info(name: string, shape: number[]): GGUFTensorInfo {
