@@ -81,7 +81,15 @@ export class ExperimentsFileSource {
 
   /** The first load: a bad file at start-up is an error (nothing sensible to keep), not a log line. */
   async load(): Promise<void> {
-    const text = await this.#read();
+    let text: string;
+    try {
+      text = await this.#read();
+    } catch (error) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        `--experiments-file ${this.path}: cannot read: ${(error as Error).message}`,
+      );
+    }
     this.#lastSeen = experimentsFileVersion(text);
     this.#apply(parseExperimentsFile(text, this.path));
   }

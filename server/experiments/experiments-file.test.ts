@@ -212,5 +212,11 @@ describe('ExperimentsFileSource', () => {
       logger: silentLogger(),
     });
     await expect(fresh.load()).rejects.toThrow(/variant "nope" is not served/);
+    const missing = new ExperimentsFileSource({
+      path: join(dir, 'none.yaml'),
+      router,
+      logger: silentLogger(),
+    });
+    await expect(missing.load()).rejects.toThrow(/--experiments-file .*none\.yaml: cannot read: ENOENT/);
   });
 });
