@@ -51,6 +51,33 @@ describe('serve flags: --experiment, --shadow-rate, --shadow-max-in-flight', () 
     expect(() => parseServeArgs(['--experiment', 'ab=m:x'], {})).toThrow(/not VARIANT:WEIGHT/);
   });
 
+  it('parse --experiment-guardrail (repeatable) and control= in --experiment', () => {
+    const config = parseServeArgs(
+      [
+        '--experiment',
+        'ab=m:1,m:attn-2:1,control=m:attn-2',
+        '--experiment-guardrail',
+        'agreement>=0.85',
+        '--experiment-guardrail',
+        'ttft_p90_ms<=250',
+      ],
+      {},
+    );
+    if (config === 'help') throw new Error('unexpected help');
+    expect(config.server.experiments?.[0]?.control).toBe('m:attn-2');
+    expect(config.server.experimentGuardrails).toEqual([
+      { metric: 'agreement', op: '>=', threshold: 0.85 },
+      { metric: 'ttft_p90_ms', op: '<=', threshold: 250 },
+    ]);
+    expect(() => parseServeArgs(['--experiment-guardrail', 'agreement<=0.8'], {})).toThrow(
+      /agreement takes >=/,
+    );
+    expect(() => parseServeArgs(['--experiment-guardrail', 'latency<=3'], {})).toThrow(
+      /--experiment-guardrail "latency<=3"/,
+    );
+    expect(SERVE_USAGE).toContain('--experiment-guardrail agreement>=X');
+  });
+
   it('are documented in the usage text', () => {
     for (const flag of ['--experiment NAME=VARIANT:WEIGHT', '--shadow-rate R', '--shadow-max-in-flight N']) {
       expect(SERVE_USAGE).toContain(flag);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkExperimentName, parseExperimentBody } from './experiment-body.ts';
+import { checkExperimentName, parseExperimentBody, parseExperimentDefinition } from './experiment-body.ts';
 
 describe('POST /v1/experiments body', () => {
   it('takes arms in order, or a weight per variant', () => {
@@ -41,5 +41,21 @@ describe('POST /v1/experiments body', () => {
     expect(checkExperimentName('stories260K:ab/test-1')).toBe('stories260K:ab/test-1');
     for (const bad of ['', ' ab', 'a b', '-ab', 'x'.repeat(129)])
       expect(() => checkExperimentName(bad)).toThrow();
+  });
+
+  it('reads an optional "control" beside either form', () => {
+    expect(parseExperimentDefinition({ weights: { m: 1, 'm:a': 1 }, control: 'm:a' })).toEqual({
+      arms: [
+        { variant: 'm', weight: 1 },
+        { variant: 'm:a', weight: 1 },
+      ],
+      control: 'm:a',
+    });
+    expect(parseExperimentDefinition({ arms: [{ variant: 'm', weight: 1 }] })).toEqual({
+      arms: [{ variant: 'm', weight: 1 }],
+    });
+    expect(() => parseExperimentDefinition({ weights: { m: 1 }, control: '' })).toThrow(
+      /^control: must not be empty/,
+    );
   });
 });

@@ -118,4 +118,74 @@ describe('ExperimentRouter', () => {
       expect(r.assign('ab')).toBe('m:attn-1');
     }
   });
+
+  it('drains an arm: its users go to the control, every other user keeps their arm', () => {
+    const r = new ExperimentRouter(
+      (v) => variants.has(v),
+      Math.random,
+      undefined,
+      () => 'm',
+    );
+    r.set('abc', [
+      { variant: 'm', weight: 1 },
+      { variant: 'm:attn-1', weight: 1 },
+      { variant: 'm:attn-2', weight: 1 },
+    ]);
+    const before = new Map<string, string>();
+    for (let i = 0; i < 300; i++) before.set(`u${i}`, r.assign('abc', `u${i}`));
+    expect(r.drain('abc', 'm', 'control')).toBe(false); // the control is never drained
+    expect(r.drain('abc', 'm:attn-1', 'agreement too low')).toBe(true);
+    for (const [user, variant] of before) {
+      expect(r.assign('abc', user)).toBe(variant === 'm:attn-1' ? 'm' : variant);
+    }
+    // A weight change keeps the drain; deleting the experiment forgets it.
+    r.set('abc', [
+      { variant: 'm', weight: 2 },
+      { variant: 'm:attn-1', weight: 1 },
+      { variant: 'm:attn-2', weight: 1 },
+    ]);
+    expect(r.drained('abc').map((d) => d.variant)).toEqual(['m:attn-1']);
+    r.delete('abc');
+    expect(r.drained('abc')).toEqual([]);
+  });
+
+  it('takes the named control, else the full model, else the first arm; refuses a control that is no arm', () => {
+    const r = new ExperimentRouter(
+      (v) => variants.has(v),
+      Math.random,
+      undefined,
+      () => 'm',
+    );
+    expect(
+      r.controlOf(
+        r.set('a', [
+          { variant: 'm:attn-1', weight: 1 },
+          { variant: 'm', weight: 1 },
+        ]),
+      ),
+    ).toBe('m');
+    expect(
+      r.controlOf(
+        r.set('b', [
+          { variant: 'm:attn-1', weight: 1 },
+          { variant: 'm:attn-2', weight: 1 },
+        ]),
+      ),
+    ).toBe('m:attn-1');
+    expect(
+      r.controlOf(
+        r.set(
+          'c',
+          [
+            { variant: 'm', weight: 1 },
+            { variant: 'm:attn-2', weight: 1 },
+          ],
+          { control: 'm:attn-2' },
+        ),
+      ),
+    ).toBe('m:attn-2');
+    expect(() => r.set('d', [{ variant: 'm', weight: 1 }], { control: 'm:attn-2' })).toThrow(
+      /control "m:attn-2" is not one of its arms/,
+    );
+  });
 });
