@@ -103,6 +103,29 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
     expect(merged.arms.find((a) => a.variant === PRUNED)!.fidelity).toEqual(arm.fidelity);
   });
 
+  it('takes the control from the admin body, and refuses one that is not an arm with a 400', async () => {
+    const post = (body: unknown) =>
+      fetch(`${server.httpUrl}/v1/experiments/reverse`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const created = await post({ weights: { [FULL]: 1, [PRUNED]: 1 }, control: PRUNED });
+    expect(created.status).toBe(201);
+    expect(await created.json()).toMatchObject({ control: PRUNED, scope: 'replica' });
+    const report = await experimentReport(server, 'reverse');
+    expect(report.control).toBe(PRUNED);
+    expect(report.arms.find((a) => a.variant === FULL)).toMatchObject({ is_control: false, drained: false });
+    const refused = await post({ weights: { [FULL]: 1 }, control: PRUNED });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({
+      error: {
+        type: 'invalid_request_error',
+        message: expect.stringMatching(/control .* is not one of its arms/),
+      },
+    });
+  });
+
   it('answers 404 in OpenAI form for an unknown experiment', async () => {
     const response = await fetch(`${server.httpUrl}/v1/experiments/nope/report`);
     expect(response.status).toBe(404);
