@@ -32,6 +32,10 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner
       'decode tok/s and weight bytes/token, fp32 vs int8 vs int4 × full / 4 of 12 attention dropped (110M shape)',
     load: async () => (await import('./quant.ts')).runQuantBench,
   },
+  gguf: {
+    summary: 'GGUF F32/F16/Q8_0/Q4_0: file size, load time vs the source checkpoint, logit differences',
+    load: async () => (await import('./gguf.ts')).runGgufBench,
+  },
   startup: {
     summary: 'cold start to the first token, tsx sources vs compiled dist/ (stories260K, 110M shape)',
     load: async () => (await import('./startup.ts')).runStartupBench,

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type GGUFParseOutput, type GGUFTensorInfo, gguf } from '@huggingface/gguf';
 import { DropserveError, modelLoadError } from '../errors.ts';
-import { dequantize, type QuantizedMatrix } from '../quant/quantized-matrix.ts';
+import type { QuantizedMatrix } from '../quant/quantized-matrix.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { ModelConfig } from './config.ts';
@@ -324,7 +324,8 @@ class TensorReader {
     const info = this.#info(name, [cols, rows]);
     const bytes = this.#bytes(info, rows * cols);
     const quantized = ggufTensorToMatrix(info.dtype, bytes, rows, cols);
-    if (quantized) return { values: dequantize(quantized), quantized };
+    // decodeToFloat32 gives the same float32 products as dequantize(quantized), faster.
+    if (quantized) return { values: decodeToFloat32(info.dtype, bytes, rows * cols), quantized };
     if (isKQuant(info.dtype)) {
       this.warnings.push(
         `${name} is ${ggmlTypeName(info.dtype)}: dequantized to float32; --weights decides how the graph stores it (int8/int4 requantize it by round-to-nearest)`,

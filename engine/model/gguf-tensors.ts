@@ -80,9 +80,9 @@ export function decodeToFloat32(type: number, bytes: Uint8Array, count: number):
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (type) {
     case GGMLQuantizationType.F32: {
-      const out = new Float32Array(count);
-      for (let i = 0; i < count; i++) out[i] = view.getFloat32(i * 4, true);
-      return out;
+      // x64 and arm64 are little-endian like the file: a copy of the bytes is the array.
+      const copy = bytes.slice(0, count * 4);
+      return new Float32Array(copy.buffer, 0, count);
     }
     case GGMLQuantizationType.F16:
       return f16ToFloat32(copyUint16(view, count));
