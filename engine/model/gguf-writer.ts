@@ -294,10 +294,17 @@ function hfBpeAsSentencePiece(dir: string): { tokens: string[]; scores: number[]
   const json = readJsonObject(path.join(dir, 'tokenizer.json')) as {
     model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] };
     added_tokens?: { id: number; content: string; special?: boolean }[];
+    pre_tokenizer?: unknown;
   };
   const model = json.model;
   if (model?.type !== 'BPE' || !model.vocab || !model.merges) {
     throw new RangeError(`${dir}/tokenizer.json: not a BPE model with vocab and merges`);
+  }
+  // GPT-2 style byte-level BPE (Llama 3, Qwen) is GGUF's "gpt2" vocabulary, not a SentencePiece one.
+  if (JSON.stringify(json.pre_tokenizer ?? null).includes('"ByteLevel"')) {
+    throw new RangeError(
+      `${dir}/tokenizer.json: a byte-level (GPT-2 style) BPE cannot be written as a GGUF "llama" vocabulary`,
+    );
   }
   const size = Math.max(...Object.values(model.vocab), ...(json.added_tokens ?? []).map((t) => t.id)) + 1;
   const tokens = new Array<string>(size).fill('');
