@@ -207,6 +207,22 @@ describe('GGUF errors name what they cannot take', () => {
     await expectLoadError(gguf, 'DS_UNSUPPORTED', /tensor blk\.3\.ffn_up\.weight has type IQ2_XS \(17\)/);
   });
 
+  it('Llama 3.1 RoPE frequency factors (rope_freqs.weight), which it would otherwise ignore', async () => {
+    const gguf = broken('rope-freqs.gguf', (g) => {
+      g.tensors.push({
+        name: 'rope_freqs.weight',
+        dims: [4],
+        type: GGMLQuantizationType.F32,
+        data: new Uint8Array(16),
+      });
+    });
+    await expectLoadError(
+      gguf,
+      'DS_UNSUPPORTED',
+      /tensor rope_freqs\.weight \(Llama 3\.1-style RoPE frequency factors\)/,
+    );
+  });
+
   it('a missing tensor and a tensor of the wrong shape', async () => {
     const missing = broken('missing.gguf', (g) => {
       g.tensors = g.tensors.filter((x) => x.name !== 'blk.1.attn_k.weight');

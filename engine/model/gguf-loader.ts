@@ -225,6 +225,14 @@ class TensorReader {
   }
 
   #readWeights(config: ModelConfig): ModelWeights {
+    // Llama 3.1+ files carry their RoPE frequency scaling as per-pair divisors; running without them
+    // would give a different model silently.
+    if (this.#infos.has('rope_freqs.weight')) {
+      throw new DropserveError(
+        'DS_UNSUPPORTED',
+        `${this.#file}: tensor rope_freqs.weight (Llama 3.1-style RoPE frequency factors) is not supported`,
+      );
+    }
     const { dim, hiddenDim, vocabSize, headDim } = config;
     const qDim = config.numHeads * headDim;
     const kvDim = config.numKvHeads * headDim;
