@@ -18,7 +18,7 @@ import { createLogger, LOG_LEVELS, type LogLevel } from '../server/logger.ts';
 
 const HELP = `usage: dropserve generate --prompt TEXT [flags]
 
-  --model PATH|HF_ID      llama2.c .bin, Hugging Face directory, cached HF id, or synthetic[:SEED]
+  --model PATH|HF_ID      llama2.c .bin, .gguf, Hugging Face directory, cached HF id, or synthetic[:SEED]
                           (default: the built-in stories260K, a TinyStories model)
   --tokenizer PATH        tokenizer for llama2.c checkpoints (default: tok*.bin / tokenizer.bin beside the model)
   --prompt TEXT           prompt (BOS is prepended)

@@ -26,7 +26,7 @@ const processIo: PruneIo = {
 
 const EXIT_INTERRUPTED = 130;
 
-const COMMON_FLAGS = `  --model M          llama2.c .bin, Hugging Face directory, org/name in the local HF cache, or
+const COMMON_FLAGS = `  --model M          llama2.c .bin, .gguf, Hugging Face directory, org/name in the local HF cache, or
                      synthetic[:SEED] (default: the built-in stories260K)
   --tokenizer T      tokenizer file or directory (default: found beside the model)
   --data FILE        text; documents split on "<|endoftext|>" lines, else running text

@@ -27,8 +27,9 @@ Each variant is served as a model named "<model>:<NAME>" next to the full "<mode
 
 model
   --model PATH|HF_ID|synthetic[:SEED]
-                             llama2.c .bin checkpoint, Hugging Face directory, org/name from the
-                             local HF cache, or "synthetic" (random weights, for API trials)
+                             llama2.c .bin checkpoint, .gguf file (llama arch), Hugging Face
+                             directory, org/name from the local HF cache, or "synthetic" (random
+                             weights, for API trials)
                              (default: the built-in stories260K, a TinyStories model in models/)
   --tokenizer PATH           tokenizer file or directory (default: found beside the model)
   --served-model-name NAME   name of the full model in the API (default: from the model source)
