@@ -238,6 +238,20 @@ describe('GGUF errors name what they cannot take', () => {
     );
   });
 
+  it('add_bos_token and add_space_prefix false are honoured', async () => {
+    const gguf = broken('no-bos.gguf', (g) => {
+      g.metadata['tokenizer.ggml.add_bos_token'] = { type: 'bool', value: false };
+      g.metadata['tokenizer.ggml.add_space_prefix'] = { type: 'bool', value: false };
+    });
+    const { tokenizer } = await loadGgufModel(gguf);
+    const plain = source.tokenizer.encode('Once upon a time');
+    // No BOS, and "Once" without the leading-space piece tokenizes differently.
+    const ids = tokenizer.encode('Once upon a time', { addBos: true });
+    expect(ids[0]).not.toBe(1);
+    expect(ids).not.toEqual(plain);
+    expect(tokenizer.encode(' Once upon a time', { addBos: true })).toEqual(plain);
+  });
+
   it('a GPT-2 style vocabulary, missing metadata, and a file that is not GGUF', async () => {
     const bpe = broken('bpe.gguf', (g) => {
       g.metadata['tokenizer.ggml.model'] = { type: 'string', value: 'gpt2' };

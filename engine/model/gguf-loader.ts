@@ -89,6 +89,7 @@ export async function loadGgufModel(file: string): Promise<GgufModel> {
       eosTokenId: optionalNumber(meta, 'tokenizer.ggml.eos_token_id'),
       unknownTokenId: optionalNumber(meta, 'tokenizer.ggml.unknown_token_id'),
       addSpacePrefix: meta['tokenizer.ggml.add_space_prefix'] as boolean | undefined,
+      addBosToken: meta['tokenizer.ggml.add_bos_token'] as boolean | undefined,
       chatTemplate: meta['tokenizer.chat_template'] as string | undefined,
     },
     file,

@@ -245,7 +245,11 @@ function tokenizerMetadata(model: LoadedModel): Record<string, GgufValue> {
     'tokenizer.ggml.bos_token_id': { type: 'u32', value: config.bosTokenId },
     'tokenizer.ggml.eos_token_id': { type: 'u32', value: tokenizer.eosTokenIds[0] ?? 2 },
     'tokenizer.ggml.unknown_token_id': { type: 'u32', value: 0 },
-    'tokenizer.ggml.add_bos_token': { type: 'bool', value: true },
+    'tokenizer.ggml.add_bos_token': {
+      type: 'bool',
+      value:
+        tokenizer instanceof HfTokenizer || tokenizer instanceof Llama2cTokenizer ? tokenizer.addsBos : true,
+    },
     // llama2.c stories end at BOS, not EOS (run.c stops there): llama.cpp stops at an EOT id too.
     ...(config.eosTokenIds.includes(config.bosTokenId)
       ? { 'tokenizer.ggml.eot_token_id': { type: 'u32', value: config.bosTokenId } as GgufValue }

@@ -31,6 +31,7 @@ export interface GgufVocabulary {
   eosTokenId?: number;
   unknownTokenId?: number;
   addSpacePrefix?: boolean;
+  addBosToken?: boolean;
   chatTemplate?: string;
 }
 
@@ -69,6 +70,7 @@ export function tokenizerFromGguf(vocab: GgufVocabulary, where: string): Llama2c
     unknownTokenId: vocab.unknownTokenId ?? 0,
     silentIds,
     addSpacePrefix: vocab.addSpacePrefix ?? true,
+    addsBos: vocab.addBosToken ?? true,
   });
 }
 

@@ -41,6 +41,8 @@ export interface SentencePieceOptions {
   silentIds?: readonly number[];
   /** Prepend the " " piece to non-empty text (SentencePiece's add_dummy_prefix); default true. */
   addSpacePrefix?: boolean;
+  /** Whether this model starts sequences with BOS (GGUF add_bos_token); default true. */
+  addsBos?: boolean;
 }
 
 export class Llama2cTokenizer implements Tokenizer {
@@ -55,6 +57,8 @@ export class Llama2cTokenizer implements Tokenizer {
   readonly #unknownTokenId: number;
   readonly #silentIds: Set<number>;
   readonly #addSpacePrefix: boolean;
+  /** Whether encode({ addBos: true }) prepends bosTokenId, as HfTokenizer's addsBos. */
+  readonly addsBos: boolean;
   /** Binary-string piece of each id. */
   readonly #pieces: string[];
   readonly #scores: Float32Array;
@@ -77,6 +81,7 @@ export class Llama2cTokenizer implements Tokenizer {
     this.chatTemplate = options.chatTemplate;
     this.#silentIds = new Set([this.bosTokenId, ...this.eosTokenIds, ...(options.silentIds ?? [])]);
     this.#addSpacePrefix = options.addSpacePrefix ?? true;
+    this.addsBos = options.addsBos ?? true;
     this.maxTokenLength = maxTokenLength;
     this.#pieces = pieces;
     this.#scores = scores;
@@ -152,7 +157,7 @@ export class Llama2cTokenizer implements Tokenizer {
    */
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
     const ids: number[] = [];
-    if (options.addBos) ids.push(this.bosTokenId);
+    if (options.addBos && this.addsBos) ids.push(this.bosTokenId);
     if (text.length > 0 && this.#addSpacePrefix) {
       const dummyPrefix = this.#idOfPiece.get(' ');
       if (dummyPrefix !== undefined) ids.push(dummyPrefix);
