@@ -61,7 +61,7 @@ export function quantizeRtn(
       codes.fill(zero);
       for (let i = 0; i < length; i++) {
         const q = Math.round(values[start + i]! * inverse) + zero;
-        codes[i] = q < 0 ? 0 : q > maxCode ? maxCode : q;
+        codes[i] = Math.min(maxCode, Math.max(0, q));
       }
       scales[n * nBlocks + b] = scale;
       const base = (n * nBlocks + b) * blockBytes;
