@@ -7,7 +7,13 @@ import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { ModelConfig } from './config.ts';
 import { ggufTensorToMatrix } from './gguf-matrix.ts';
-import { DECODABLE_TYPES, decodeToFloat32, ggmlByteSize, ggmlTypeName, isKQuant } from './gguf-tensors.ts';
+import {
+  DECODABLE_TYPES,
+  decodeToFloat32,
+  GGMLQuantizationType,
+  ggmlByteSize,
+  ggmlTypeName,
+} from './gguf-tensors.ts';
 import type {
   LayerWeights,
   LinearWeightName,
@@ -26,7 +32,8 @@ import type {
  *  - F32/F16/BF16 tensors become float32 exactly.
  *  - Q8_0 / Q4_0 linears map onto MatMulNBits (32-value blocks with one scale, like GGUF's) without
  *    changing a value; the float32 fields hold dequantize() of the same matrix.
- *  - K-quants are dequantized to float32 (a warning says `--weights` decides how they are stored).
+ *  - Q4_1, Q5_0, Q5_1 and the K-quants (Q2_K…Q6_K) are dequantized to float32, with a warning that
+ *    `--weights` decides how they are stored.
  *  - Other types: an error naming the tensor and its type.
  */
 
@@ -43,6 +50,12 @@ export interface GgufModel {
 }
 
 const GGUF_MAGIC = 'GGUF';
+/** Types whose values float32 holds as they are; every other non-mapped type is dequantized with a warning. */
+const PLAIN_FLOAT_TYPES: readonly number[] = [
+  GGMLQuantizationType.F32,
+  GGMLQuantizationType.F16,
+  GGMLQuantizationType.BF16,
+];
 
 /** Whether a file starts with the GGUF magic. */
 export function isGgufFile(file: string): boolean {
@@ -335,7 +348,7 @@ class TensorReader {
     const quantized = ggufTensorToMatrix(info.dtype, bytes, rows, cols);
     // decodeToFloat32 gives the same float32 products as dequantize(quantized), faster.
     if (quantized) return { values: decodeToFloat32(info.dtype, bytes, rows * cols), quantized };
-    if (isKQuant(info.dtype)) {
+    if (!PLAIN_FLOAT_TYPES.includes(info.dtype)) {
       this.warnings.push(
         `${name} is ${ggmlTypeName(info.dtype)}: dequantized to float32; --weights decides how the graph stores it (int8/int4 requantize it by round-to-nearest)`,
       );

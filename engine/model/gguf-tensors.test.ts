@@ -1,8 +1,10 @@
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { toHalfBits } from '../quant/fp16.ts';
 import { dequantize } from '../quant/quantized-matrix.ts';
 import { ggufTensorToMatrix } from './gguf-matrix.ts';
 import {
+  DECODABLE_TYPES,
   decodeToFloat32,
   encodeQ4_0,
   encodeQ8_0,
@@ -72,6 +74,27 @@ describe('Q8_0 and Q4_0 blocks', () => {
       expect(dequantize(matrix)).toEqual(decodeToFloat32(type, bytes, rows * cols));
     }
     expect(ggufTensorToMatrix(T.F16, new Uint8Array(512), 8, 32)).toBeUndefined();
+  });
+});
+
+describe("every block type against ggml's reference dequantizers", () => {
+  // Random blocks and their values as llama.cpp's gguf-py decodes them (see the .py beside the JSON).
+  const reference = JSON.parse(
+    fs.readFileSync(new URL('./testing/ggml-reference-blocks.json', import.meta.url), 'utf8'),
+  ) as Record<string, { count: number; blocks: string; values: string }>;
+
+  it.each(Object.keys(reference))('%s decodes to exactly the values gguf-py gives', (name) => {
+    const { count, blocks, values } = reference[name]!;
+    const raw = new Uint8Array(Buffer.from(blocks, 'base64'));
+    const expected = new Float32Array(new Uint8Array(Buffer.from(values, 'base64')).buffer, 0, count);
+    const type = T[name as keyof typeof T];
+    expect(raw.length).toBe(ggmlByteSize(type, count));
+    expect(decodeToFloat32(type, raw, count)).toEqual(expected);
+  });
+
+  it('covers every type the loader accepts besides the plain float ones', () => {
+    const blockTypes = DECODABLE_TYPES.filter((t) => t !== T.F32 && t !== T.F16 && t !== T.BF16);
+    expect(blockTypes.map((t) => T[t]).sort()).toEqual(Object.keys(reference).sort());
   });
 });
 

@@ -46,7 +46,13 @@ export const DECODABLE_TYPES: readonly GGMLQuantizationType[] = [
   GGMLQuantizationType.BF16,
   GGMLQuantizationType.Q8_0,
   GGMLQuantizationType.Q4_0,
+  GGMLQuantizationType.Q4_1,
+  GGMLQuantizationType.Q5_0,
+  GGMLQuantizationType.Q5_1,
+  GGMLQuantizationType.Q2_K,
+  GGMLQuantizationType.Q3_K,
   GGMLQuantizationType.Q4_K,
+  GGMLQuantizationType.Q5_K,
   GGMLQuantizationType.Q6_K,
 ];
 
@@ -65,11 +71,6 @@ export function ggmlByteSize(type: number, count: number): number | undefined {
   const layout = ggmlLayout(type);
   if (!layout || count % layout.blockValues !== 0) return undefined;
   return (count / layout.blockValues) * layout.blockBytes;
-}
-
-/** K-quants: super-blocks of 256 whose layouts do not match MatMulNBits' one-scale blocks. */
-export function isKQuant(type: number): boolean {
-  return (ggmlLayout(type)?.blockValues ?? 0) === 256;
 }
 
 /**
@@ -95,8 +96,20 @@ export function decodeToFloat32(type: number, bytes: Uint8Array, count: number):
       return decodeQ8_0(bytes, count);
     case GGMLQuantizationType.Q4_0:
       return decodeQ4_0(bytes, count);
+    case GGMLQuantizationType.Q4_1:
+      return decodeQ4_1(bytes, count);
+    case GGMLQuantizationType.Q5_0:
+      return decodeQ5(bytes, count, false);
+    case GGMLQuantizationType.Q5_1:
+      return decodeQ5(bytes, count, true);
+    case GGMLQuantizationType.Q2_K:
+      return decodeQ2K(bytes, count);
+    case GGMLQuantizationType.Q3_K:
+      return decodeQ3K(bytes, count);
     case GGMLQuantizationType.Q4_K:
       return decodeQ4K(bytes, count);
+    case GGMLQuantizationType.Q5_K:
+      return decodeQ5K(bytes, count);
     case GGMLQuantizationType.Q6_K:
       return decodeQ6K(bytes, count);
     default:
@@ -139,6 +152,120 @@ function decodeQ4_0(bytes: Uint8Array, count: number): Float32Array {
   return out;
 }
 
+/** Q4_1: fp16 d, fp16 m, 16 bytes of nibbles (j low, j+16 high); value = n·d + m. */
+function decodeQ4_1(bytes: Uint8Array, count: number): Float32Array {
+  const out = new Float32Array(count);
+  for (let b = 0; b < count / 32; b++) {
+    const at = b * 20;
+    const d = half(bytes[at]! | (bytes[at + 1]! << 8));
+    const m = half(bytes[at + 2]! | (bytes[at + 3]! << 8));
+    for (let j = 0; j < 16; j++) {
+      const packed = bytes[at + 4 + j]!;
+      out[b * 32 + j] = (packed & 0x0f) * d + m;
+      out[b * 32 + j + 16] = (packed >> 4) * d + m;
+    }
+  }
+  return out;
+}
+
+/**
+ * Q5_0 (fp16 d, 32 high bits, 16 bytes of nibbles; value = (n − 16)·d) and Q5_1 (fp16 d, fp16 m,
+ * the same; value = n·d + m). Bit j of the 32-bit word is the fifth bit of element j.
+ */
+function decodeQ5(bytes: Uint8Array, count: number, hasMin: boolean): Float32Array {
+  const out = new Float32Array(count);
+  const blockBytes = hasMin ? 24 : 22;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let b = 0; b < count / 32; b++) {
+    const at = b * blockBytes;
+    const d = half(bytes[at]! | (bytes[at + 1]! << 8));
+    const m = hasMin ? half(bytes[at + 2]! | (bytes[at + 3]! << 8)) : 0;
+    const highAt = at + (hasMin ? 4 : 2);
+    const high = view.getUint32(highAt, true);
+    const offset = hasMin ? 0 : 16;
+    for (let j = 0; j < 16; j++) {
+      const packed = bytes[highAt + 4 + j]!;
+      const lo = (packed & 0x0f) | (((high >>> j) & 1) << 4);
+      const hi = (packed >> 4) | (((high >>> (j + 16)) & 1) << 4);
+      // Q5_0 adds no min: adding 0 would turn a −0 (zero code, negative d) into +0.
+      out[b * 32 + j] = hasMin ? lo * d + m : (lo - offset) * d;
+      out[b * 32 + j + 16] = hasMin ? hi * d + m : (hi - offset) * d;
+    }
+  }
+  return out;
+}
+
+/**
+ * Q2_K: 16 bytes of scales (low nibble scale, high nibble min, one per 16 values), 64 bytes of 2-bit
+ * codes, fp16 d, fp16 dmin. Each 128-value half reads 32 code bytes four times, 2 bits further each.
+ */
+function decodeQ2K(bytes: Uint8Array, count: number): Float32Array {
+  const out = new Float32Array(count);
+  for (let b = 0; b < count / 256; b++) {
+    const at = b * 84;
+    const d = half(bytes[at + 80]! | (bytes[at + 81]! << 8));
+    const dmin = half(bytes[at + 82]! | (bytes[at + 83]! << 8));
+    let y = b * 256;
+    let sub = 0;
+    for (let h = 0; h < 2; h++) {
+      const q = at + 16 + 32 * h;
+      for (let shift = 0; shift < 8; shift += 2) {
+        for (const base of [0, 16]) {
+          const sc = bytes[at + sub++]!;
+          const dl = d * (sc & 0x0f);
+          const ml = dmin * (sc >> 4);
+          for (let l = 0; l < 16; l++) out[y + l] = dl * ((bytes[q + base + l]! >> shift) & 3) - ml;
+          y += 16;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The 16 signed 6-bit scales of a Q3_K block, unpacked from its 12 bytes (value − 32). */
+function q3kScales(bytes: Uint8Array, at: number): Int8Array {
+  const scales = new Int8Array(16);
+  for (let i = 0; i < 16; i++) {
+    const low = i < 8 ? bytes[at + i]! & 0x0f : bytes[at + i - 8]! >> 4;
+    const high = (bytes[at + 8 + (i % 4)]! >> (2 * Math.floor(i / 4))) & 3;
+    scales[i] = (low | (high << 4)) - 32;
+  }
+  return scales;
+}
+
+/**
+ * Q3_K: 32 bytes of high-bit masks, 64 bytes of 2-bit codes, 12 bytes of 6-bit scales, fp16 d.
+ * value = d·scale·(q − 4·(high bit clear)), codes read as in Q2_K, the mask bit moving one per pass.
+ */
+function decodeQ3K(bytes: Uint8Array, count: number): Float32Array {
+  const out = new Float32Array(count);
+  for (let b = 0; b < count / 256; b++) {
+    const at = b * 110;
+    const d = half(bytes[at + 108]! | (bytes[at + 109]! << 8));
+    const scales = q3kScales(bytes, at + 96);
+    let y = b * 256;
+    let sub = 0;
+    let mask = 1;
+    for (let h = 0; h < 2; h++) {
+      const q = at + 32 + 32 * h;
+      for (let shift = 0; shift < 8; shift += 2) {
+        for (const base of [0, 16]) {
+          const dl = d * scales[sub++]!;
+          for (let l = 0; l < 16; l++) {
+            const code = (bytes[q + base + l]! >> shift) & 3;
+            const highSet = (bytes[at + base + l]! & mask) !== 0;
+            out[y + l] = dl * (code - (highSet ? 0 : 4));
+          }
+          y += 16;
+        }
+        mask <<= 1;
+      }
+    }
+  }
+  return out;
+}
+
 /** Scale and min of Q4_K sub-block `j` (0..7) from the 12 packed bytes at `at`: 6 bits each. */
 function q4kScaleMin(bytes: Uint8Array, at: number, j: number): [number, number] {
   if (j < 4) return [bytes[at + j]! & 63, bytes[at + j + 4]! & 63];
@@ -162,6 +289,34 @@ function decodeQ4K(bytes: Uint8Array, count: number): Float32Array {
       const [s2, m2] = q4kScaleMin(bytes, scalesAt, 2 * chunk + 1);
       for (let l = 0; l < 32; l++) out[y + l] = d * s1 * (bytes[qAt + l]! & 0x0f) - dmin * m1;
       for (let l = 0; l < 32; l++) out[y + 32 + l] = d * s2 * (bytes[qAt + l]! >> 4) - dmin * m2;
+      qAt += 32;
+      y += 64;
+    }
+  }
+  return out;
+}
+
+/** Q5_K: Q4_K's layout with 32 bytes of fifth bits after the scales (bit 2c / 2c+1 for chunk c). */
+function decodeQ5K(bytes: Uint8Array, count: number): Float32Array {
+  const out = new Float32Array(count);
+  for (let b = 0; b < count / 256; b++) {
+    const at = b * 176;
+    const d = half(bytes[at]! | (bytes[at + 1]! << 8));
+    const dmin = half(bytes[at + 2]! | (bytes[at + 3]! << 8));
+    const scalesAt = at + 4;
+    const highAt = at + 16;
+    let qAt = at + 48;
+    let y = b * 256;
+    for (let chunk = 0; chunk < 4; chunk++) {
+      const [s1, m1] = q4kScaleMin(bytes, scalesAt, 2 * chunk);
+      const [s2, m2] = q4kScaleMin(bytes, scalesAt, 2 * chunk + 1);
+      const bitLow = 1 << (2 * chunk);
+      const bitHigh = 1 << (2 * chunk + 1);
+      for (let l = 0; l < 32; l++) {
+        const high = bytes[highAt + l]!;
+        out[y + l] = d * s1 * ((bytes[qAt + l]! & 0x0f) + (high & bitLow ? 16 : 0)) - dmin * m1;
+        out[y + 32 + l] = d * s2 * ((bytes[qAt + l]! >> 4) + (high & bitHigh ? 16 : 0)) - dmin * m2;
+      }
       qAt += 32;
       y += 64;
     }
