@@ -107,3 +107,27 @@ describe('accuracy_level 4 (int8 activations, the CPU fast path)', () => {
     },
   );
 });
+
+describe('statically pruned graph on quantized weights', () => {
+  it.each([
+    ['int4', 'int4'],
+    ['int8', 'int8'],
+  ] as const)(
+    '%s: attention 0 and MLP 1 absent from the graph, still equal to the reference',
+    async (_, format) => {
+      const stored = applyWeightFormat(config, weights, { format, blockSize: 32, quantizeLmHead: true });
+      const mask = dropMask(3, [0], [1]);
+      const pruned = await ModelSession.create(config, stored, { staticDrop: mask, accuracyLevel: 0 });
+      try {
+        const result = await compareDecode(pruned, config, dequantizedWeights(stored), {
+          prompt: PROMPT,
+          steps: 8,
+          mask,
+        });
+        expect(result.maxLogitDiff).toBeLessThanOrEqual(TOLERANCE);
+      } finally {
+        await pruned.release();
+      }
+    },
+  );
+});
