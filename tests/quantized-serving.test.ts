@@ -10,6 +10,8 @@ import { loadModel } from '../engine/model/load-model.ts';
 import { LINEAR_WEIGHT_NAMES } from '../engine/model/weights.ts';
 import { applyWeightFormat, linearShape, type WeightOptions } from '../engine/quant/quantize-weights.ts';
 import { weightByteTable } from '../engine/quant/weight-bytes.ts';
+import type { ListModelsResponseMessage } from '../server/grpc/model-handlers.ts';
+import { startTestGrpcServer } from '../server/grpc/testing/test-server.ts';
 import { type RunningServer, startServer } from '../server/start-server.ts';
 import { e2eServerOptions, STORIES_260K } from './support/test-server.ts';
 
@@ -80,6 +82,24 @@ describe('serve --weights', () => {
     expect(variants.map((v) => v.weight_bytes_per_token)).toEqual(
       cards.map((c) => c.dropserve_variant.weight_bytes_per_token),
     );
+  });
+
+  it('gRPC ListModels carries the same weight bytes and format', async () => {
+    const grpc = await startTestGrpcServer(int8.server.engine);
+    try {
+      const { models } = await grpc.client.unary<ListModelsResponseMessage>(
+        'dropserve.v1.Dropserve',
+        'ListModels',
+        {},
+      );
+      const cards = ((await (await fetch(`${int8.server.httpUrl}/v1/models`)).json()) as { data: Card[] })
+        .data;
+      expect(models.map((m) => [m.weight_bytes_per_token, m.weight_format])).toEqual(
+        cards.map((c) => [c.dropserve_variant.weight_bytes_per_token, 'int8']),
+      );
+    } finally {
+      await grpc.close();
+    }
   });
 
   it('int8 greedy text through the openai client starts as fp32 does', async () => {
