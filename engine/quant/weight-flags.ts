@@ -48,8 +48,13 @@ export function parseWeightFlags(values: WeightFlagValues): WeightOptions {
   return { format, blockSize, quantizeLmHead: values['quantize-lm-head'] === true };
 }
 
-/** The model with its linear layers stored as asked (fp32: the model itself). */
+/**
+ * The model with its linear layers stored as asked (fp32: the model itself). A quantized model no
+ * longer maps its checkpoint file: onnxruntime takes initializers from a file or from memory, not
+ * both, and the new matrices would otherwise be inlined into a protobuf capped at 2 GB.
+ */
 export function withWeightOptions(model: LoadedModel, options: WeightOptions): LoadedModel {
   if (options.format === 'fp32' && !model.weights.quantizedLayers) return model;
-  return { ...model, weights: applyWeightFormat(model.config, model.weights, options) };
+  const { weightFile: _mappedFile, ...rest } = model;
+  return { ...rest, weights: applyWeightFormat(model.config, model.weights, options) };
 }
