@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import type { GenerateEvent } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
 import { generatedTokenIds } from '../engine/output/token-ids.ts';
+import { parseWeightFlags, WEIGHT_FLAG_SPECS } from '../engine/quant/weight-flags.ts';
 import { benchModels, benchRequest, commitId, printTable } from './common.ts';
 
 /**
@@ -15,6 +16,7 @@ export async function runBatchBench(argv: string[]): Promise<number> {
     options: {
       tokens: { type: 'string', default: '128' },
       levels: { type: 'string', default: '1,4,16' },
+      ...WEIGHT_FLAG_SPECS,
     },
   });
   const tokens = Number(values.tokens);
@@ -22,7 +24,7 @@ export async function runBatchBench(argv: string[]): Promise<number> {
   console.log(
     `bench batch: greedy, ${tokens} tokens per sequence, concurrency ${levels.join('/')}, commit ${commitId()}`,
   );
-  for (const { name, model } of await benchModels()) {
+  for (const { name, model } of await benchModels(parseWeightFlags(values))) {
     const pruned = { name: 'attn-2', spec: { dropAttention: [1, 2], dropMlp: [] } };
     const engine = await createEngine({ model, servedModelName: name, variants: [pruned] });
     const rows: (string | number)[][] = [];

@@ -5,12 +5,16 @@ import type { InProcessEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { syntheticModel } from '../engine/model/synthetic.ts';
+import { DEFAULT_WEIGHT_OPTIONS, type WeightOptions } from '../engine/quant/quantize-weights.ts';
+import { withWeightOptions } from '../engine/quant/weight-flags.ts';
 
 /** The trained checkpoint that ships in the repository (models/stories260K), whatever the cwd. */
 export const STORIES260K = fileURLToPath(new URL('../models/stories260K/stories260K.bin', import.meta.url));
 
-/** The bench models: stories260K and the synthetic 6L/288/32000 model. */
-export async function benchModels(): Promise<{ name: string; model: LoadedModel }[]> {
+/** The bench models: stories260K and the synthetic 6L/288/32000 model, linears stored as `weights` (`--weights`). */
+export async function benchModels(
+  weights: WeightOptions = DEFAULT_WEIGHT_OPTIONS,
+): Promise<{ name: string; model: LoadedModel }[]> {
   const models: { name: string; model: LoadedModel }[] = [];
   models.push({ name: 'stories260K', model: await loadModel({ model: STORIES260K }) });
   models.push({
@@ -26,7 +30,7 @@ export async function benchModels(): Promise<{ name: string; model: LoadedModel 
       maxSeqLen: 512,
     }),
   });
-  return models;
+  return models.map(({ name, model }) => ({ name, model: withWeightOptions(model, weights) }));
 }
 
 export function commitId(): string {

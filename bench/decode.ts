@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { createEngine } from '../engine/engine.ts';
+import { parseWeightFlags, WEIGHT_FLAG_SPECS } from '../engine/quant/weight-flags.ts';
 import { benchModels, benchRequest, commitId, decodeRate, median, printTable } from './common.ts';
 
 /**
@@ -13,15 +14,16 @@ export async function runDecodeBench(argv: string[]): Promise<number> {
       tokens: { type: 'string', default: '200' },
       reps: { type: 'string', default: '5' },
       'prompt-len': { type: 'string', default: '8' },
+      ...WEIGHT_FLAG_SPECS,
     },
   });
   const tokens = Number(values.tokens);
   const reps = Number(values.reps);
   const promptLength = Number(values['prompt-len']);
   console.log(
-    `bench decode: batch 1, greedy, ${promptLength}-token prompt, ${tokens} tokens × ${reps} reps, 1 thread, commit ${commitId()}`,
+    `bench decode: batch 1, greedy, ${promptLength}-token prompt, ${tokens} tokens × ${reps} reps, 1 thread, weights ${values.weights ?? 'fp32'}, commit ${commitId()}`,
   );
-  for (const { name, model } of await benchModels()) {
+  for (const { name, model } of await benchModels(parseWeightFlags(values))) {
     const layers = model.config.numLayers;
     // Drop the middle attention layers first: the literature finds the deep/middle ones most redundant.
     const order = Array.from({ length: layers - 1 }, (_, i) => i + 1);
