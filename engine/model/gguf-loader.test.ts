@@ -184,6 +184,46 @@ describe('K-quant tensors', () => {
   });
 });
 
+describe('GGUF with a "gpt2" (byte-level BPE) vocabulary', () => {
+  it('loads with a tokenizer built from its tokens, merges and tokenizer.ggml.pre', async () => {
+    const contents = modelAsGguf(source, { type: 'f32' });
+    // GPT-2's byte symbols for printable ASCII are the characters themselves; space is "Ġ".
+    const tokens = [
+      '<|begin_of_text|>',
+      '<|end_of_text|>',
+      'Ġ',
+      ...'Onceuptimaw'.split(''),
+      'On',
+      'Onc',
+      'Once',
+    ];
+    Object.assign(contents.metadata, {
+      'tokenizer.ggml.model': { type: 'string', value: 'gpt2' },
+      'tokenizer.ggml.pre': { type: 'string', value: 'llama-bpe' },
+      'tokenizer.ggml.tokens': { type: 'string[]', value: tokens },
+      'tokenizer.ggml.token_type': { type: 'i32[]', value: tokens.map((_, i) => (i < 2 ? 3 : 1)) },
+      'tokenizer.ggml.merges': { type: 'string[]', value: ['O n', 'On c', 'Onc e'] },
+      'tokenizer.ggml.bos_token_id': { type: 'u32', value: 0 },
+      'tokenizer.ggml.eos_token_id': { type: 'u32', value: 1 },
+      'tokenizer.ggml.add_bos_token': { type: 'bool', value: true },
+    });
+    delete contents.metadata['tokenizer.ggml.scores'];
+    delete contents.metadata['tokenizer.ggml.eot_token_id'];
+    writeGgufFile(file('gpt2-vocab.gguf'), contents.metadata, contents.tensors);
+    const model = await loadModel({ model: file('gpt2-vocab.gguf') });
+    expect(model.config).toMatchObject({ bosTokenId: 0, eosTokenIds: [1] });
+    const ids = model.tokenizer.encode('Once up', { addBos: true });
+    expect(ids.map((i) => model.tokenizer.tokenText(i))).toEqual([
+      '<|begin_of_text|>',
+      'Once',
+      'Ġ',
+      'u',
+      'p',
+    ]);
+    expect(model.tokenizer.decode(ids)).toBe('Once up');
+  });
+});
+
 describe('GGUF errors name what they cannot take', () => {
   const broken = (name: string, edit: (g: ReturnType<typeof modelAsGguf>) => void) => {
     const contents = modelAsGguf(source, { type: 'f32' });
@@ -252,11 +292,15 @@ describe('GGUF errors name what they cannot take', () => {
     expect(tokenizer.encode(' Once upon a time', { addBos: true })).toEqual(plain);
   });
 
-  it('a GPT-2 style vocabulary, missing metadata, and a file that is not GGUF', async () => {
+  it('a vocabulary type it does not know, a "gpt2" one without merges, missing metadata, not GGUF', async () => {
+    const wordPiece = broken('bert-vocab.gguf', (g) => {
+      g.metadata['tokenizer.ggml.model'] = { type: 'string', value: 'bert' };
+    });
+    await expectLoadError(wordPiece, 'DS_UNSUPPORTED', /tokenizer\.ggml\.model "bert" is not supported/);
     const bpe = broken('bpe.gguf', (g) => {
       g.metadata['tokenizer.ggml.model'] = { type: 'string', value: 'gpt2' };
     });
-    await expectLoadError(bpe, 'DS_UNSUPPORTED', /tokenizer\.ggml\.model "gpt2" is not supported/);
+    await expectLoadError(bpe, 'DS_MODEL_LOAD', /a "gpt2" vocabulary without tokenizer\.ggml\.merges/);
     const noDim = broken('nodim.gguf', (g) => {
       delete g.metadata['llama.embedding_length'];
     });

@@ -104,6 +104,8 @@ export async function loadGgufModel(file: string): Promise<GgufModel> {
       addSpacePrefix: meta['tokenizer.ggml.add_space_prefix'] as boolean | undefined,
       addBosToken: meta['tokenizer.ggml.add_bos_token'] as boolean | undefined,
       chatTemplate: meta['tokenizer.chat_template'] as string | undefined,
+      merges: meta['tokenizer.ggml.merges'] as string[] | undefined,
+      pre: meta['tokenizer.ggml.pre'] as string | undefined,
     },
     file,
   );

@@ -1,12 +1,14 @@
 import { DropserveError } from '../errors.ts';
+import { bpeTokenizerFromGguf } from './gguf-bpe-tokenizer.ts';
 import { Llama2cTokenizer } from './llama2c-tokenizer.ts';
+import type { Tokenizer } from './tokenizer.ts';
 
 /**
  * The tokenizer embedded in a GGUF file. `tokenizer.ggml.model = "llama"` is a SentencePiece
  * vocabulary: llama.cpp tokenizes it by merging the adjacent pair whose merged piece scores highest,
  * with byte fallback to `<0xNN>` pieces — the same algorithm llama2.c runs over (piece, score), so
  * it is served by Llama2cTokenizer with GGUF's conventions (▁ for spaces in pieces, byte pieces
- * looked up by name, control tokens silent).
+ * looked up by name, control tokens silent). "gpt2" (byte-level BPE) goes to gguf-bpe-tokenizer.ts.
  */
 
 /** `tokenizer.ggml.token_type` values (llama.cpp's llama_token_type). */
@@ -33,14 +35,38 @@ export interface GgufVocabulary {
   addSpacePrefix?: boolean;
   addBosToken?: boolean;
   chatTemplate?: string;
+  /** "gpt2" vocabularies: `tokenizer.ggml.merges` and `tokenizer.ggml.pre`. */
+  merges?: string[];
+  pre?: string;
 }
 
-export function tokenizerFromGguf(vocab: GgufVocabulary, where: string): Llama2cTokenizer {
+export function tokenizerFromGguf(vocab: GgufVocabulary, where: string): Tokenizer {
+  if (vocab.model === 'gpt2') {
+    if (!vocab.merges)
+      throw new DropserveError(
+        'DS_MODEL_LOAD',
+        `${where}: a "gpt2" vocabulary without tokenizer.ggml.merges`,
+      );
+    return bpeTokenizerFromGguf(
+      {
+        tokens: vocab.tokens,
+        ...(vocab.tokenTypes ? { tokenTypes: vocab.tokenTypes } : {}),
+        merges: vocab.merges,
+        ...(vocab.pre !== undefined ? { pre: vocab.pre } : {}),
+        bosTokenId: vocab.bosTokenId ?? 0,
+        eosTokenIds: [vocab.eosTokenId ?? vocab.bosTokenId ?? 0],
+        // llama.cpp adds BOS to "gpt2" vocabularies only when the file asks for it.
+        addBosToken: vocab.addBosToken ?? false,
+        ...(vocab.chatTemplate !== undefined ? { chatTemplate: vocab.chatTemplate } : {}),
+      },
+      where,
+    );
+  }
   if (vocab.model !== 'llama') {
     throw new DropserveError(
       'DS_UNSUPPORTED',
-      `${where}: tokenizer.ggml.model "${vocab.model}" is not supported; only "llama" (SentencePiece) ` +
-        'vocabularies are (GPT-2 style BPE vocabularies, e.g. Llama 3, are not yet)',
+      `${where}: tokenizer.ggml.model "${vocab.model}" is not supported; "llama" (SentencePiece) and ` +
+        '"gpt2" (byte-level BPE) vocabularies are',
     );
   }
   const { tokens } = vocab;

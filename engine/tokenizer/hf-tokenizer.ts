@@ -52,6 +52,39 @@ export class HfTokenizer implements Tokenizer {
   }
 
   /**
+   * A tokenizer.json built in memory (a GGUF "gpt2" vocabulary), with the ids and template its
+   * source names instead of the config files of a model directory.
+   */
+  static fromTokenizerJson(
+    tokenizerJson: Record<string, unknown>,
+    fields: {
+      bosTokenId: number;
+      eosTokenIds: number[];
+      addsBos: boolean;
+      chatTemplate?: string;
+    },
+    where: string,
+  ): HfTokenizer {
+    let inner: TokenizersJs;
+    try {
+      inner = new TokenizersJs(tokenizerJson, {});
+    } catch (e) {
+      throw new DropserveError(
+        'DS_UNSUPPORTED',
+        `${where}: @huggingface/tokenizers cannot build this tokenizer (${(e as Error).message})`,
+        { cause: e },
+      );
+    }
+    return new HfTokenizer(inner, {
+      ...fields,
+      specialTokens: {
+        bos: inner.id_to_token(fields.bosTokenId),
+        eos: inner.id_to_token(fields.eosTokenIds[0]!),
+      },
+    });
+  }
+
+  /**
    * Reads tokenizer.json and tokenizer_config.json (required) from a model directory; BOS/EOS ids
    * also come from config.json and generation_config.json when present there.
    */
