@@ -12,7 +12,9 @@ import { DropserveError } from '../errors.ts';
 import { dequantize } from '../quant/quantized-matrix.ts';
 import { parseWeightFlags, withWeightOptions } from '../quant/weight-flags.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
+import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
+import { llama3StyleTokenizerJson, TEST_TOKENS } from '../tokenizer/testing/byte-level-vocab.ts';
 import { isGgufFile, loadGgufModel } from './gguf-loader.ts';
 import { decodeToFloat32, encodeF16, GGMLQuantizationType } from './gguf-tensors.ts';
 import { llama2cVocabularyAsGguf, modelAsGguf, writeGgufFile, writeModelAsGguf } from './gguf-writer.ts';
@@ -221,6 +223,38 @@ describe('GGUF with a "gpt2" (byte-level BPE) vocabulary', () => {
       'p',
     ]);
     expect(model.tokenizer.decode(ids)).toBe('Once up');
+  });
+});
+
+describe('an HF byte-level BPE (Llama 3 style) written as a GGUF "gpt2" vocabulary', () => {
+  it('tokenizes as the tokenizer.json it came from', async () => {
+    const dir = file('llama3-style');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(llama3StyleTokenizerJson()));
+    fs.writeFileSync(
+      path.join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>', add_bos_token: true }),
+    );
+    const hfTokenizer = HfTokenizer.fromDir(dir);
+    const config = syntheticConfig({ numLayers: 1, vocabSize: TEST_TOKENS.length });
+    const model: LoadedModel = {
+      config: { ...config, bosTokenId: hfTokenizer.bosTokenId, eosTokenIds: [...hfTokenizer.eosTokenIds] },
+      weights: syntheticWeights(config, 3),
+      tokenizer: hfTokenizer,
+      source: { kind: 'huggingface', id: 'llama3-style', path: dir, description: 'test' },
+    };
+    writeModelAsGguf(file('llama3-style.gguf'), model, { type: 'f32' });
+    const gguf = await loadModel({ model: file('llama3-style.gguf') });
+    expect(gguf.tokenizer).toBeInstanceOf(HfTokenizer); // read back as "gpt2" with pre "llama-bpe"
+    expect(gguf.config).toMatchObject({
+      bosTokenId: hfTokenizer.bosTokenId,
+      eosTokenIds: [...hfTokenizer.eosTokenIds],
+    });
+    for (const text of ['the the 12345', 'héllo 😀\n\n  the<|eot_id|>', '']) {
+      const ids = gguf.tokenizer.encode(text, { addBos: true });
+      expect(ids).toEqual(hfTokenizer.encode(text, { addBos: true }));
+      expect(gguf.tokenizer.decode(ids)).toBe(hfTokenizer.decode(ids));
+    }
   });
 });
 

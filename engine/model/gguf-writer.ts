@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { LLAMA3_SPLIT } from '../tokenizer/gguf-bpe-tokenizer.ts';
 import { GgufTokenType, ggufPieceText } from '../tokenizer/gguf-tokenizer.ts';
 import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.ts';
@@ -225,23 +226,18 @@ export function interleaveRopeRows(w: Float32Array, heads: number, headDim: numb
 /** The vocabulary of a loaded model's tokenizer as GGUF "llama" tokenizer metadata. */
 function tokenizerMetadata(model: LoadedModel): Record<string, GgufValue> {
   const { tokenizer, config } = model;
-  let tokens: string[];
-  let scores: number[];
-  let types: number[];
+  let vocabulary: Record<string, GgufValue>;
   if (tokenizer instanceof Llama2cTokenizer) {
-    ({ tokens, scores, types } = llama2cVocabularyAsGguf(tokenizer));
+    vocabulary = sentencePieceMetadata(llama2cVocabularyAsGguf(tokenizer));
   } else if (tokenizer instanceof HfTokenizer && model.source.path) {
-    ({ tokens, scores, types } = hfBpeAsSentencePiece(model.source.path));
+    vocabulary = hfVocabularyMetadata(model.source.path);
   } else {
     throw new RangeError(
-      `cannot write the tokenizer of ${model.source.description} as a GGUF vocabulary (need a llama2.c tokenizer or an HF SentencePiece-style BPE)`,
+      `cannot write the tokenizer of ${model.source.description} as a GGUF vocabulary (need a llama2.c tokenizer or an HF BPE tokenizer.json)`,
     );
   }
   return {
-    'tokenizer.ggml.model': { type: 'string', value: 'llama' },
-    'tokenizer.ggml.tokens': { type: 'string[]', value: tokens },
-    'tokenizer.ggml.scores': { type: 'f32[]', value: scores },
-    'tokenizer.ggml.token_type': { type: 'i32[]', value: types },
+    ...vocabulary,
     'tokenizer.ggml.bos_token_id': { type: 'u32', value: config.bosTokenId },
     'tokenizer.ggml.eos_token_id': { type: 'u32', value: tokenizer.eosTokenIds[0] ?? 2 },
     'tokenizer.ggml.unknown_token_id': { type: 'u32', value: 0 },
@@ -257,6 +253,19 @@ function tokenizerMetadata(model: LoadedModel): Record<string, GgufValue> {
     ...(tokenizer.chatTemplate !== undefined
       ? { 'tokenizer.chat_template': { type: 'string', value: tokenizer.chatTemplate } as GgufValue }
       : {}),
+  };
+}
+
+function sentencePieceMetadata(v: {
+  tokens: string[];
+  scores: number[];
+  types: number[];
+}): Record<string, GgufValue> {
+  return {
+    'tokenizer.ggml.model': { type: 'string', value: 'llama' },
+    'tokenizer.ggml.tokens': { type: 'string[]', value: v.tokens },
+    'tokenizer.ggml.scores': { type: 'f32[]', value: v.scores },
+    'tokenizer.ggml.token_type': { type: 'i32[]', value: v.types },
   };
 }
 
@@ -294,22 +303,51 @@ export function llama2cVocabularyAsGguf(tokenizer: Llama2cTokenizer): {
  * vocabulary: a merged piece scores −(rank of the merge that makes it), every other piece 0, so
  * "merge the best-scoring pair" picks the merges in the order the BPE ranks them.
  */
-function hfBpeAsSentencePiece(dir: string): { tokens: string[]; scores: number[]; types: number[] } {
-  const json = readJsonObject(path.join(dir, 'tokenizer.json')) as {
-    model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] };
-    added_tokens?: { id: number; content: string; special?: boolean }[];
-    pre_tokenizer?: unknown;
-  };
+interface HfTokenizerJson {
+  model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] };
+  added_tokens?: { id: number; content: string; special?: boolean }[];
+  pre_tokenizer?: unknown;
+}
+
+function hfVocabularyMetadata(dir: string): Record<string, GgufValue> {
+  const json = readJsonObject(path.join(dir, 'tokenizer.json')) as HfTokenizerJson;
   const model = json.model;
   if (model?.type !== 'BPE' || !model.vocab || !model.merges) {
     throw new RangeError(`${dir}/tokenizer.json: not a BPE model with vocab and merges`);
   }
-  // GPT-2 style byte-level BPE (Llama 3, Qwen) is GGUF's "gpt2" vocabulary, not a SentencePiece one.
-  if (JSON.stringify(json.pre_tokenizer ?? null).includes('"ByteLevel"')) {
+  const preTokenizer = JSON.stringify(json.pre_tokenizer ?? null);
+  if (!preTokenizer.includes('"ByteLevel"')) return sentencePieceMetadata(hfBpeAsSentencePiece(json, dir));
+  // Byte-level BPE (Llama 3, GPT-2) is GGUF's "gpt2" vocabulary: tokens, merges, the split's name.
+  const pre = preTokenizer.includes(JSON.stringify(LLAMA3_SPLIT))
+    ? 'llama-bpe'
+    : preTokenizer.includes('"use_regex":true') && !preTokenizer.includes('"Split"')
+      ? 'gpt-2'
+      : undefined;
+  if (pre === undefined) {
     throw new RangeError(
-      `${dir}/tokenizer.json: a byte-level (GPT-2 style) BPE cannot be written as a GGUF "llama" vocabulary`,
+      `${dir}/tokenizer.json: a byte-level BPE whose split is neither Llama 3's nor GPT-2's`,
     );
   }
+  const { tokens, types } = hfBpeAsSentencePiece(json, dir);
+  return {
+    'tokenizer.ggml.model': { type: 'string', value: 'gpt2' },
+    'tokenizer.ggml.pre': { type: 'string', value: pre },
+    'tokenizer.ggml.tokens': { type: 'string[]', value: tokens },
+    'tokenizer.ggml.token_type': { type: 'i32[]', value: types },
+    'tokenizer.ggml.merges': {
+      type: 'string[]',
+      value: model.merges.map((m) => (typeof m === 'string' ? m : m.join(' '))),
+    },
+  };
+}
+
+function hfBpeAsSentencePiece(
+  json: HfTokenizerJson,
+  dir: string,
+): { tokens: string[]; scores: number[]; types: number[] } {
+  const model = json.model;
+  if (!model?.vocab || !model.merges) throw new RangeError(`${dir}/tokenizer.json: no vocab and merges`);
+
   const size = Math.max(...Object.values(model.vocab), ...(json.added_tokens ?? []).map((t) => t.id)) + 1;
   const tokens = new Array<string>(size).fill('');
   const scores = new Array<number>(size).fill(0);

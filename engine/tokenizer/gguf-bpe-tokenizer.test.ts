@@ -1,31 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { DropserveError } from '../errors.ts';
 import { tokenizerFromGguf } from './gguf-tokenizer.ts';
+import { TEST_MERGES, TEST_TOKENS } from './testing/byte-level-vocab.ts';
 
-/**
- * A small byte-level BPE vocabulary laid out as GGUF stores one: the 256 byte symbols of GPT-2's
- * byte-to-unicode table at ids 0..255 (by byte value), a few merges, two control tokens.
- */
-function byteSymbols(): string[] {
-  const printable: number[] = [];
-  for (let b = 33; b <= 126; b++) printable.push(b);
-  for (let b = 161; b <= 172; b++) printable.push(b);
-  for (let b = 174; b <= 255; b++) printable.push(b);
-  const symbols = new Array<string>(256);
-  let extra = 0;
-  for (let b = 0; b < 256; b++) {
-    symbols[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + extra++);
-  }
-  return symbols;
-}
-
-const MERGES = ['3 4', '1 2', '12 3', 'Ġ t', 'h e', 'Ġt he'];
-const tokens = [
-  ...byteSymbols(),
-  ...MERGES.map((m) => m.replace(' ', '')),
-  '<|begin_of_text|>',
-  '<|eot_id|>',
-];
+const tokens = TEST_TOKENS;
+const MERGES = TEST_MERGES;
 const id = (token: string) => tokens.indexOf(token);
 const BOS = id('<|begin_of_text|>');
 const EOT = id('<|eot_id|>');

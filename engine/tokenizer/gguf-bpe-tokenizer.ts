@@ -10,7 +10,7 @@ import { HfTokenizer } from './hf-tokenizer.ts';
  */
 
 /** Llama 3's split (tiktoken cl100k style): contractions, letters, 1–3 digits, punctuation, spaces. */
-const LLAMA3_SPLIT =
+export const LLAMA3_SPLIT =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 type PreTokenizer = Record<string, unknown>;
