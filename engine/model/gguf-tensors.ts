@@ -74,16 +74,17 @@ export function ggmlByteSize(type: number, count: number): number | undefined {
 }
 
 /**
- * `count` values of `type` from `bytes` (exactly ggmlByteSize long) as float32. Throws a
- * RangeError naming the type when it has no decoder here; callers add the tensor name.
+ * `count` values of `type` from `bytes` (exactly ggmlByteSize long) as float32; for F32 the result
+ * may be a view of `bytes`. Throws a RangeError naming the type when it has no decoder here; callers
+ * add the tensor name.
  */
 export function decodeToFloat32(type: number, bytes: Uint8Array, count: number): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (type) {
     case GGMLQuantizationType.F32: {
-      // x64 and arm64 are little-endian like the file: a copy of the bytes is the array.
-      const copy = bytes.slice(0, count * 4);
-      return new Float32Array(copy.buffer, 0, count);
+      // x64 and arm64 are little-endian like the file: the bytes are the array (a view when aligned).
+      const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice(0, count * 4);
+      return new Float32Array(aligned.buffer, aligned.byteOffset, count);
     }
     case GGMLQuantizationType.F16:
       return f16ToFloat32(copyUint16(view, count));
