@@ -50,9 +50,9 @@ export interface StartServerOptions {
   maxBodyBytes?: number;
   /** Grace for close() without an argument. */
   shutdownGraceMs?: number;
-  logger?: Logger;
   /** `--weights`, `--quant-block`, `--quantize-lm-head` (default fp32). */
   weights?: WeightOptions;
+  logger?: Logger;
   /** Export Node process metrics on /metrics (default true). */
   collectProcessMetrics?: boolean;
   /**
@@ -348,6 +348,10 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
       tokenizer: options.tokenizer,
       onProgress: (message) => logger.info(message),
     }));
+  const model = options.weights ? withWeightOptions(loaded, options.weights) : loaded;
+  if (options.weights && options.weights.format !== 'fp32') {
+    logger.info({ weights: options.weights }, `linear layers stored as ${options.weights.format}`);
+  }
   // Asked to stop while the weights loaded: no worker is started only to be stopped again.
   if (options.signal?.aborted) throw options.signal.reason;
   if (model.source.builtIn) {
@@ -388,10 +392,6 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     `start-up: ${phases.map((p) => `${p.phase} ${Math.round(p.ms)} ms`).join(', ')}`,
   );
   return workerEngine;
-  const model = options.weights ? withWeightOptions(loaded, options.weights) : loaded;
-  if (options.weights && options.weights.format !== 'fp32') {
-    logger.info({ weights: options.weights }, `linear layers stored as ${options.weights.format}`);
-  }
 }
 
 const sumMs = (phases: readonly { ms: number }[]): number => phases.reduce((total, p) => total + p.ms, 0);
