@@ -121,9 +121,13 @@ describe('stories260K converted to GGUF', () => {
     }
   });
 
-  it('--weights int8 keeps the Q8_0 matrices of the file as they are; --weights fp32 runs them dequantized', async () => {
+  it('no --weights serves the file as stored (Q8_0 stays int8); --weights int8 keeps its matrices; --weights fp32 runs them dequantized', async () => {
     const original = await loadModel({ model: STORIES_260K });
     const gguf = await asGguf(original, 'q8_0', 'stories260K-flags');
+    const asStored = withWeightOptions(gguf, parseWeightFlags({}));
+    expect(asStored.weights.format).toBe('int8');
+    expect(asStored.weights.quantizedLayers![2]!.wq).toBe(gguf.weights.quantizedLayers![2]!.wq);
+    expect(withWeightOptions(original, parseWeightFlags({})).weights.quantizedLayers).toBeUndefined();
     const int8 = withWeightOptions(gguf, parseWeightFlags({ weights: 'int8' }));
     expect(int8.weights.quantizedLayers![2]!.wq).toBe(gguf.weights.quantizedLayers![2]!.wq);
     const fp32 = withWeightOptions(gguf, parseWeightFlags({ weights: 'fp32' }));

@@ -28,6 +28,11 @@ export interface WeightOptions {
   blockSize: number;
   /** Also quantize lm_head (`--quantize-lm-head`); the embedding table stays float32 regardless. */
   quantizeLmHead: boolean;
+  /**
+   * No `--weights` given: the model keeps the storage its file has (a Q8_0/Q4_0 GGUF stays int8/int4,
+   * as llama.cpp serves it; float checkpoints stay fp32). `format` then only names the fallback.
+   */
+  asStored?: boolean;
 }
 
 export const DEFAULT_WEIGHT_OPTIONS: WeightOptions = {

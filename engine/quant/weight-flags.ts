@@ -12,7 +12,8 @@ export const WEIGHT_FLAG_SPECS = {
   'quantize-lm-head': { type: 'boolean' },
 } as const;
 
-export const WEIGHT_FLAGS_HELP = `  --weights fp32|fp16|int8|int4   storage of the linear layers (default fp32); int8/int4 are
+export const WEIGHT_FLAGS_HELP = `  --weights fp32|fp16|int8|int4   storage of the linear layers (default: as the file stores them,
+                          fp32 for float checkpoints, int8/int4 for Q8_0/Q4_0 GGUF); int8/int4 are
                           quantized at load (round-to-nearest, per-block scales) into MatMulNBits
   --quant-block N         values per scale along the input dim for int8/int4 (default ${DEFAULT_QUANT_BLOCK})
   --quantize-lm-head      also quantize lm_head (embeddings and norms always stay float32)`;
@@ -45,7 +46,12 @@ export function parseWeightFlags(values: WeightFlagValues): WeightOptions {
       `--quant-block applies to --weights int8|int4, not ${format}`,
     );
   }
-  return { format, blockSize, quantizeLmHead: values['quantize-lm-head'] === true };
+  return {
+    format,
+    blockSize,
+    quantizeLmHead: values['quantize-lm-head'] === true,
+    ...(values.weights === undefined && values['quantize-lm-head'] !== true ? { asStored: true } : {}),
+  };
 }
 
 /**
@@ -54,6 +60,7 @@ export function parseWeightFlags(values: WeightFlagValues): WeightOptions {
  * both, and the new matrices would otherwise be inlined into a protobuf capped at 2 GB.
  */
 export function withWeightOptions(model: LoadedModel, options: WeightOptions): LoadedModel {
+  if (options.asStored) return model;
   if (options.format === 'fp32' && !model.weights.quantizedLayers) return model;
   const { weightFile: _mappedFile, ...rest } = model;
   return { ...rest, weights: applyWeightFormat(model.config, model.weights, options) };
