@@ -22,11 +22,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
     load: async () => (await import('./prune.ts')).runPruneCommand,
   },
   loadtest: {
-    summary: 'load-test a running server; `loadtest capacity` plans capacity per variant',
+    summary: 'load-test a running server: capacity (users per variant), plan (replicas), soak, ab-report',
     load: async () => (await import('./loadtest.ts')).runLoadtestCommand,
   },
   bench: {
-    summary: 'bench decode | batch | prune: benchmarks that print ratios against a baseline',
+    summary: 'bench decode | batch | prune | shadow | prefix | quant | gguf | startup | tokenizer: ratios vs a baseline',
     load: async () => (await import('../bench/main.ts')).runBenchCommand,
   },
 };
