@@ -2,17 +2,14 @@ import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoadtestCommand } from '../cli/loadtest.ts';
-import {
-  type ArmStatistics,
-  type LatencyMetric,
-  mergeArmStatistics,
-} from '../server/experiments/arm-statistics.ts';
-import { buildReport, type ExperimentReport } from '../server/experiments/experiment-report.ts';
+import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
 import { experimentsFileVersion } from '../server/experiments/experiments-file.ts';
 import type { ExperimentsFileStatus } from '../server/experiments/experiments-file-source.ts';
 import { type RunningServer, startServer } from '../server/start-server.ts';
+import { experimentReport } from './support/experiment-traffic.ts';
+import { expectSameLatency, printedBy, reportOfAllTraffic } from './support/merged-reports.ts';
 import {
   e2eServerOptions,
   eventually,
@@ -198,58 +195,22 @@ describe('--experiments-file on two replicas (synthetic model, real servers)', (
     await eventually(
       async () => (await counted(servers[0]!)) === 200 && (await counted(servers[1]!)) === 150,
     );
-    const reports = await Promise.all(
-      servers.map(
-        async (s) =>
-          (await (await fetch(`${s.httpUrl}/v1/experiments/prune-ab/report`)).json()) as ExperimentReport,
-      ),
-    );
-    const printed: string[] = [];
-    const log = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
-      printed.push(args.join(' '));
-    });
+    const reports = await Promise.all(servers.map((s) => experimentReport(s, 'prune-ab')));
     const urls = servers.flatMap((s) => ['--url', s.httpUrl]);
-    try {
+    const printed = await printedBy('log', async () => {
       expect(await runLoadtestCommand(['ab-report', ...urls, '--experiment', 'prune-ab', '--json'])).toBe(0);
-    } finally {
-      log.mockRestore();
-    }
+    });
     const merged = JSON.parse(printed[0]!) as ExperimentReport & { notes: string[] };
     expect(merged).toMatchObject({ replicas: 2, scope: 'file' });
     // Only runtime-created experiments carry the "this replica only" warning.
     expect(merged.notes.join('\n')).not.toMatch(/scope "replica"/);
 
-    const all = new Map<string, ArmStatistics>();
-    for (const stats of reports.flatMap((r) => r.statistics)) {
-      const before = all.get(stats.variant);
-      all.set(stats.variant, before ? mergeArmStatistics(before, stats) : stats);
-    }
-    const [first] = reports;
-    const oneServer = buildReport({
-      name: 'prune-ab',
-      scope: 'file',
-      arms: first!.arms.map((x) => ({ variant: x.variant, weight: x.weight })),
-      control: first!.control,
-      fullModel: first!.full_model ?? undefined,
-      guardrails: first!.guardrails,
-      statistics: all,
-      tripped: new Map(),
-      drained: new Set(),
-      replicas: 2,
-    });
+    const oneServer = reportOfAllTraffic(reports);
     const arm = (r: ExperimentReport, variant: string) => r.arms.find((x) => x.variant === variant)!;
     for (const variant of [FULL, PRUNED]) {
       expect(arm(merged, variant).requests).toBe(reports.reduce((n, r) => n + arm(r, variant).requests, 0));
     }
     expect(arm(merged, PRUNED).requests).toBeGreaterThan(0);
-    for (const [metric, c] of Object.entries(arm(merged, PRUNED).latency!)) {
-      const want = arm(oneServer, PRUNED).latency![metric as LatencyMetric];
-      expect(c.verdict, metric).toBe(want.verdict);
-      expect(c.n_arm).toBe(want.n_arm);
-      if (want.ratio === null) continue;
-      expect(c.ratio!).toBeCloseTo(want.ratio, 9);
-      expect(c.ci95![0]).toBeCloseTo(want.ci95![0], 9);
-      expect(c.ci95![1]).toBeCloseTo(want.ci95![1], 9);
-    }
+    expectSameLatency(arm(merged, PRUNED), arm(oneServer, PRUNED));
   });
 });

@@ -1,13 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoadtestCommand } from '../cli/loadtest.ts';
-import {
-  type ArmStatistics,
-  type LatencyMetric,
-  mergeArmStatistics,
-} from '../server/experiments/arm-statistics.ts';
-import { buildReport, type ExperimentReport } from '../server/experiments/experiment-report.ts';
+import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
 import { parseGuardrail } from '../server/experiments/guardrails.ts';
 import { type RunningServer, startServer } from '../server/start-server.ts';
+import { experimentReport } from './support/experiment-traffic.ts';
+import { expectSameLatency, printedBy, reportOfAllTraffic } from './support/merged-reports.ts';
 import {
   e2eServerOptions,
   eventually,
@@ -24,10 +21,6 @@ import {
  */
 const PRUNED = `${TEST_MODEL_NAME}:attn-1`;
 const REQUESTS_PER_REPLICA = 30;
-
-async function reportOf(url: string): Promise<ExperimentReport> {
-  return (await (await fetch(`${url}/v1/experiments/ab/report`)).json()) as ExperimentReport;
-}
 
 describe('ab-report merges replicas', () => {
   const servers: RunningServer[] = [];
@@ -88,56 +81,25 @@ describe('ab-report merges replicas', () => {
       });
     }
 
-    const [a, b] = await Promise.all(servers.map((s) => reportOf(s.httpUrl)));
-    const printed: string[] = [];
-    const log = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
-      printed.push(args.join(' '));
-    });
+    const [a, b] = await Promise.all(servers.map((s) => experimentReport(s, 'ab')));
     const urls = servers.flatMap((s) => ['--url', s.httpUrl]);
-    try {
+    const printed = await printedBy('log', async () => {
       expect(await runLoadtestCommand(['ab-report', ...urls, '--experiment', 'ab', '--json'])).toBe(0);
       expect(await runLoadtestCommand(['ab-report', ...urls, '--experiment', 'ab'])).toBe(0);
-    } finally {
-      log.mockRestore();
-    }
+    });
     const merged = JSON.parse(printed[0]!) as ExperimentReport & { notes: string[] };
     expect(merged.replicas).toBe(2);
     expect(merged.notes.join('\n')).toMatch(/scope "replica"/);
 
     // What one server holding every observation reports: buildReport over the summed statistics.
-    const all = new Map<string, ArmStatistics>();
-    for (const s of [...a!.statistics, ...b!.statistics]) {
-      const before = all.get(s.variant);
-      all.set(s.variant, before ? mergeArmStatistics(before, s) : s);
-    }
-    const oneServer = buildReport({
-      name: 'ab',
-      scope: 'replica',
-      arms: a!.arms.map((x) => ({ variant: x.variant, weight: x.weight })),
-      control: a!.control,
-      fullModel: a!.full_model ?? undefined,
-      guardrails: a!.guardrails,
-      statistics: all,
-      tripped: new Map(),
-      drained: new Set(),
-      replicas: 2,
-    });
+    const oneServer = reportOfAllTraffic([a!, b!]);
     const armOf = (r: ExperimentReport) => r.arms.find((x) => x.variant === PRUNED)!;
     const controlOf = (r: ExperimentReport) => r.arms.find((x) => x.is_control)!;
     expect(armOf(merged).requests).toBe(armOf(a!).requests + armOf(b!).requests);
     expect(controlOf(merged).requests).toBe(controlOf(a!).requests + controlOf(b!).requests);
     expect(armOf(merged).requests + controlOf(merged).requests).toBe(2 * REQUESTS_PER_REPLICA);
     expect(armOf(merged).scored_requests).toBe(armOf(a!).scored_requests + armOf(b!).scored_requests);
-    for (const [metric, c] of Object.entries(armOf(merged).latency!)) {
-      const want = armOf(oneServer).latency![metric as LatencyMetric];
-      expect(c.verdict).toBe(want.verdict);
-      expect(c.n_arm).toBe(want.n_arm);
-      if (want.ratio === null) continue;
-      expect(c.ratio!).toBeCloseTo(want.ratio, 9);
-      expect(c.ci95![0]).toBeCloseTo(want.ci95![0], 9);
-      expect(c.ci95![1]).toBeCloseTo(want.ci95![1], 9);
-      expect(c.cs95![0]).toBeCloseTo(want.cs95![0], 9);
-    }
+    expectSameLatency(armOf(merged), armOf(oneServer));
     expect(armOf(merged).fidelity).toEqual(armOf(oneServer).fidelity);
     expect(armOf(merged).guardrail_checks).toEqual(armOf(oneServer).guardrail_checks);
     // The table names both replicas and the merged request count.
@@ -151,16 +113,10 @@ describe('ab-report merges replicas', () => {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ arms: [{ variant: TEST_MODEL_NAME, weight: 1 }] }),
     });
-    const errors: string[] = [];
-    const error = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
-      errors.push(args.join(' '));
-    });
-    try {
-      const urls = servers.flatMap((s) => ['--url', s.httpUrl]);
+    const urls = servers.flatMap((s) => ['--url', s.httpUrl]);
+    const errors = await printedBy('error', async () => {
       expect(await runLoadtestCommand(['ab-report', ...urls, '--experiment', 'ab'])).toBe(1);
-    } finally {
-      error.mockRestore();
-    }
+    });
     expect(errors.join('\n')).toMatch(/replicas disagree on experiment "ab"/);
   });
 });
