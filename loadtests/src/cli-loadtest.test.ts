@@ -1,35 +1,28 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseDurationS, runLoadtestCommand } from '../../cli/loadtest.ts';
-import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts';
+import { useCliHarness } from './testing/cli-harness.ts';
+import { startFakeUpstream } from './testing/fake-upstream.ts';
 
-let upstream: FakeUpstream | undefined;
-let dir: string;
-let printed: string[];
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'dropserve-loadtest-'));
-  printed = [];
-  vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
-    printed.push(args.join(' '));
-  });
-  vi.spyOn(console, 'error').mockImplementation(() => {});
-});
-
-afterEach(async () => {
-  vi.restoreAllMocks();
-  await upstream?.close();
-  upstream = undefined;
-  await rm(dir, { recursive: true, force: true });
-});
+const cli = useCliHarness('dropserve-loadtest-');
 
 describe('dropserve loadtest (CLI)', () => {
   it('runs against a server, prints the report, writes JSON and compares with a baseline', async () => {
-    upstream = await startFakeUpstream({ plan: () => ({ kind: 'stream', ttftMs: 20, itlMs: 5, chunks: 4 }) });
-    const jsonPath = join(dir, 'run.json');
-    const args = ['--url', upstream.baseUrl, '--concurrency', '2', '--requests', '6', '--output-len', '4'];
+    cli.upstream = await startFakeUpstream({
+      plan: () => ({ kind: 'stream', ttftMs: 20, itlMs: 5, chunks: 4 }),
+    });
+    const jsonPath = join(cli.dir, 'run.json');
+    const args = [
+      '--url',
+      cli.upstream.baseUrl,
+      '--concurrency',
+      '2',
+      '--requests',
+      '6',
+      '--output-len',
+      '4',
+    ];
     const code = await runLoadtestCommand([
       ...args,
       '--model',
@@ -40,7 +33,7 @@ describe('dropserve loadtest (CLI)', () => {
       jsonPath,
     ]);
     expect(code).toBe(0);
-    const text = printed.join('\n');
+    const text = cli.printed.join('\n');
     expect(text).toContain('dropserve loadtest');
     expect(text).toMatch(/Successful requests\s+6/);
     expect(text).toMatch(/Goodput \(req\/s\)\s+[\d.]+ {2}\(6\/6 requests met the SLO\)/);
@@ -57,27 +50,27 @@ describe('dropserve loadtest (CLI)', () => {
     // No --model: the first id from /v1/models is not available on this fake, so it says so.
     await expect(runLoadtestCommand(args)).rejects.toThrow(/--model not given/);
 
-    printed = [];
+    cli.printed.length = 0;
     expect(await runLoadtestCommand([...args, '--model', 'm', '--baseline', jsonPath])).toBe(0);
-    expect(printed.join('\n')).toMatch(/request throughput \(req\/s\)\s+[\d.]+\s+[\d.]+\s+[\d.]+×/);
+    expect(cli.printed.join('\n')).toMatch(/request throughput \(req\/s\)\s+[\d.]+\s+[\d.]+\s+[\d.]+×/);
   });
 
   it('returns 1 when every request failed', async () => {
-    upstream = await startFakeUpstream({ plan: () => ({ kind: 'error', status: 503 }) });
-    const code = await runLoadtestCommand(['--url', upstream.baseUrl, '--model', 'm', '--requests', '2']);
+    cli.upstream = await startFakeUpstream({ plan: () => ({ kind: 'error', status: 503 }) });
+    const code = await runLoadtestCommand(['--url', cli.upstream.baseUrl, '--model', 'm', '--requests', '2']);
     expect(code).toBe(1);
-    expect(printed.join('\n')).toContain('http_503 ×2');
+    expect(cli.printed.join('\n')).toContain('http_503 ×2');
   });
 
   it('runs a capacity sweep and writes the chart', async () => {
-    upstream = await startFakeUpstream({
+    cli.upstream = await startFakeUpstream({
       // Median TTFT 85, 110, then 160 ms at 1, 2, 4 users: the 150 ms SLO breaks at 4.
       plan: ({ inFlight }) => ({ kind: 'stream', ttftMs: 60 + 25 * inFlight, itlMs: 5, chunks: 2 }),
     });
-    const chartPath = join(dir, 'capacity.svg');
+    const chartPath = join(cli.dir, 'capacity.svg');
     const code = await runLoadtestCommand([
       'capacity',
-      ...['--url', upstream.baseUrl, '--models', 'm', '--slo', 'ttft_ms:150', '--slo-percentile', '50'],
+      ...['--url', cli.upstream.baseUrl, '--models', 'm', '--slo', 'ttft_ms:150', '--slo-percentile', '50'],
       ...[
         '--start',
         '1',
@@ -94,7 +87,7 @@ describe('dropserve loadtest (CLI)', () => {
       ],
     ]);
     expect(code).toBe(0);
-    const text = printed.join('\n');
+    const text = cli.printed.join('\n');
     expect(text).toContain('dropserve capacity');
     expect(text).toMatch(/m\s+2\s+[\d.]+\s+[\d.]+\s+SLO broken at 4/);
     expect(await readFile(chartPath, 'utf8')).toContain('<path class="series" data-series="m"');
@@ -113,14 +106,14 @@ describe('dropserve loadtest (CLI)', () => {
       /--models is required/,
     );
     await expect(runLoadtestCommand(['capacity', '--models', 'm'])).rejects.toThrow(/--slo is required/);
-    const badDataset = join(dir, 'bad.jsonl');
+    const badDataset = join(cli.dir, 'bad.jsonl');
     await writeFile(badDataset, '{"prompt": "ok"}\n{"messages": [{"role": "user", "content": "hi"}]}\n');
     await expect(
       runLoadtestCommand(['--model', 'm', '--url', 'http://127.0.0.1:9', '--dataset', badDataset]),
     ).rejects.toThrow(/bad.jsonl:2: a \{messages\} line needs --endpoint chat/);
     expect(await runLoadtestCommand(['--help'])).toBe(0);
     expect(await runLoadtestCommand(['capacity', '--help'])).toBe(0);
-    expect(printed.join('\n')).toContain('usage: dropserve loadtest capacity');
+    expect(cli.printed.join('\n')).toContain('usage: dropserve loadtest capacity');
   });
 
   it('parses durations', () => {

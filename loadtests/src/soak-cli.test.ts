@@ -1,9 +1,9 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runLoadtestCommand } from '../../cli/loadtest.ts';
 import { runSoak, type SoakReport } from './soak.ts';
+import { useCliHarness } from './testing/cli-harness.ts';
 import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts';
 
 /**
@@ -13,25 +13,7 @@ import { type FakeUpstream, startFakeUpstream } from './testing/fake-upstream.ts
  * one worker the server's arrival order is the soak's issue order, so the counts are exact.
  */
 
-let upstream: FakeUpstream | undefined;
-let dir: string;
-let printed: string[];
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'dropserve-soak-cli-'));
-  printed = [];
-  vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
-    printed.push(args.join(' '));
-  });
-  vi.spyOn(console, 'error').mockImplementation(() => {});
-});
-
-afterEach(async () => {
-  vi.restoreAllMocks();
-  await upstream?.close();
-  upstream = undefined;
-  await rm(dir, { recursive: true, force: true });
-});
+const cli = useCliHarness('dropserve-soak-cli-');
 
 async function startScriptedUpstream(): Promise<FakeUpstream> {
   return startFakeUpstream({
@@ -78,9 +60,9 @@ const args = (baseUrl: string, jsonPath: string, extra: string[] = []): string[]
 
 describe('dropserve loadtest soak (errors)', () => {
   it('classifies HTTP and protocol errors, lists them and exits 1', async () => {
-    upstream = await startScriptedUpstream();
-    const jsonPath = join(dir, 'soak.json');
-    expect(await runLoadtestCommand(args(upstream.baseUrl, jsonPath))).toBe(1);
+    cli.upstream = await startScriptedUpstream();
+    const jsonPath = join(cli.dir, 'soak.json');
+    expect(await runLoadtestCommand(args(cli.upstream.baseUrl, jsonPath))).toBe(1);
     const report = JSON.parse(await readFile(jsonPath, 'utf8')) as SoakReport;
     expect(report.outcomes).toEqual({
       ok: 2,
@@ -98,7 +80,7 @@ describe('dropserve loadtest soak (errors)', () => {
     expect(report.resources.rss).toBeNull();
     expect(report.resources.note).toMatch(/process_resident_memory_bytes/);
     expect(report.server).toBeNull();
-    const text = printed.join('\n');
+    const text = cli.printed.join('\n');
     expect(text).toMatch(/^ {2}errors\s+6$/m);
     expect(text).toContain('errors by kind: http_503 503 2, missing_done 2, usage_mismatch 2');
     expect(text).toMatch(
@@ -107,15 +89,15 @@ describe('dropserve loadtest soak (errors)', () => {
   });
 
   it('tolerates errors up to --max-errors', async () => {
-    upstream = await startScriptedUpstream();
-    expect(await runLoadtestCommand(args(upstream.baseUrl, join(dir, 'a.json'), ['--max-errors', '6']))).toBe(
-      0,
-    );
+    cli.upstream = await startScriptedUpstream();
+    expect(
+      await runLoadtestCommand(args(cli.upstream.baseUrl, join(cli.dir, 'a.json'), ['--max-errors', '6'])),
+    ).toBe(0);
   });
 
   it('rejects flags it cannot honour before sending anything', async () => {
-    upstream = await startScriptedUpstream();
-    const url = upstream.baseUrl;
+    cli.upstream = await startScriptedUpstream();
+    const url = cli.upstream.baseUrl;
     await expect(
       runLoadtestCommand(['soak', '--url', url, '--variants', 'm', '--abort-share', '2']),
     ).rejects.toThrow(/--abort-share: expected a fraction in \[0, 1\]/);
@@ -128,14 +110,14 @@ describe('dropserve loadtest soak (errors)', () => {
     await expect(
       runLoadtestCommand(['soak', '--url', url, '--variants', 'm', '--pid', '1073741824']),
     ).rejects.toThrow(/--pid 1073741824: cannot read \/proc/);
-    expect(upstream.log).toHaveLength(0);
+    expect(cli.upstream.log).toHaveLength(0);
     expect(await runLoadtestCommand(['soak', '--help'])).toBe(0);
-    expect(printed.join('\n')).toContain('usage: dropserve loadtest soak --url URL --duration 10m');
+    expect(cli.printed.join('\n')).toContain('usage: dropserve loadtest soak --url URL --duration 10m');
   });
 
   it('on interrupt stops issuing and counts the cancelled request as interrupted, not as an error', async () => {
     const interrupt = new AbortController();
-    upstream = await startFakeUpstream({
+    cli.upstream = await startFakeUpstream({
       plan: ({ index }) => {
         // The third request arrives: interrupt the run while it is in flight (nothing written yet).
         if (index === 2) interrupt.abort();
@@ -143,7 +125,7 @@ describe('dropserve loadtest soak (errors)', () => {
       },
     });
     const report = await runSoak({
-      baseUrl: upstream.baseUrl,
+      baseUrl: cli.upstream.baseUrl,
       models: ['m'],
       concurrency: 1,
       requests: 10,
@@ -154,6 +136,6 @@ describe('dropserve loadtest soak (errors)', () => {
     expect(report.requests).toBe(3);
     expect(report.outcomes).toMatchObject({ ok: 2, interrupted: 1, aborted: 0 });
     expect(report.errors).toBe(0);
-    expect(upstream.log).toHaveLength(3);
+    expect(cli.upstream.log).toHaveLength(3);
   });
 });
