@@ -59,22 +59,30 @@ const completionBody = (maxTokens: number, stream = false): string =>
     stream,
   });
 
+/**
+ * A test server with one admitted completion of `maxTokens` held in front of the engine until the
+ * test opens the gate, and a keep-alive agent with a single socket (so requests reuse one connection).
+ */
+async function serverHoldingOneRequest(maxTokens: number) {
+  const gated = new GatedEngine(
+    await createWorkerEngine({ model: testModel(), servedModelName: TEST_MODEL_NAME }),
+  );
+  const t = await startTestServer({ createEngine: async () => gated });
+  servers.push(t);
+  const agent = new KeepAliveAgent({ keepAlive: true, maxSockets: 1 });
+  const inFlight = fetch(`${t.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: completionBody(maxTokens),
+  });
+  await gated.held(1);
+  return { gated, t, agent, inFlight };
+}
+
 describe('drain (in-process server)', () => {
   it('answers kept-alive connections with 503 + Connection: close while an admitted request finishes', async () => {
-    const gated = new GatedEngine(
-      await createWorkerEngine({ model: testModel(), servedModelName: TEST_MODEL_NAME }),
-    );
-    const t = await startTestServer({ createEngine: async () => gated });
-    servers.push(t);
-    const agent = new KeepAliveAgent({ keepAlive: true, maxSockets: 1 });
+    const { gated, t, agent, inFlight } = await serverHoldingOneRequest(12);
     try {
-      // An admitted request, held in front of the engine until the test opens the gate.
-      const inFlight = fetch(`${t.url}/v1/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: completionBody(12),
-      });
-      await gated.held(1);
       // A connection kept alive from before the drain (used again at once, well inside Node's
       // keep-alive timeout).
       const before = await send(`${t.url}/health`, agent);
@@ -121,19 +129,8 @@ describe('drain (in-process server)', () => {
   });
 
   it('a kept-alive connection asking during the drain gets a 503 on that same connection', async () => {
-    const gated = new GatedEngine(
-      await createWorkerEngine({ model: testModel(), servedModelName: TEST_MODEL_NAME }),
-    );
-    const t = await startTestServer({ createEngine: async () => gated });
-    servers.push(t);
-    const agent = new KeepAliveAgent({ keepAlive: true, maxSockets: 1 });
+    const { gated, t, agent, inFlight } = await serverHoldingOneRequest(4);
     try {
-      const inFlight = fetch(`${t.url}/v1/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: completionBody(4),
-      });
-      await gated.held(1);
       expect((await send(`${t.url}/v1/models`, agent)).status).toBe(200);
       const closed = t.server.close(600_000);
       const late = await send(`${t.url}/v1/completions`, agent, 'POST', completionBody(4));
