@@ -4,10 +4,14 @@ import { join, resolve } from 'node:path';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
-import { parseGuardrail } from '../server/experiments/guardrails.ts';
-import { type RunningServer, startServer } from '../server/start-server.ts';
-import { driveUntilTripped, experimentReport } from './support/experiment-traffic.ts';
-import { e2eServerOptions } from './support/test-server.ts';
+import type { RunningServer } from '../server/start-server.ts';
+import {
+  AB_FULL,
+  AB_PRUNED,
+  driveUntilTripped,
+  experimentReport,
+  startPrunedAbServer,
+} from './support/experiment-traffic.ts';
 
 /**
  * The dashboard's Experiments section in headless Chromium, against the state the e2e suite
@@ -21,9 +25,6 @@ const SCREENSHOT = process.env.UPDATE_SCREENSHOT
   : join(tmpdir(), `dropserve-dashboard-experiments-${process.pid}.png`);
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`tests/dashboard-experiments.test.ts skipped: ${CHROMIUM} not found`);
-
-const FULL = 'stories260K';
-const PRUNED = 'stories260K:attn-3';
 
 describe.skipIf(!hasChromium)('dashboard: experiment intervals and verdicts', () => {
   let browser: Browser;
@@ -39,22 +40,7 @@ describe.skipIf(!hasChromium)('dashboard: experiment intervals and verdicts', ()
         '--disable-background-networking',
       ],
     });
-    server = await startServer(
-      e2eServerOptions('stories260K', {
-        variants: [{ name: 'attn-3', spec: 'attn:2,3,4' }],
-        experiments: [
-          {
-            name: 'ab',
-            arms: [
-              { variant: FULL, weight: 1 },
-              { variant: PRUNED, weight: 1 },
-            ],
-          },
-        ],
-        experimentGuardrails: [parseGuardrail('agreement>=0.85')],
-        shadowRate: 1,
-      }),
-    );
+    server = await startPrunedAbServer();
   }, 120_000);
   afterAll(async () => {
     await browser?.close();
@@ -62,8 +48,8 @@ describe.skipIf(!hasChromium)('dashboard: experiment intervals and verdicts', ()
   });
 
   it('shows the verdict line, the intervals and the tripped guardrail the report endpoint gives', async () => {
-    const { report } = await driveUntilTripped(server, 'ab', PRUNED, 400);
-    expect(report.arms.find((a) => a.variant === PRUNED)!.guardrail).not.toBeNull();
+    const { report } = await driveUntilTripped(server, 'ab', AB_PRUNED, 400);
+    expect(report.arms.find((a) => a.variant === AB_PRUNED)!.guardrail).not.toBeNull();
     const page = await browser.newPage({ viewport: { width: 1480, height: 1200 } });
     try {
       const pageErrors: string[] = [];
@@ -80,10 +66,10 @@ describe.skipIf(!hasChromium)('dashboard: experiment intervals and verdicts', ()
       );
       // No traffic runs now, so the page shows exactly the endpoint's current report.
       const now: ExperimentReport = await experimentReport(server, 'ab');
-      const arm = now.arms.find((a) => a.variant === PRUNED)!;
-      const card = page.locator(`.experiment-arm[data-variant="${PRUNED}"]`);
+      const arm = now.arms.find((a) => a.variant === AB_PRUNED)!;
+      const card = page.locator(`.experiment-arm[data-variant="${AB_PRUNED}"]`);
       const line = (await card.locator('.line').textContent()) ?? '';
-      expect(line).toContain(`${PRUNED} vs ${FULL}: `);
+      expect(line).toContain(`${AB_PRUNED} vs ${AB_FULL}: `);
       expect(line).toContain('worse agreement');
       expect(line).toContain(`${arm.requests} requests, ${arm.scored_requests} scored`);
       expect(await card.locator('.guardrail').textContent()).toContain(

@@ -1,10 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runLoadtestCommand } from '../cli/loadtest.ts';
 import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
-import { parseGuardrail } from '../server/experiments/guardrails.ts';
-import { type RunningServer, startServer } from '../server/start-server.ts';
-import { completeAs, driveUntilTripped, experimentReport } from './support/experiment-traffic.ts';
-import { e2eServerOptions, scrapeMetrics, sumOf } from './support/test-server.ts';
+import type { RunningServer } from '../server/start-server.ts';
+import {
+  AB_FULL,
+  AB_PRUNED,
+  completeAs,
+  driveUntilTripped,
+  experimentReport,
+  startPrunedAbServer,
+} from './support/experiment-traffic.ts';
+import { scrapeMetrics, sumOf } from './support/test-server.ts';
 
 /**
  * An A/B experiment between stories260K and a variant that drops 3 of its 5 attention layers
@@ -13,30 +19,13 @@ import { e2eServerOptions, scrapeMetrics, sumOf } from './support/test-server.ts
  * score is accounted for (scored or dropped), so the run is a sequence of states, not a race: it
  * stops as soon as the report says the guardrail tripped, within a generous bound.
  */
-const FULL = 'stories260K';
-const PRUNED = 'stories260K:attn-3';
 const MAX_REQUESTS = 400;
 
 describe('experiment report, verdicts and guardrail end to end (stories260K)', () => {
   let server: RunningServer;
 
   beforeAll(async () => {
-    server = await startServer(
-      e2eServerOptions('stories260K', {
-        variants: [{ name: 'attn-3', spec: 'attn:2,3,4' }],
-        experiments: [
-          {
-            name: 'ab',
-            arms: [
-              { variant: FULL, weight: 1 },
-              { variant: PRUNED, weight: 1 },
-            ],
-          },
-        ],
-        experimentGuardrails: [parseGuardrail('agreement>=0.85')],
-        shadowRate: 1,
-      }),
-    );
+    server = await startPrunedAbServer();
   }, 120_000);
   afterAll(() => server?.close(0));
 
@@ -44,11 +33,11 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
     expect(await experimentReport(server, 'ab')).toMatchObject({
       object: 'experiment.report',
       name: 'ab',
-      control: FULL,
+      control: AB_FULL,
       scope: 'replica',
     });
-    const { report, armUsers } = await driveUntilTripped(server, 'ab', PRUNED, MAX_REQUESTS);
-    const arm = report.arms.find((a) => a.variant === PRUNED)!;
+    const { report, armUsers } = await driveUntilTripped(server, 'ab', AB_PRUNED, MAX_REQUESTS);
+    const arm = report.arms.find((a) => a.variant === AB_PRUNED)!;
     expect(arm.guardrail).toMatchObject({ tripped: true, metric: 'agreement', op: '>=', threshold: 0.85 });
     expect(arm.guardrail!.at_n).toBeGreaterThanOrEqual(20);
     expect(arm.drained).toBe(true);
@@ -63,19 +52,19 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
     }
 
     const metrics = await scrapeMetrics(server.httpUrl);
-    expect(sumOf(metrics, 'dropserve:experiment_guardrail_tripped', { experiment: 'ab', arm: PRUNED })).toBe(
-      1,
-    );
+    expect(
+      sumOf(metrics, 'dropserve:experiment_guardrail_tripped', { experiment: 'ab', arm: AB_PRUNED }),
+    ).toBe(1);
 
     // Users that were on the pruned arm now land on the control; nothing new reaches the arm.
     const requestsBefore = arm.requests;
-    for (const user of armUsers.slice(0, 5)) expect(await completeAs(server, 'ab', user, 0)).toBe(FULL);
-    const after = (await experimentReport(server, 'ab')).arms.find((a) => a.variant === PRUNED)!;
+    for (const user of armUsers.slice(0, 5)) expect(await completeAs(server, 'ab', user, 0)).toBe(AB_FULL);
+    const after = (await experimentReport(server, 'ab')).arms.find((a) => a.variant === AB_PRUNED)!;
     expect(after.requests).toBe(requestsBefore);
     const view = (await (await fetch(`${server.httpUrl}/v1/experiments/ab`)).json()) as {
       arms: { variant: string; drained?: boolean }[];
     };
-    expect(view.arms.find((a) => a.variant === PRUNED)!.drained).toBe(true);
+    expect(view.arms.find((a) => a.variant === AB_PRUNED)!.drained).toBe(true);
   }, 300_000);
 
   it('`loadtest ab-report` prints the same counts and verdict as the endpoint', async () => {
@@ -93,14 +82,14 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
       log.mockRestore();
     }
     const [text, json] = printed;
-    const arm = report.arms.find((a) => a.variant === PRUNED)!;
-    expect(text).toContain(`arm ${PRUNED}`);
+    const arm = report.arms.find((a) => a.variant === AB_PRUNED)!;
+    expect(text).toContain(`arm ${AB_PRUNED}`);
     expect(text).toContain('DRAINED');
     expect(text).toMatch(new RegExp(`agreement .* worse .*full/${arm.scored_requests}`));
     expect(text).toContain(`guardrail tripped: agreement>=0.85 at n=${arm.guardrail!.at_n}`);
     const merged = JSON.parse(json!) as ExperimentReport;
     expect(merged.statistics).toEqual(report.statistics);
-    expect(merged.arms.find((a) => a.variant === PRUNED)!.fidelity).toEqual(arm.fidelity);
+    expect(merged.arms.find((a) => a.variant === AB_PRUNED)!.fidelity).toEqual(arm.fidelity);
   });
 
   it('takes the control from the admin body, and refuses one that is not an arm with a 400', async () => {
@@ -110,13 +99,16 @@ describe('experiment report, verdicts and guardrail end to end (stories260K)', (
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
       });
-    const created = await post({ weights: { [FULL]: 1, [PRUNED]: 1 }, control: PRUNED });
+    const created = await post({ weights: { [AB_FULL]: 1, [AB_PRUNED]: 1 }, control: AB_PRUNED });
     expect(created.status).toBe(201);
-    expect(await created.json()).toMatchObject({ control: PRUNED, scope: 'replica' });
+    expect(await created.json()).toMatchObject({ control: AB_PRUNED, scope: 'replica' });
     const report = await experimentReport(server, 'reverse');
-    expect(report.control).toBe(PRUNED);
-    expect(report.arms.find((a) => a.variant === FULL)).toMatchObject({ is_control: false, drained: false });
-    const refused = await post({ weights: { [FULL]: 1 }, control: PRUNED });
+    expect(report.control).toBe(AB_PRUNED);
+    expect(report.arms.find((a) => a.variant === AB_FULL)).toMatchObject({
+      is_control: false,
+      drained: false,
+    });
+    const refused = await post({ weights: { [AB_FULL]: 1 }, control: AB_PRUNED });
     expect(refused.status).toBe(400);
     expect(await refused.json()).toMatchObject({
       error: {

@@ -1,6 +1,35 @@
 import type { ExperimentReport } from '../../server/experiments/experiment-report.ts';
-import type { RunningServer } from '../../server/start-server.ts';
-import { eventually, scrapeMetrics, sumOf } from './test-server.ts';
+import { parseGuardrail } from '../../server/experiments/guardrails.ts';
+import { type RunningServer, startServer } from '../../server/start-server.ts';
+import { e2eServerOptions, eventually, scrapeMetrics, sumOf } from './test-server.ts';
+
+/** The control of the e2e experiment "ab" (see startPrunedAbServer). */
+export const AB_FULL = 'stories260K';
+/** Its arm: stories260K without 3 of its 5 attention layers (agreement ≈ 0.36 in docs/variants.md). */
+export const AB_PRUNED = 'stories260K:attn-3';
+
+/**
+ * A server running experiment "ab", AB_FULL against AB_PRUNED at equal weights, with every pruned
+ * request shadow-scored and the guardrail agreement>=0.85 (which the pruned arm trips).
+ */
+export function startPrunedAbServer(): Promise<RunningServer> {
+  return startServer(
+    e2eServerOptions('stories260K', {
+      variants: [{ name: 'attn-3', spec: 'attn:2,3,4' }],
+      experiments: [
+        {
+          name: 'ab',
+          arms: [
+            { variant: AB_FULL, weight: 1 },
+            { variant: AB_PRUNED, weight: 1 },
+          ],
+        },
+      ],
+      experimentGuardrails: [parseGuardrail('agreement>=0.85')],
+      shadowRate: 1,
+    }),
+  );
+}
 
 /** Story openings the experiment suites cycle through (stories260K continues them sensibly). */
 const OPENINGS = [
