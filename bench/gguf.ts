@@ -3,12 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ModelSession } from '../engine/graph/model-session.ts';
-import { argmax, JsKvCache, maxAbsDiff, runAndCache } from '../engine/graph/testing/js-kv-cache.ts';
-import type { ModelConfig } from '../engine/model/config.ts';
+import { compareSessions } from '../engine/graph/testing/compare-decode.ts';
 import { GGUF_WRITE_TYPES, writeModelAsGguf } from '../engine/model/gguf-writer.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import { dequantizedWeights } from '../engine/quant/quantize-weights.ts';
-import { fullMask } from '../engine/reference/forward.ts';
 import { commitId, median, printTable, STORIES260K } from './common.ts';
 
 /**
@@ -63,8 +61,8 @@ export async function runGgufBench(argv: string[]): Promise<number> {
         const stored = await ModelSession.create(gguf.config, gguf.weights, { accuracyLevel: 0 });
         const float = await ModelSession.create(gguf.config, dequantizedWeights(gguf.weights));
         try {
-          const vsValues = await logitDiff(stored, float, gguf.config, prompt);
-          const vsSource = await logitDiff(stored, originalSession, gguf.config, prompt);
+          const vsValues = await compareSessions(stored, float, gguf.config, prompt, STEPS);
+          const vsSource = await compareSessions(stored, originalSession, gguf.config, prompt, STEPS);
           rows.push([
             type,
             `${(bytes / 1024).toFixed(0)} KiB`,
@@ -90,29 +88,4 @@ export async function runGgufBench(argv: string[]): Promise<number> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
   return 0;
-}
-
-/** Largest logit difference of two sessions fed the same tokens (a's greedy picks). */
-async function logitDiff(
-  a: ModelSession,
-  b: ModelSession,
-  config: ModelConfig,
-  prompt: number[],
-): Promise<number> {
-  const mask = fullMask(config.numLayers);
-  const capacity = prompt.length + STEPS + 4;
-  const cacheA = new JsKvCache(config, 1, capacity, mask.attnKeep);
-  const cacheB = new JsKvCache(config, 1, capacity, mask.attnKeep);
-  let logitsA = await runAndCache(a, cacheA, [prompt], mask);
-  let logitsB = await runAndCache(b, cacheB, [prompt], mask);
-  let max = 0;
-  for (let step = 0; ; step++) {
-    logitsA.forEach((row, i) => {
-      max = Math.max(max, maxAbsDiff(row, logitsB[i]!));
-    });
-    if (step === STEPS) return max;
-    const next = argmax(logitsA.at(-1)!);
-    logitsA = await runAndCache(a, cacheA, [[next]], mask);
-    logitsB = await runAndCache(b, cacheB, [[next]], mask);
-  }
 }

@@ -2,17 +2,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULT_SAMPLING, type FinishEvent } from '../engine/client.ts';
+import type { FinishEvent } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
-import type { ModelSession as ModelSessionType } from '../engine/graph/model-session.ts';
 import { ModelSession } from '../engine/graph/model-session.ts';
-import { argmax, JsKvCache, maxAbsDiff, runAndCache } from '../engine/graph/testing/js-kv-cache.ts';
+import { compareSessions } from '../engine/graph/testing/compare-decode.ts';
 import { type GgufWriteType, writeModelAsGguf } from '../engine/model/gguf-writer.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { dequantizedWeights } from '../engine/quant/quantize-weights.ts';
 import { parseWeightFlags, withWeightOptions } from '../engine/quant/weight-flags.ts';
-import { fullMask } from '../engine/reference/forward.ts';
+import { greedyRun } from './support/greedy-run.ts';
 import {
   describeWithAssets,
   STORIES_260K,
@@ -43,48 +42,9 @@ async function greedy(
 ): Promise<{ ids: number[]; finish: FinishEvent }> {
   const engine = await createEngine({ model, servedModelName: 'm' });
   try {
-    const ids: number[] = [];
-    let finish: FinishEvent | undefined;
-    for await (const event of engine.generate({
-      requestId: 'gguf-golden',
-      variant: 'm',
-      promptTokenIds: prompt,
-      maxTokens,
-      ignoreEos,
-      sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
-    })) {
-      if (event.type === 'token') ids.push(event.tokenId);
-      else finish = event;
-    }
-    return { ids, finish: finish! };
+    return await greedyRun(engine, prompt, maxTokens, ignoreEos);
   } finally {
     await engine.close();
-  }
-}
-
-/** Largest logit difference of two sessions over a prefill and `steps` greedy decode steps (session a's picks). */
-async function sessionLogitDiff(
-  a: ModelSessionType,
-  b: ModelSessionType,
-  model: LoadedModel,
-  prompt: number[],
-  steps: number,
-): Promise<number> {
-  const mask = fullMask(model.config.numLayers);
-  const capacity = prompt.length + steps + 4;
-  const cacheA = new JsKvCache(model.config, 1, capacity, mask.attnKeep);
-  const cacheB = new JsKvCache(model.config, 1, capacity, mask.attnKeep);
-  let logitsA = await runAndCache(a, cacheA, [prompt], mask);
-  let logitsB = await runAndCache(b, cacheB, [prompt], mask);
-  let max = 0;
-  for (let step = 0; ; step++) {
-    logitsA.forEach((row, i) => {
-      max = Math.max(max, maxAbsDiff(row, logitsB[i]!));
-    });
-    if (step === steps) return max;
-    const next = argmax(logitsA.at(-1)!);
-    logitsA = await runAndCache(a, cacheA, [[next]], mask);
-    logitsB = await runAndCache(b, cacheB, [[next]], mask);
   }
 }
 
@@ -113,7 +73,7 @@ describe('stories260K converted to GGUF', () => {
       const float = await ModelSession.create(gguf.config, dequantizedWeights(gguf.weights));
       try {
         const prompt = gguf.tokenizer.encode('Once upon a time', { addBos: true });
-        expect(await sessionLogitDiff(quantized, float, gguf, prompt, 24)).toBeLessThanOrEqual(1e-4);
+        expect(await compareSessions(quantized, float, gguf.config, prompt, 24)).toBeLessThanOrEqual(1e-4);
       } finally {
         await quantized.release();
         await float.release();

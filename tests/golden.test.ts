@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SAMPLING, type FinishEvent } from '../engine/client.ts';
+import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
@@ -7,34 +7,12 @@ import { generatedTokenIds } from '../engine/output/token-ids.ts';
 import { maskOf } from '../engine/plan/plan.ts';
 import { ReferenceModel } from '../engine/reference/forward.ts';
 import { argmax } from '../engine/sampling/log-softmax.ts';
+import { greedyRun } from './support/greedy-run.ts';
 import { describeWithAssets, STORIES_260K, TINYSTORIES_656K } from './support/shared-assets.ts';
 
 /** The checkpoint that ships in the repository as the built-in default. */
 const STORIES = STORIES_260K;
 const TINYSTORIES_HF = TINYSTORIES_656K.path;
-
-/** One greedy request on the full model: its tokens and how it finished. */
-async function greedyRun(
-  engine: Awaited<ReturnType<typeof createEngine>>,
-  prompt: number[],
-  maxTokens: number,
-  ignoreEos: boolean,
-): Promise<{ ids: number[]; finish: FinishEvent }> {
-  const ids: number[] = [];
-  let finish: FinishEvent | undefined;
-  for await (const event of engine.generate({
-    requestId: `greedy-${ignoreEos}`,
-    variant: 'm',
-    promptTokenIds: prompt,
-    maxTokens,
-    ignoreEos,
-    sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
-  })) {
-    if (event.type === 'token') ids.push(event.tokenId);
-    else finish = event;
-  }
-  return { ids, finish: finish! };
-}
 
 /** Greedy continuation by the plain TypeScript reference, stopping at EOS like the engine. */
 function referenceGreedy(

@@ -1,7 +1,7 @@
 /** Test support: the same prefill + greedy decode through the graph and through the reference. */
 import type { ModelConfig } from '../../model/config.ts';
 import type { ModelWeights } from '../../model/weights.ts';
-import { ReferenceModel } from '../../reference/forward.ts';
+import { fullMask, ReferenceModel } from '../../reference/forward.ts';
 import type { SublayerMask } from '../io.ts';
 import type { ModelSession } from '../model-session.ts';
 import { argmax, JsKvCache, maxAbsDiff, runAndCache } from './js-kv-cache.ts';
@@ -51,4 +51,33 @@ export async function compareDecode(
     maxLogitDiff = Math.max(maxLogitDiff, maxAbsDiff(graphLogits[0]!, refLogits[0]!));
   }
   return { maxLogitDiff, tokens, graphPicks };
+}
+
+/**
+ * Largest logit difference of two sessions fed the same tokens: a prefill of `prompt`, then `steps`
+ * greedy decode steps on session a's picks, each session with its own full-model KV cache.
+ */
+export async function compareSessions(
+  a: ModelSession,
+  b: ModelSession,
+  config: ModelConfig,
+  prompt: number[],
+  steps: number,
+): Promise<number> {
+  const mask = fullMask(config.numLayers);
+  const capacity = prompt.length + steps + 4;
+  const cacheA = new JsKvCache(config, 1, capacity, mask.attnKeep);
+  const cacheB = new JsKvCache(config, 1, capacity, mask.attnKeep);
+  let logitsA = await runAndCache(a, cacheA, [prompt], mask);
+  let logitsB = await runAndCache(b, cacheB, [prompt], mask);
+  let max = 0;
+  for (let step = 0; ; step++) {
+    logitsA.forEach((row, i) => {
+      max = Math.max(max, maxAbsDiff(row, logitsB[i]!));
+    });
+    if (step === steps) return max;
+    const next = argmax(logitsA.at(-1)!);
+    logitsA = await runAndCache(a, cacheA, [[next]], mask);
+    logitsB = await runAndCache(b, cacheB, [[next]], mask);
+  }
 }
