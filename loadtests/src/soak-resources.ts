@@ -1,6 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { request } from 'undici';
-import { apiUrl } from './openai-stream.ts';
+import { getTextOrNull } from './get-text.ts';
 
 /**
  * The server's memory, open file descriptors and request counters, read while a soak runs. Two
@@ -107,20 +106,8 @@ export async function scrapeMetrics(
   apiKey?: string,
   timeoutMs = 5000,
 ): Promise<MetricSamples | null> {
-  try {
-    const response = await request(apiUrl(baseUrl, '/metrics'), {
-      method: 'GET',
-      headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {},
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    if (response.statusCode !== 200) {
-      await response.body.dump();
-      return null;
-    }
-    return parsePrometheusText(await response.body.text());
-  } catch {
-    return null;
-  }
+  const text = await getTextOrNull(baseUrl, '/metrics', apiKey, timeoutMs);
+  return text === null ? null : parsePrometheusText(text);
 }
 
 /** VmRSS from /proc/PID/status (kB) and the entries of /proc/PID/fd. Throws if the process is gone. */
