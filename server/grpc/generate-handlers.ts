@@ -10,7 +10,7 @@ import {
 } from '../../engine/output/text-generation.ts';
 import type { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { HTTP_ERROR_TABLE } from '../http/errors.ts';
-import { callSignal } from './call-signal.ts';
+import { type CancellableCall, callSignal } from './call-signal.ts';
 import { toTextGenerationRequest } from './generate-request.ts';
 import {
   type CompleteResponseMessage,
@@ -36,22 +36,12 @@ export function generateHandler(
   context: GenerateHandlerContext,
 ): grpc.handleServerStreamingCall<unknown, GenerateResponseMessage> {
   return serverStreamHandler('Generate', context, (call) =>
-    countedCall(context, async (onFinished) => {
-      const receivedMs = nowMs();
-      const { signal, dispose } = callSignal(call);
-      try {
-        const request = engineRequest(call, context);
-        call.sendMetadata(variantMetadata(request.variant));
-        const finish = await runGeneration(context, request, receivedMs, signal, onFinished, (message) =>
-          write(call, message, signal),
-        );
-        // A cancelled or expired call ends with CANCELLED / DEADLINE_EXCEEDED, never a silent OK.
-        signal.throwIfAborted();
-        await write(call, finishMessage(finish), signal);
-      } finally {
-        dispose();
-      }
-    }),
+    generationCall(
+      context,
+      call,
+      (message, signal) => write(call, message, signal),
+      (finish, signal) => write(call, finishMessage(finish), signal),
+    ),
   );
 }
 
@@ -59,31 +49,52 @@ export function generateHandler(
 export function completeHandler(
   context: GenerateHandlerContext,
 ): grpc.handleUnaryCall<unknown, CompleteResponseMessage> {
-  return unaryHandler('Complete', context, (call) =>
-    countedCall(context, async (onFinished) => {
-      const receivedMs = nowMs();
-      const { signal, dispose } = callSignal(call);
-      try {
-        const request = engineRequest(call, context);
-        call.sendMetadata(variantMetadata(request.variant));
-        const deltas: GenerateResponseMessage[] = [];
-        const finish = await runGeneration(
-          context,
-          request,
-          receivedMs,
-          signal,
-          onFinished,
-          async (message) => {
-            deltas.push(message);
-          },
-        );
-        signal.throwIfAborted();
-        return completeMessage(deltas, finish);
-      } finally {
-        dispose();
-      }
-    }),
-  );
+  return unaryHandler('Complete', context, (call) => {
+    const deltas: GenerateResponseMessage[] = [];
+    return generationCall(
+      context,
+      call,
+      async (message) => {
+        deltas.push(message);
+      },
+      async (finish) => completeMessage(deltas, finish),
+    );
+  });
+}
+
+/** The parts of a Generate or Complete call the generation path uses. */
+type GenerationCall = CancellableCall & {
+  request: unknown;
+  metadata: grpc.Metadata;
+  sendMetadata(metadata: grpc.Metadata): void;
+};
+
+/**
+ * The body shared by Generate and Complete: routes the request, tells the client which variant
+ * serves it, hands each delta to `emit` and the finish to `respond`, all under the call's signal.
+ */
+function generationCall<R>(
+  context: GenerateHandlerContext,
+  call: GenerationCall,
+  emit: (message: GenerateResponseMessage, signal: AbortSignal) => Promise<void>,
+  respond: (finish: TextFinish, signal: AbortSignal) => Promise<R>,
+): Promise<R> {
+  return countedCall(context, async (onFinished) => {
+    const receivedMs = nowMs();
+    const { signal, dispose } = callSignal(call);
+    try {
+      const request = engineRequest(call, context);
+      call.sendMetadata(variantMetadata(request.variant));
+      const finish = await runGeneration(context, request, receivedMs, signal, onFinished, (message) =>
+        emit(message, signal),
+      );
+      // A cancelled or expired call ends with CANCELLED / DEADLINE_EXCEEDED, never a silent OK.
+      signal.throwIfAborted();
+      return await respond(finish, signal);
+    } finally {
+      dispose();
+    }
+  });
 }
 
 /**
