@@ -9,6 +9,7 @@ import { aborted, GatedEngine } from './support/gated-engine.ts';
 import {
   eventually,
   onFreePort,
+  parseMetricsText,
   scrapeMetrics,
   startTestServer,
   sumOf,
@@ -52,17 +53,6 @@ async function outcomes(url: string, transport: 'http' | 'grpc', variant?: strin
     otherFinishes: sumOf(samples, 'dropserve:request_success_total', labels) - aborts,
     rejected: sumOf(samples, 'dropserve:request_rejected_total', { transport }),
   };
-}
-
-/** Prometheus text as scrapeMetrics returns it: value by full series text. */
-function parseMetrics(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#') || line.trim() === '') continue;
-    const at = line.lastIndexOf(' ');
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
 }
 
 /** Waits until the abort count moves, then checks it moved by exactly one and nothing else did. */
@@ -145,7 +135,7 @@ describe('HTTP: requests cancelled by the shutdown grace', () => {
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe('shutting_down');
     await closed;
     // The listener is closed now: read the registry the /metrics route renders.
-    const samples = parseMetrics((await t.server.metrics.render()).body);
+    const samples = parseMetricsText((await t.server.metrics.render()).body);
     expect(sumOf(samples, 'dropserve:request_success_total', { finished_reason: 'abort' })).toBe(1);
     expect(sumOf(samples, 'dropserve:request_success_total')).toBe(1);
     expect(sumOf(samples, 'dropserve:request_rejected_total')).toBe(0);

@@ -102,7 +102,11 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
 
 /** One scrape of /metrics: samples by their full series text, e.g. 'dropserve:x{variant="m"}'. */
 export async function scrapeMetrics(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+  return parseMetricsText(await (await fetch(`${url}/metrics`)).text());
+}
+
+/** Prometheus text exposition as samples by their full series text. */
+export function parseMetricsText(text: string): Map<string, number> {
   const samples = new Map<string, number>();
   for (const line of text.split('\n')) {
     if (line.startsWith('#') || line.trim() === '') continue;
