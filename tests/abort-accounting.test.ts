@@ -1,10 +1,11 @@
 import { connect } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { GenerateEvent, GenerateRequest } from '../engine/client.ts';
 import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
 import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
 import { GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
+import { closedAfterEach } from './support/close-after-each.ts';
 import { aborted, GatedEngine } from './support/gated-engine.ts';
 import {
   eventually,
@@ -24,10 +25,7 @@ import {
  * in no other counter. The "before" is a state the test holds (a gate in front of the real engine,
  * a body the server is provably still waiting for), never a moment it has to hit.
  */
-const servers: TestServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const servers = closedAfterEach();
 
 async function gatedServer(grpcPort?: number): Promise<{ t: TestServer; gated: GatedEngine }> {
   const gated = new GatedEngine(

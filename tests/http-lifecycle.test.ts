@@ -1,10 +1,11 @@
 import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EngineClient } from '../engine/client.ts';
 import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
 import { type HealthCheckResponseMessage, ServingStatus } from '../server/grpc/health-service.ts';
 import { GrpcTestClient } from '../server/grpc/testing/grpc-test-client.ts';
 import { startServer } from '../server/start-server.ts';
+import { closedAfterEach } from './support/close-after-each.ts';
 import { type CancelCountingEngine, createGatedEngine, lastPosition } from './support/gated-runner.ts';
 import {
   onFreePort,
@@ -17,10 +18,7 @@ import {
 } from './support/test-server.ts';
 
 /** Start-up (health while loading), auth, and graceful shutdown, each on its own real server. */
-const servers: TestServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const servers = closedAfterEach();
 
 async function start(options: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
   const server = await startTestServer(options);

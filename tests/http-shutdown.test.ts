@@ -2,22 +2,20 @@ import { spawn } from 'node:child_process';
 import { type Agent, request as httpRequest, type IncomingMessage, Agent as KeepAliveAgent } from 'node:http';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EngineClient } from '../engine/client.ts';
 import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
 import { startServer } from '../server/start-server.ts';
+import { closedAfterEach } from './support/close-after-each.ts';
 import { GatedEngine } from './support/gated-engine.ts';
-import { startTestServer, TEST_MODEL_NAME, type TestServer, testModel } from './support/test-server.ts';
+import { startTestServer, TEST_MODEL_NAME, testModel } from './support/test-server.ts';
 
 /**
  * Shutdown: the drain as clients see it (503 with `Connection: close` on kept-alive connections,
  * /health 503 while the listener stays open, in-flight work finishing), start-up cancelled by a
  * shutdown, and the real `dropserve serve` process exiting 0 on SIGTERM at any moment.
  */
-const servers: TestServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const servers = closedAfterEach();
 
 interface Reply {
   status: number;
