@@ -1,7 +1,5 @@
-import { existsSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { type Browser, chromium } from 'playwright-core';
+import { existsSync } from 'node:fs';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExperimentReport } from '../server/experiments/experiment-report.ts';
 import type { RunningServer } from '../server/start-server.ts';
@@ -12,6 +10,7 @@ import {
   experimentReport,
   startPrunedAbServer,
 } from './support/experiment-traffic.ts';
+import { hasChromium, launchChromium, screenshot } from './support/headless-chromium.ts';
 
 /**
  * The dashboard's Experiments section in headless Chromium, against the state the e2e suite
@@ -19,27 +18,13 @@ import {
  * tripped): its verdict line, interval rows and guardrail line agree with the report endpoint.
  * UPDATE_SCREENSHOT=1 writes docs/dashboard-experiments.png.
  */
-const CHROMIUM = '/usr/bin/chromium';
-const SCREENSHOT = process.env.UPDATE_SCREENSHOT
-  ? resolve(process.cwd(), 'docs/dashboard-experiments.png')
-  : join(tmpdir(), `dropserve-dashboard-experiments-${process.pid}.png`);
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`tests/dashboard-experiments.test.ts skipped: ${CHROMIUM} not found`);
+const withChromium = hasChromium('tests/dashboard-experiments.test.ts');
 
-describe.skipIf(!hasChromium)('dashboard: experiment intervals and verdicts', () => {
+describe.skipIf(!withChromium)('dashboard: experiment intervals and verdicts', () => {
   let browser: Browser;
   let server: RunningServer;
   beforeAll(async () => {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium();
     server = await startPrunedAbServer();
   }, 120_000);
   afterAll(async () => {
@@ -86,9 +71,7 @@ describe.skipIf(!hasChromium)('dashboard: experiment intervals and verdicts', ()
       );
       expect(ttftRow).toContain(ttft.verdict);
       expect(pageErrors).toEqual([]);
-      mkdirSync(resolve(SCREENSHOT, '..'), { recursive: true });
-      await page.screenshot({ path: SCREENSHOT, fullPage: true });
-      expect(existsSync(SCREENSHOT)).toBe(true);
+      expect(existsSync(await screenshot(page, 'dashboard-experiments'))).toBe(true);
     } finally {
       await page.close();
     }

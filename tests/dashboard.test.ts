@@ -1,11 +1,11 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import OpenAI from 'openai';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VariantView } from '../server/admin/variants/route.ts';
 import { type RunningServer, type StartServerOptions, startServer } from '../server/start-server.ts';
+import { hasChromium, launchChromium, screenshot } from './support/headless-chromium.ts';
 import {
   e2eServerOptions,
   eventually,
@@ -19,15 +19,8 @@ import {
  * scoring on, under live traffic: the charts fill, the table shows each variant's KV bytes per token
  * and its ratio to the full model, the verdicts read agreement; a screenshot goes to docs/dashboard.png.
  */
-const CHROMIUM = '/usr/bin/chromium';
-// The README's picture is refreshed on request (UPDATE_SCREENSHOT=1 npx vitest run tests/dashboard.test.ts);
-// ordinary runs write to the temp dir so that `npm test` leaves the checkout clean.
-const SCREENSHOT = process.env.UPDATE_SCREENSHOT
-  ? resolve(process.cwd(), 'docs/dashboard.png')
-  : join(tmpdir(), `dropserve-dashboard-${process.pid}.png`);
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium)
-  console.warn(`tests/dashboard.test.ts skipped: ${CHROMIUM} not found (apt-get install chromium)`);
+// The README's picture is refreshed on request (UPDATE_SCREENSHOT=1 npx vitest run tests/dashboard.test.ts).
+const withChromium = hasChromium('tests/dashboard.test.ts');
 
 interface DashboardState {
   points: number;
@@ -78,22 +71,6 @@ function startTraffic(
   };
 }
 
-/** Playwright gives every launch a fresh temporary profile. */
-const launch = (): Promise<Browser> =>
-  chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-
 const dashboardState = (page: Page): Promise<DashboardState> =>
   page.evaluate(() => {
     const d = (globalThis as unknown as { __dashboard: DashboardState }).__dashboard;
@@ -103,10 +80,10 @@ const dashboardState = (page: Page): Promise<DashboardState> =>
 /** The dashboard's byte format, for the expected table text. */
 const bytesText = (n: number): string => (n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
 
-describe.skipIf(!hasChromium)('dashboard in headless Chromium', () => {
+describe.skipIf(!withChromium)('dashboard in headless Chromium', () => {
   let browser: Browser;
   beforeAll(async () => {
-    browser = await launch();
+    browser = await launchChromium();
   }, 60_000);
   afterAll(() => browser?.close());
 
@@ -158,9 +135,7 @@ describe.skipIf(!hasChromium)('dashboard in headless Chromium', () => {
         (n) => (globalThis as unknown as { __dashboard: { points: number } }).__dashboard.points > n + 1,
         points,
       );
-      mkdirSync(resolve(SCREENSHOT, '..'), { recursive: true });
-      await page.screenshot({ path: SCREENSHOT, fullPage: true });
-      expect(existsSync(SCREENSHOT)).toBe(true);
+      expect(existsSync(await screenshot(page, 'dashboard'))).toBe(true);
     } finally {
       await traffic.stop();
       await page.close();
