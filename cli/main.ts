@@ -26,7 +26,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
     load: async () => (await import('./loadtest.ts')).runLoadtestCommand,
   },
   bench: {
-    summary: 'bench decode | batch | prune | shadow | prefix | quant | gguf | startup | tokenizer: ratios vs a baseline',
+    summary:
+      'bench decode | batch | prune | shadow | prefix | quant | gguf | startup | tokenizer: ratios vs a baseline',
     load: async () => (await import('../bench/main.ts')).runBenchCommand,
   },
 };
