@@ -1,7 +1,14 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ForwardInput } from '../engine/graph/io.ts';
 import { type RunningServer, type StartServerOptions, startServer } from '../server/start-server.ts';
-import { e2eServerOptions, scrapeMetrics, sumOf, TEST_MODEL_NAME } from './support/test-server.ts';
+import {
+  type CancelCountingEngine,
+  createGatedEngine,
+  type GatedRunner,
+  lastPosition,
+} from './support/gated-runner.ts';
+import { e2eServerOptions, scrapeMetrics, sumOf, TEST_MODEL_NAME, testModel } from './support/test-server.ts';
 
 /**
  * A/B experiments end to end: the real engine (worker thread) behind the real HTTP server, driven
@@ -89,68 +96,6 @@ describe('A/B experiments over HTTP', () => {
         .create({ model: 'ab', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, user })
         .withResponse();
       expect([user, response.headers.get(VARIANT_HEADER), data.model]).toEqual([user, variant, variant]);
-    }
-  });
-
-  it('a weight change applies to new requests, and streams in flight finish on their variant', async () => {
-    await fetch(`${server.httpUrl}/v1/experiments/ab`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ weights: { [FULL]: 1, [PRUNED]: 1 } }),
-    });
-    const MAX_TOKENS = 200;
-    const streams = await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        const { data, response } = await client.completions
-          .create({
-            model: 'ab',
-            prompt: 'Once',
-            max_tokens: MAX_TOKENS,
-            ignore_eos: true,
-            stream: true,
-            stream_options: { include_usage: true },
-          } as OpenAI.CompletionCreateParamsStreaming)
-          .withResponse();
-        const iterator = data[Symbol.asyncIterator]();
-        const first = await iterator.next();
-        return { iterator, first, variant: response.headers.get(VARIANT_HEADER)! };
-      }),
-    );
-    // Every stream has started; now send everything to the pruned variant.
-    const changed = await fetch(`${server.httpUrl}/v1/experiments/ab`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        arms: [
-          { variant: FULL, weight: 0 },
-          { variant: PRUNED, weight: 1 },
-        ],
-      }),
-    });
-    expect(changed.status).toBe(200);
-    const running = (await (await fetch(`${server.httpUrl}/v1/variants`)).json()) as {
-      requests_running: number;
-    }[];
-    expect(running.reduce((s, v) => s + v.requests_running, 0)).toBeGreaterThan(0);
-
-    const after = await pool(40, 8, () => servedBy(client, 'ab'));
-    expect(new Set(after)).toEqual(new Set([PRUNED]));
-
-    for (const stream of streams) {
-      let finishReason: string | null = null;
-      let completionTokens = 0;
-      const models = new Set<string>();
-      for (let step = stream.first; !step.done; step = await stream.iterator.next()) {
-        const chunk = step.value;
-        models.add(chunk.model);
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
-        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
-      }
-      expect({ finishReason, completionTokens, models: [...models] }).toEqual({
-        finishReason: 'length',
-        completionTokens: MAX_TOKENS,
-        models: [stream.variant],
-      });
     }
   });
 
@@ -276,5 +221,98 @@ describe('experiments at start-up', () => {
     }).catch((e: Error) => e);
     expect(failed).toBeInstanceOf(Error);
     expect((failed as Error).message).toMatch(/variant "tiny:missing" is not served/);
+  });
+});
+
+describe('A/B experiments over HTTP: changing weights while streams run', () => {
+  const HOLD_AT = 50;
+  let server: RunningServer;
+  let client: OpenAI;
+  let gate: GatedRunner;
+  let isHeld: (input: ForwardInput) => boolean = () => false;
+  beforeAll(async () => {
+    server = await startExperimentServer({
+      createEngine: async () => {
+        let engine: CancelCountingEngine;
+        ({ engine, gate } = await createGatedEngine(
+          {
+            model: testModel(),
+            servedModelName: TEST_MODEL_NAME,
+            variants: [{ name: 'attn-1', spec: { dropAttention: [1], dropMlp: [] } }],
+            kvCacheBytes: 64 * 1024 * 1024,
+          },
+          (input) => isHeld(input),
+        ));
+        return engine;
+      },
+    });
+    client = clientOf(server);
+  });
+  afterAll(async () => {
+    isHeld = () => false;
+    gate?.recheck();
+    await server?.close(0);
+  });
+
+  it('a weight change applies to new requests, and streams in flight finish on their variant', async () => {
+    const MAX_TOKENS = 200;
+    // Decode runs past HOLD_AT wait until the change is made: the 8 streams are provably in flight.
+    let isHolding = true;
+    isHeld = (input) => isHolding && lastPosition(input) >= HOLD_AT;
+    const streams = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const { data, response } = await client.completions
+          .create({
+            model: 'ab',
+            prompt: 'Once',
+            max_tokens: MAX_TOKENS,
+            ignore_eos: true,
+            stream: true,
+            stream_options: { include_usage: true },
+          } as OpenAI.CompletionCreateParamsStreaming)
+          .withResponse();
+        const iterator = data[Symbol.asyncIterator]();
+        const first = await iterator.next();
+        return { iterator, first, variant: response.headers.get(VARIANT_HEADER)! };
+      }),
+    );
+    // Every stream has started; now send everything to the pruned variant.
+    const changed = await fetch(`${server.httpUrl}/v1/experiments/ab`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        arms: [
+          { variant: FULL, weight: 0 },
+          { variant: PRUNED, weight: 1 },
+        ],
+      }),
+    });
+    expect(changed.status).toBe(200);
+    const running = (await (await fetch(`${server.httpUrl}/v1/variants`)).json()) as {
+      requests_running: number;
+    }[];
+    expect(running.reduce((s, v) => s + v.requests_running, 0)).toBe(8);
+    isHolding = false;
+    gate.recheck();
+
+    const after = await pool(40, 8, () => servedBy(client, 'ab'));
+    expect(new Set(after)).toEqual(new Set([PRUNED]));
+
+    for (const stream of streams) {
+      let finishReason: string | null = null;
+      let completionTokens = 0;
+      const models = new Set<string>();
+      for (let step = stream.first; !step.done; step = await stream.iterator.next()) {
+        const chunk = step.value;
+        models.add(chunk.model);
+        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+      }
+      expect({ finishReason, completionTokens, models: [...models] }).toEqual({
+        finishReason: 'length',
+        completionTokens: MAX_TOKENS,
+        models: [stream.variant],
+      });
+    }
   });
 });

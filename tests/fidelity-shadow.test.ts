@@ -63,9 +63,21 @@ describe('shadow scoring end to end (stories260K, --shadow-rate 1)', () => {
   afterAll(() => server?.close(0));
 
   it('pruned traffic over HTTP (completions, chat, streaming) and gRPC shows fidelity samples and metrics', async () => {
+    // A sample is dropped (as busy) when a request waits at the moment it finishes: each request is
+    // sent only once the previous one's score is in, so every sample is scored whatever the timing.
+    let views: VariantView[] = [];
+    let sent = 0;
+    const scored = async (): Promise<void> => {
+      sent++;
+      await eventually(async () => {
+        views = await variantsOf(server);
+        return views.find((v) => v.id === PRUNED)?.fidelity?.samples === sent;
+      });
+    };
     const prompts = ['Once upon a time', 'Lily and Tom went to the park.', 'One day, a little bird'];
     for (const prompt of prompts) {
       await client.completions.create({ model: PRUNED, prompt, max_tokens: 24, temperature: 0 });
+      await scored();
     }
     await client.chat.completions.create({
       model: PRUNED,
@@ -73,6 +85,7 @@ describe('shadow scoring end to end (stories260K, --shadow-rate 1)', () => {
       max_tokens: 24,
       temperature: 0,
     });
+    await scored();
     const stream = await client.completions.create({
       model: PRUNED,
       prompt: 'Once upon a time',
@@ -83,16 +96,15 @@ describe('shadow scoring end to end (stories260K, --shadow-rate 1)', () => {
     for await (const _ of stream) {
       // drain
     }
+    await scored();
     await grpcComplete(server.grpcPort!, PRUNED);
+    await scored();
     // The full model's own traffic is never sampled.
     await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 24 });
+    views = await variantsOf(server);
 
     const SAMPLED = 6;
-    let views: VariantView[] = [];
-    await eventually(async () => {
-      views = await variantsOf(server);
-      return views.find((v) => v.id === PRUNED)?.fidelity?.samples === SAMPLED;
-    }, 20_000);
+    expect(sent).toBe(SAMPLED);
     const pruned = views.find((v) => v.id === PRUNED)!;
     const full = views.find((v) => v.id === 'stories260K')!;
     expect(full.fidelity).toBeNull();
