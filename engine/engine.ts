@@ -10,7 +10,8 @@ import type {
 } from './client.ts';
 import type { Device } from './device.ts';
 import { ModelSession } from './graph/model-session.ts';
-import type { LoadedModel } from './model/loaded-model.ts';
+import type { BuiltInPlan, LoadedModel } from './model/loaded-model.ts';
+import { withBuiltInPlan } from './plan/built-in-plan.ts';
 import type { DropSpec } from './plan/plan.ts';
 import { weightByteTable } from './quant/weight-bytes.ts';
 import { abortedBeforeStart } from './runtime/aborted-before-start.ts';
@@ -43,14 +44,21 @@ export function defaultKvCacheBytes(): number {
   return Math.floor(totalmem() / 4);
 }
 
-/** The full model plus the named pruned variants, as the core serves them. */
+/**
+ * The full model plus the named pruned variants, as the core serves them; a model that carries a
+ * built-in plan (an exported plan) drops its sublayers in every one of them.
+ */
 export function variantDefinitions(
   modelName: string,
   variants: EngineOptions['variants'] = [],
+  builtInPlan?: BuiltInPlan,
 ): VariantDefinition[] {
   return [
-    { id: modelName, spec: { dropAttention: [], dropMlp: [] } },
-    ...variants.map((v) => ({ id: variantId(modelName, v.name), spec: v.spec })),
+    { id: modelName, spec: withBuiltInPlan({ dropAttention: [], dropMlp: [] }, builtInPlan) },
+    ...variants.map((v) => ({
+      id: variantId(modelName, v.name),
+      spec: withBuiltInPlan(v.spec, builtInPlan),
+    })),
   ];
 }
 
@@ -119,7 +127,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
   const core = new EngineCore({
     config: model.config,
     runner,
-    variants: variantDefinitions(name, options.variants),
+    variants: variantDefinitions(name, options.variants, model.builtInPlan),
     kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
     prefixReuse: options.prefixReuse,

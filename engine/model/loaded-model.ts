@@ -1,3 +1,4 @@
+import type { DropSpec } from '../plan/plan.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { ModelConfig } from './config.ts';
 import type { WeightFileImage } from './weight-file.ts';
@@ -23,4 +24,14 @@ export interface LoadedModel {
   weightFile?: WeightFileImage;
   tokenizer: Tokenizer;
   source: ModelSource;
+  /**
+   * The pruning plan a file carries (a `deci` or `gguf` export of a plan): those sublayers have no
+   * weights, so every served variant drops them (and applies their linear replacements) on top of its own.
+   */
+  builtInPlan?: BuiltInPlan;
+}
+
+export interface BuiltInPlan extends DropSpec {
+  /** Export format the plan was read from. */
+  format: 'deci' | 'gguf';
 }

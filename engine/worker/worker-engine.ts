@@ -68,7 +68,7 @@ export class WorkerEngine implements EngineClient {
       config: model.config,
       weights: model.weights,
       weightFilePath: model.weightFile?.path,
-      variants: variantDefinitions(name, options.variants),
+      variants: variantDefinitions(name, options.variants, model.builtInPlan),
       kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
       maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
       device: options.device ?? 'cpu',
