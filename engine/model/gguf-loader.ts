@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type GGUFParseOutput, type GGUFTensorInfo, gguf } from '@huggingface/gguf';
 import { DropserveError, modelLoadError } from '../errors.ts';
+import type { DropSpec } from '../plan/plan.ts';
 import type { QuantizedMatrix } from '../quant/quantized-matrix.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf-tokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -47,6 +48,18 @@ export interface GgufModel {
   typeSummary: string;
   /** Things the user should know (K-quants dequantized). */
   warnings: string[];
+  /** The sublayers a pruned export left out (a `deci` file, or any file dropserve wrote from a plan). */
+  builtInPlan?: DropSpec;
+}
+
+/** Per layer: whether it has attention / an FFN (a `llama` file has both everywhere). */
+interface LayerLayout {
+  attention: boolean[];
+  ffn: boolean[];
+  /** Largest per-layer head count, KV head count and FFN width. */
+  numHeads: number;
+  numKvHeads: number;
+  hiddenDim: number;
 }
 
 const GGUF_MAGIC = 'GGUF';
@@ -85,13 +98,14 @@ export async function loadGgufModel(file: string): Promise<GgufModel> {
   }
   const meta = parsed.metadata as unknown as Metadata;
   const architecture = meta['general.architecture'];
-  if (architecture !== 'llama') {
+  if (architecture !== 'llama' && architecture !== 'deci') {
     throw new DropserveError(
       'DS_UNSUPPORTED',
-      `${file}: GGUF architecture "${String(architecture)}" is not supported; only "llama" (Llama, Mistral-style and llama2.c models) is`,
+      `${file}: GGUF architecture "${String(architecture)}" is not supported; only "llama" (Llama, Mistral-style and llama2.c models) and "deci" (per-layer pruned Llama) are`,
     );
   }
-  const config = configFromMetadata(meta, file);
+  const layout = layerLayout(meta, architecture, file);
+  const config = configFromMetadata(meta, architecture, layout, file);
   const tokenizer = tokenizerFromGguf(
     {
       model: String(meta['tokenizer.ggml.model'] ?? 'none'),
@@ -118,8 +132,10 @@ export async function loadGgufModel(file: string): Promise<GgufModel> {
   ].filter((id): id is number => id !== undefined);
   config.eosTokenIds = [...new Set(stopIds)];
   const reader = new TensorReader(file, parsed);
-  const { weights, warnings } = reader.readWeights(config);
+  const { weights, warnings } = reader.readWeights(config, layout);
+  const builtInPlan = builtInPlanOf(meta, layout, config.numLayers);
   return {
+    ...(builtInPlan ? { builtInPlan } : {}),
     config,
     weights,
     tokenizer,
@@ -150,31 +166,101 @@ function requiredNumber(meta: Metadata, key: string, file: string): number {
   return v;
 }
 
-function configFromMetadata(meta: Metadata, file: string): ModelConfig {
-  const dim = requiredNumber(meta, 'llama.embedding_length', file);
-  const numHeads = requiredNumber(meta, 'llama.attention.head_count', file);
-  const numKvHeads = optionalNumber(meta, 'llama.attention.head_count_kv') ?? numHeads;
+/** A scalar or per-layer array key (llama.cpp reads either for head counts and FFN widths). */
+function perLayerNumbers(meta: Metadata, key: string, numLayers: number, file: string): number[] | undefined {
+  const v = meta[key];
+  if (v === undefined) return undefined;
+  if (Array.isArray(v)) {
+    if (v.length !== numLayers) {
+      throw modelLoadError(file, `${key} has ${v.length} entries for ${numLayers} layers`);
+    }
+    return v.map(Number);
+  }
+  return Array(numLayers).fill(Number(v));
+}
+
+/**
+ * Which layers have attention and an FFN. In `deci` files llama.cpp reads head count 0 as "no
+ * attention" and FFN width 0 as "no FFN"; a head count > 0 with KV heads 0 is a linear attention
+ * (attn_output alone), which dropserve does not run. A layer with fewer heads than the widest is
+ * also refused: dropserve's layers share one shape.
+ */
+function layerLayout(meta: Metadata, arch: string, file: string): LayerLayout {
+  const numLayers = requiredNumber(meta, `${arch}.block_count`, file);
+  const heads = perLayerNumbers(meta, `${arch}.attention.head_count`, numLayers, file);
+  if (!heads) throw modelLoadError(file, `GGUF metadata has no ${arch}.attention.head_count`);
+  const kvHeads = perLayerNumbers(meta, `${arch}.attention.head_count_kv`, numLayers, file) ?? heads;
+  const ffn = perLayerNumbers(meta, `${arch}.feed_forward_length`, numLayers, file);
+  if (!ffn) throw modelLoadError(file, `GGUF metadata has no ${arch}.feed_forward_length`);
+  const numHeads = Math.max(...heads);
+  const numKvHeads = Math.max(...kvHeads);
+  heads.forEach((h, l) => {
+    if (h > 0 && kvHeads[l] === 0) {
+      throw new DropserveError(
+        'DS_UNSUPPORTED',
+        `${file}: layer ${l} has a linear attention (head_count ${h}, head_count_kv 0), which dropserve does not run`,
+      );
+    }
+    if (h > 0 && (h !== numHeads || kvHeads[l] !== numKvHeads)) {
+      throw new DropserveError(
+        'DS_UNSUPPORTED',
+        `${file}: layer ${l} has ${h}/${kvHeads[l]} heads, others ${numHeads}/${numKvHeads}; dropserve needs one head count for every attention layer`,
+      );
+    }
+  });
+  const hiddenDim = Math.max(...ffn);
+  if (numHeads === 0 || hiddenDim === 0) {
+    throw modelLoadError(file, 'every layer drops its attention or its FFN; nothing is left to run');
+  }
+  return {
+    attention: heads.map((h) => h > 0),
+    ffn: ffn.map((f) => f > 0),
+    numHeads,
+    numKvHeads,
+    hiddenDim,
+  };
+}
+
+/** Layers without attention / FFN, plus those dropserve's own export recorded as dropped. */
+function builtInPlanOf(meta: Metadata, layout: LayerLayout, numLayers: number): DropSpec | undefined {
+  const recorded = (key: string): number[] => {
+    const v = meta[key];
+    if (!Array.isArray(v) || optionalNumber(meta, 'dropserve.source_block_count') !== numLayers) return [];
+    return v.map(Number).filter((l) => Number.isInteger(l) && l >= 0 && l < numLayers);
+  };
+  const union = (absent: boolean[], extra: number[]) =>
+    [...new Set([...absent.flatMap((has, l) => (has ? [] : [l])), ...extra])].sort((a, b) => a - b);
+  const plan = {
+    dropAttention: union(layout.attention, recorded('dropserve.drop_attention')),
+    dropMlp: union(layout.ffn, recorded('dropserve.drop_mlp')),
+  };
+  return plan.dropAttention.length > 0 || plan.dropMlp.length > 0 ? plan : undefined;
+}
+
+function configFromMetadata(meta: Metadata, arch: string, layout: LayerLayout, file: string): ModelConfig {
+  const dim = requiredNumber(meta, `${arch}.embedding_length`, file);
+  const { numHeads, numKvHeads } = layout;
   const headDim =
-    optionalNumber(meta, 'llama.attention.key_length') ??
-    optionalNumber(meta, 'llama.rope.dimension_count') ??
+    optionalNumber(meta, `${arch}.attention.key_length`) ??
+    optionalNumber(meta, `${arch}.rope.dimension_count`) ??
     dim / numHeads;
-  const ropeDims = optionalNumber(meta, 'llama.rope.dimension_count') ?? headDim;
+  const ropeDims = optionalNumber(meta, `${arch}.rope.dimension_count`) ?? headDim;
   if (ropeDims !== headDim) {
     throw new DropserveError(
       'DS_UNSUPPORTED',
-      `${file}: llama.rope.dimension_count ${ropeDims} differs from the head size ${headDim} (partial RoPE is not supported)`,
+      `${file}: ${arch}.rope.dimension_count ${ropeDims} differs from the head size ${headDim} (partial RoPE is not supported)`,
     );
   }
-  if (meta['llama.rope.scaling.type'] !== undefined && meta['llama.rope.scaling.type'] !== 'none') {
+  if (meta[`${arch}.rope.scaling.type`] !== undefined && meta[`${arch}.rope.scaling.type`] !== 'none') {
     throw new DropserveError(
       'DS_UNSUPPORTED',
-      `${file}: llama.rope.scaling.type "${String(meta['llama.rope.scaling.type'])}" is not supported`,
+      `${file}: ${arch}.rope.scaling.type "${String(meta[`${arch}.rope.scaling.type`])}" is not supported`,
     );
   }
   const tokens = meta['tokenizer.ggml.tokens'] as unknown[] | undefined;
-  const vocabSize = optionalNumber(meta, 'llama.vocab_size') ?? tokens?.length;
+  const vocabSize = optionalNumber(meta, `${arch}.vocab_size`) ?? tokens?.length;
   if (vocabSize === undefined)
-    throw modelLoadError(file, 'GGUF metadata has neither llama.vocab_size nor tokens');
+    throw modelLoadError(file, `GGUF metadata has neither ${arch}.vocab_size nor tokens`);
   if (numHeads % numKvHeads !== 0 || headDim % 2 !== 0) {
     throw modelLoadError(
       file,
@@ -184,15 +270,15 @@ function configFromMetadata(meta: Metadata, file: string): ModelConfig {
   return {
     architecture: 'llama',
     dim,
-    hiddenDim: requiredNumber(meta, 'llama.feed_forward_length', file),
-    numLayers: requiredNumber(meta, 'llama.block_count', file),
+    hiddenDim: layout.hiddenDim,
+    numLayers: layout.attention.length,
     numHeads,
     numKvHeads,
     headDim,
     vocabSize,
-    maxSeqLen: requiredNumber(meta, 'llama.context_length', file),
-    rmsNormEps: shortestFloat32(optionalNumber(meta, 'llama.attention.layer_norm_rms_epsilon') ?? 1e-5),
-    ropeTheta: shortestFloat32(optionalNumber(meta, 'llama.rope.freq_base') ?? 10000),
+    maxSeqLen: requiredNumber(meta, `${arch}.context_length`, file),
+    rmsNormEps: shortestFloat32(optionalNumber(meta, `${arch}.attention.layer_norm_rms_epsilon`) ?? 1e-5),
+    ropeTheta: shortestFloat32(optionalNumber(meta, `${arch}.rope.freq_base`) ?? 10000),
     ropeInterleaved: true,
     hasQkvBias: false,
     tieWordEmbeddings: false, // decided by the presence of output.weight
@@ -232,15 +318,15 @@ class TensorReader {
       .join(', ');
   }
 
-  readWeights(config: ModelConfig): { weights: ModelWeights; warnings: string[] } {
+  readWeights(config: ModelConfig, layout: LayerLayout): { weights: ModelWeights; warnings: string[] } {
     try {
-      return { weights: this.#readWeights(config), warnings: this.warnings };
+      return { weights: this.#readWeights(config, layout), warnings: this.warnings };
     } finally {
       fs.closeSync(this.#fd);
     }
   }
 
-  #readWeights(config: ModelConfig): ModelWeights {
+  #readWeights(config: ModelConfig, layout: LayerLayout): ModelWeights {
     // Llama 3.1+ files carry their RoPE frequency scaling as per-pair divisors; running without them
     // would give a different model silently.
     if (this.#infos.has('rope_freqs.weight')) {
@@ -267,17 +353,46 @@ class TensorReader {
         }
         return t.values;
       };
-      layers.push({
-        attnNorm: this.#vector(`${p}attn_norm.weight`, dim),
-        wq: linear('wq', 'attn_q.weight', qDim, dim),
-        wk: linear('wk', 'attn_k.weight', kvDim, dim),
-        wv: linear('wv', 'attn_v.weight', kvDim, dim),
-        wo: linear('wo', 'attn_output.weight', dim, qDim),
-        mlpNorm: this.#vector(`${p}ffn_norm.weight`, dim),
-        wGate: linear('wGate', 'ffn_gate.weight', hiddenDim, dim),
-        wUp: linear('wUp', 'ffn_up.weight', hiddenDim, dim),
-        wDown: linear('wDown', 'ffn_down.weight', dim, hiddenDim),
-      });
+      // A sublayer the file leaves out is served dropped (the built-in plan); zeros fill its place,
+      // so the layer adds nothing even where a graph keeps the sublayer.
+      const hasAttention = layout.attention[l]!;
+      const attention = hasAttention
+        ? {
+            attnNorm: this.#vector(`${p}attn_norm.weight`, dim),
+            wq: linear('wq', 'attn_q.weight', qDim, dim),
+            wk: linear('wk', 'attn_k.weight', kvDim, dim),
+            wv: linear('wv', 'attn_v.weight', kvDim, dim),
+            wo: linear('wo', 'attn_output.weight', dim, qDim),
+          }
+        : {
+            attnNorm: new Float32Array(dim),
+            wq: new Float32Array(qDim * dim),
+            wk: new Float32Array(kvDim * dim),
+            wv: new Float32Array(kvDim * dim),
+            wo: new Float32Array(dim * qDim),
+          };
+      const ffnWidth = this.#infos.get(`${p}ffn_down.weight`)?.shape.map(Number)[0];
+      const hasFullFfn = layout.ffn[l]! && ffnWidth === hiddenDim;
+      if (layout.ffn[l] && !hasFullFfn && !this.#isZeroFfn(p, dim, ffnWidth)) {
+        throw new DropserveError(
+          'DS_UNSUPPORTED',
+          `${this.#file}: layer ${l} has an FFN of width ${ffnWidth}, others ${hiddenDim}; dropserve needs one width for every FFN`,
+        );
+      }
+      const ffn = hasFullFfn
+        ? {
+            mlpNorm: this.#vector(`${p}ffn_norm.weight`, dim),
+            wGate: linear('wGate', 'ffn_gate.weight', hiddenDim, dim),
+            wUp: linear('wUp', 'ffn_up.weight', hiddenDim, dim),
+            wDown: linear('wDown', 'ffn_down.weight', dim, hiddenDim),
+          }
+        : {
+            mlpNorm: new Float32Array(dim),
+            wGate: new Float32Array(hiddenDim * dim),
+            wUp: new Float32Array(hiddenDim * dim),
+            wDown: new Float32Array(dim * hiddenDim),
+          };
+      layers.push({ ...attention, ...ffn });
       quantizedLayers.push(quantized);
     }
     const finalNorm = this.#vector('output_norm.weight', dim);
@@ -304,6 +419,13 @@ class TensorReader {
   #fileFormat(bitsSeen: Set<number>): WeightFormat | undefined {
     if (bitsSeen.size !== 1) return undefined;
     return bitsSeen.has(8) ? 'int8' : 'int4';
+  }
+
+  /** A narrower FFN whose down projection is all zeros: how a dropped FFN under a kept attention is written. */
+  #isZeroFfn(prefix: string, dim: number, width: number | undefined): boolean {
+    if (width === undefined) return false;
+    const down = this.#linear(`${prefix}ffn_down.weight`, dim, width).values;
+    return down.every((x) => x === 0);
   }
 
   #info(name: string, shape: number[]): GGUFTensorInfo {

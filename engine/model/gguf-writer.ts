@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { DropSpec } from '../plan/plan.ts';
 import { LLAMA3_SPLIT } from '../tokenizer/gguf-bpe-tokenizer.ts';
 import { GgufTokenType, ggufPieceText } from '../tokenizer/gguf-tokenizer.ts';
 import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
@@ -373,6 +374,31 @@ export interface ModelToGgufOptions {
   type: GgufWriteType;
   /** general.name; defaults to the model's id. */
   name?: string;
+  /**
+   * Sublayers to leave out. Whole blocks only: a `llama` file with those blocks removed and the
+   * rest renumbered. Any single sublayer: a `deci` file (llama.cpp's per-layer variant, below).
+   */
+  drop?: DropSpec;
+}
+
+/**
+ * llama.cpp's `deci` architecture reads per-layer arrays `deci.attention.head_count`,
+ * `deci.attention.head_count_kv` and `deci.feed_forward_length`:
+ *  - head_count 0: the layer has no attention (its input passes straight to the FFN, no tensors);
+ *  - head_count > 0 with head_count_kv 0: a "linear attention" (attn_output only, [dim, dim]);
+ *  - feed_forward_length 0: llama.cpp skips the rest of the layer, and with it the layer's
+ *    attention output too. So an FFN dropped under a kept attention is written as a zero FFN
+ *    (ZERO_FFN_WIDTH wide, every weight 0: it adds exactly 0), and the plan is also recorded in
+ *    `dropserve.drop_attention` / `dropserve.drop_mlp` so that dropserve drops it outright.
+ */
+export const ZERO_FFN_WIDTH = 32;
+
+/** Whether a drop spec removes whole blocks only (a shorter `llama` file) or single sublayers (`deci`). */
+export function ggufArchitectureFor(drop: DropSpec | undefined): 'llama' | 'deci' {
+  if (!drop) return 'llama';
+  const attention = [...drop.dropAttention].sort((a, b) => a - b);
+  const mlp = [...drop.dropMlp].sort((a, b) => a - b);
+  return attention.length === mlp.length && attention.every((l, i) => l === mlp[i]) ? 'llama' : 'deci';
 }
 
 /** Writes a loaded Llama model as a llama.cpp-compatible GGUF file. */
@@ -389,6 +415,11 @@ export function modelAsGguf(
   const { config, weights } = model;
   if (config.hasQkvBias) throw new RangeError('GGUF llama tensors hold no q/k/v biases (Qwen2 models)');
   if (config.ropeScaling) throw new RangeError('Llama 3 RoPE scaling is not written to GGUF here');
+  const drop = options.drop ?? { dropAttention: [], dropMlp: [] };
+  if (drop.emulation && [...drop.emulation.attention, ...drop.emulation.mlp].some((e) => e !== null)) {
+    throw new RangeError('GGUF has no form for dropserve emulations (bias / low-rank replacements)');
+  }
+  const arch = ggufArchitectureFor(drop);
   const matrixType = TYPE_IDS[options.type];
   const tensors: GgufTensorToWrite[] = [];
   const vector = (name: string, values: Float32Array) =>
@@ -403,40 +434,74 @@ export function modelAsGguf(
   const rope = (w: Float32Array, heads: number) =>
     config.ropeInterleaved ? w : interleaveRopeRows(w, heads, config.headDim);
   const { qDim, kvDim } = sizes(config);
+  const headCounts: number[] = [];
+  const kvHeadCounts: number[] = [];
+  const ffnLengths: number[] = [];
   matrix('token_embd.weight', weights.tokenEmbedding, config.vocabSize);
+  let written = 0;
   weights.layers.forEach((layer, l) => {
-    const p = `blk.${l}.`;
-    vector(`${p}attn_norm.weight`, layer.attnNorm);
-    matrix(`${p}attn_q.weight`, rope(layer.wq, config.numHeads), qDim);
-    matrix(`${p}attn_k.weight`, rope(layer.wk, config.numKvHeads), kvDim);
-    matrix(`${p}attn_v.weight`, layer.wv, kvDim);
-    matrix(`${p}attn_output.weight`, layer.wo, config.dim);
+    const dropsAttention = drop.dropAttention.includes(l);
+    const dropsMlp = drop.dropMlp.includes(l);
+    if (arch === 'llama' && dropsAttention) return;
+    const p = `blk.${written++}.`;
+    headCounts.push(dropsAttention ? 0 : config.numHeads);
+    kvHeadCounts.push(dropsAttention ? 0 : config.numKvHeads);
+    if (!dropsAttention) {
+      vector(`${p}attn_norm.weight`, layer.attnNorm);
+      matrix(`${p}attn_q.weight`, rope(layer.wq, config.numHeads), qDim);
+      matrix(`${p}attn_k.weight`, rope(layer.wk, config.numKvHeads), kvDim);
+      matrix(`${p}attn_v.weight`, layer.wv, kvDim);
+      matrix(`${p}attn_output.weight`, layer.wo, config.dim);
+    }
+    if (dropsMlp && dropsAttention) {
+      ffnLengths.push(0);
+      return;
+    }
+    const zero = dropsMlp ? new Float32Array(ZERO_FFN_WIDTH * config.dim) : undefined;
+    const width = dropsMlp ? ZERO_FFN_WIDTH : config.hiddenDim;
+    ffnLengths.push(width);
     vector(`${p}ffn_norm.weight`, layer.mlpNorm);
-    matrix(`${p}ffn_gate.weight`, layer.wGate, config.hiddenDim);
-    matrix(`${p}ffn_up.weight`, layer.wUp, config.hiddenDim);
-    matrix(`${p}ffn_down.weight`, layer.wDown, config.dim);
+    matrix(`${p}ffn_gate.weight`, zero ?? layer.wGate, width);
+    matrix(`${p}ffn_up.weight`, zero ?? layer.wUp, width);
+    matrix(`${p}ffn_down.weight`, zero ?? layer.wDown, config.dim);
   });
   vector('output_norm.weight', weights.finalNorm);
   if (weights.lmHead !== weights.tokenEmbedding) matrix('output.weight', weights.lmHead, config.vocabSize);
+  const perLayer = (values: number[], same: number): GgufValue =>
+    arch === 'deci' ? { type: 'i32[]', value: values } : { type: 'u32', value: same };
   const metadata: Record<string, GgufValue> = {
-    'general.architecture': { type: 'string', value: 'llama' },
+    'general.architecture': { type: 'string', value: arch },
     'general.name': { type: 'string', value: options.name ?? model.source.id },
     'general.file_type': { type: 'u32', value: FILE_TYPES[options.type] },
     'general.alignment': { type: 'u32', value: ALIGNMENT },
-    'llama.context_length': { type: 'u32', value: config.maxSeqLen },
-    'llama.embedding_length': { type: 'u32', value: config.dim },
-    'llama.block_count': { type: 'u32', value: config.numLayers },
-    'llama.feed_forward_length': { type: 'u32', value: config.hiddenDim },
-    'llama.attention.head_count': { type: 'u32', value: config.numHeads },
-    'llama.attention.head_count_kv': { type: 'u32', value: config.numKvHeads },
-    'llama.rope.dimension_count': { type: 'u32', value: config.headDim },
-    'llama.rope.freq_base': { type: 'f32', value: config.ropeTheta },
-    'llama.attention.layer_norm_rms_epsilon': { type: 'f32', value: config.rmsNormEps },
-    'llama.vocab_size': { type: 'u32', value: config.vocabSize },
-    ...(config.headDim * config.numHeads !== config.dim
+    [`${arch}.context_length`]: { type: 'u32', value: config.maxSeqLen },
+    [`${arch}.embedding_length`]: { type: 'u32', value: config.dim },
+    [`${arch}.block_count`]: { type: 'u32', value: written },
+    [`${arch}.feed_forward_length`]: perLayer(ffnLengths, config.hiddenDim),
+    [`${arch}.attention.head_count`]: perLayer(headCounts, config.numHeads),
+    [`${arch}.attention.head_count_kv`]: perLayer(kvHeadCounts, config.numKvHeads),
+    [`${arch}.rope.dimension_count`]: { type: 'u32', value: config.headDim },
+    [`${arch}.rope.freq_base`]: { type: 'f32', value: config.ropeTheta },
+    [`${arch}.attention.layer_norm_rms_epsilon`]: { type: 'f32', value: config.rmsNormEps },
+    [`${arch}.vocab_size`]: { type: 'u32', value: config.vocabSize },
+    // deci layers without attention leave llama.cpp no head count to derive the head size from.
+    ...(arch === 'deci' || config.headDim * config.numHeads !== config.dim
       ? {
-          'llama.attention.key_length': { type: 'u32', value: config.headDim } as GgufValue,
-          'llama.attention.value_length': { type: 'u32', value: config.headDim } as GgufValue,
+          [`${arch}.attention.key_length`]: { type: 'u32', value: config.headDim } as GgufValue,
+          [`${arch}.attention.value_length`]: { type: 'u32', value: config.headDim } as GgufValue,
+        }
+      : {}),
+    ...(drop.dropAttention.length > 0 || drop.dropMlp.length > 0
+      ? {
+          'dropserve.drop_attention': {
+            type: 'i32[]',
+            value: [...drop.dropAttention].sort((a, b) => a - b),
+          } as GgufValue,
+          'dropserve.drop_mlp': {
+            type: 'i32[]',
+            value: [...drop.dropMlp].sort((a, b) => a - b),
+          } as GgufValue,
+          'dropserve.source_block_count': { type: 'u32', value: config.numLayers } as GgufValue,
         }
       : {}),
     ...tokenizerMetadata(model),

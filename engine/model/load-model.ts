@@ -164,7 +164,13 @@ async function loadGguf(
   progress(
     `tokenizer: vocab ${tokenizer.vocabSize} (${tokenizerPath ? tokenizerPath : 'embedded in the GGUF'})`,
   );
+  if (gguf.builtInPlan) {
+    progress(
+      `plan: the file leaves out attention [${gguf.builtInPlan.dropAttention.join(',')}], mlp [${gguf.builtInPlan.dropMlp.join(',')}]; every variant drops them`,
+    );
+  }
   return {
+    ...(gguf.builtInPlan ? { builtInPlan: { ...gguf.builtInPlan, format: 'gguf' as const } } : {}),
     config,
     weights: gguf.weights,
     tokenizer,
