@@ -10,6 +10,7 @@ import { DropserveError } from '../engine/errors.ts';
 import { METRIC_DESCRIPTIONS, METRICS } from '../pruning/analyze.ts';
 import { runAnalyzeCommand } from '../pruning/commands/analyze-command.ts';
 import { runEvalCommand } from '../pruning/commands/eval-command.ts';
+import { EXPORT_FORMATS, runExportCommand } from '../pruning/commands/export-command.ts';
 import type { PruneIo } from '../pruning/commands/flags.ts';
 import { runPlanCommand } from '../pruning/commands/plan-command.ts';
 import { withInterrupt } from '../pruning/interrupt.ts';
@@ -67,6 +68,21 @@ ${COMMON_FLAGS}
   --quant-block N    values per scale for int8/int4 (default 32)
   --quantize-lm-head also quantize lm_head
   --json             print JSON`,
+  export: `usage: dropserve prune export --plan plan.json --format ${EXPORT_FORMATS.join('|')} --out DIR_OR_FILE [--model M]
+  --model M          the full model the plan was made for (llama2.c .bin or Hugging Face directory;
+                     default: the built-in stories260K)
+  --tokenizer T      tokenizer of a llama2.c model (default: found beside it)
+  --plan FILE        plan file (and its emulation side file)
+  --format F         hf:   a standard Hugging Face Llama/Mistral/Qwen2 directory without the dropped
+                           blocks (whole layers only)
+                     deci: a DeciLM directory (vLLM DeciLMForCausalLM, llama.cpp deci) with per-layer
+                           block_configs; any plan; low-rank emulation becomes replace_with_linear
+                     gguf: a GGUF file (llama for whole blocks, deci for sublayers)
+  --out PATH         directory (hf, deci) or file (gguf) to write; refuses a non-empty one unless --force
+  --type T           gguf only: f32|f16|q8_0|q4_0 storage of the matrices (default f32)
+  --drop-emulation   export emulations a format cannot express (deci: bias; hf, gguf: any) as plain drops
+  --force            replace --out
+  --json             print a JSON summary`,
 } as const;
 
 type Subcommand = keyof typeof USAGE;
@@ -74,12 +90,12 @@ type Subcommand = keyof typeof USAGE;
 export async function runPruneCommand(argv: string[], io: PruneIo = processIo): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || !(sub in USAGE)) {
-    const text = `usage: dropserve prune analyze|plan|eval [flags]   (dropserve prune <sub> --help)\n\n${USAGE.analyze}\n\n${USAGE.plan}\n\n${USAGE.eval}\n`;
+    const text = `usage: dropserve prune analyze|plan|eval|export [flags]   (dropserve prune <sub> --help)\n\n${USAGE.analyze}\n\n${USAGE.plan}\n\n${USAGE.eval}\n\n${USAGE.export}\n`;
     if (sub === undefined || sub === '--help' || sub === '-h') {
       io.stdout(text);
       return sub === undefined ? 2 : 0;
     }
-    io.stderr(`dropserve prune: unknown subcommand "${sub}"; valid: analyze, plan, eval\n`);
+    io.stderr(`dropserve prune: unknown subcommand "${sub}"; valid: analyze, plan, eval, export\n`);
     return 2;
   }
   const name = sub as Subcommand;
@@ -92,6 +108,7 @@ export async function runPruneCommand(argv: string[], io: PruneIo = processIo): 
     return await withInterrupt(async (signal) => {
       if (name === 'analyze') return await runAnalyzeCommand(rest, io, progress, signal);
       if (name === 'plan') return await runPlanCommand(rest, io, progress, signal);
+      if (name === 'export') return await runExportCommand(rest, io);
       return await runEvalCommand(rest, io, progress, signal);
     });
   } catch (e) {

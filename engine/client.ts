@@ -1,6 +1,6 @@
 import type { SerializedError } from './errors.ts';
 import type { ModelConfig } from './model/config.ts';
-import type { ModelSource } from './model/loaded-model.ts';
+import type { BuiltInPlan, ModelSource } from './model/loaded-model.ts';
 import type { DropSpec } from './plan/plan.ts';
 import type { Tokenizer } from './tokenizer/tokenizer.ts';
 
@@ -34,6 +34,8 @@ export interface ServedModelInfo {
   config: ModelConfig;
   /** Unix seconds the model was loaded (OpenAI's `created`). */
   createdAt: number;
+  /** The plan a loaded export carries (engine/model/loaded-model.ts), shown in /v1/models. */
+  builtInPlan?: BuiltInPlan;
 }
 
 export interface SamplingParams {

@@ -138,6 +138,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     source: model.source,
     config: model.config,
     createdAt: Math.floor(Date.now() / 1000),
+    ...(model.builtInPlan ? { builtInPlan: model.builtInPlan } : {}),
   };
   return new InProcessEngine(core, info, model.tokenizer);
 }

@@ -27,6 +27,15 @@ export function readHuggingFaceConfig(dir: string): HfConfigResult {
   const file = path.join(dir, 'config.json');
   const raw = readJsonObject(file);
   const generation = readOptionalJsonObject(path.join(dir, 'generation_config.json')) ?? {};
+  return parseHuggingFaceConfig(file, raw, generation);
+}
+
+/** The same from parsed JSON (a DeciLM config rewritten as the Llama it generalises, see deci-config.ts). */
+export function parseHuggingFaceConfig(
+  file: string,
+  raw: Record<string, unknown>,
+  generation: Record<string, unknown>,
+): HfConfigResult {
   const notes: string[] = [];
 
   const architecture = architectureOf(file, raw);

@@ -66,7 +66,7 @@ export function exportHuggingFaceDir(
   );
 }
 
-function hfConfigJson(config: ModelConfig): Record<string, unknown> {
+export function hfConfigJson(config: ModelConfig): Record<string, unknown> {
   const json: Record<string, unknown> = {
     architectures: [ARCHITECTURE_CLASS[config.architecture]],
     model_type: config.architecture,

@@ -1,9 +1,14 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { DropserveError, modelLoadError } from '../errors.ts';
 import { HfTokenizer } from '../tokenizer/hf-tokenizer.ts';
 import type { ModelConfig } from './config.ts';
 import { derivedSizes } from './config.ts';
-import { readHuggingFaceConfig, withTokenizerEos } from './hf-config.ts';
+import { isDeciConfig, readDeciLayout } from './deci-config.ts';
+import { builtInPlanOf, deciLayerWeights } from './deci-weights.ts';
+import { parseHuggingFaceConfig, withTokenizerEos } from './hf-config.ts';
+import { readJsonObject, readOptionalJsonObject } from './json-file.ts';
+import type { BuiltInPlan } from './loaded-model.ts';
 import { openSafetensors, type SafetensorsReader } from './safetensors.ts';
 import type { LayerWeights, ModelWeights } from './weights.ts';
 
@@ -41,10 +46,19 @@ export function loadHuggingFaceDir(dir: string, options: HfLoadOptions = {}): Hf
 export function loadHuggingFaceModel(
   dir: string,
   options: HfLoadOptions = {},
-): { config: ModelConfig; weights: ModelWeights } {
+): { config: ModelConfig; weights: ModelWeights; builtInPlan?: BuiltInPlan } {
   if (!fs.existsSync(dir)) throw modelLoadError(dir, 'no such directory');
   const progress = options.onProgress ?? (() => {});
-  const { config, declaredTie, notes } = readHuggingFaceConfig(dir);
+  const configFile = path.join(dir, 'config.json');
+  const rawConfig = readJsonObject(configFile);
+  const generation = readOptionalJsonObject(path.join(dir, 'generation_config.json')) ?? {};
+  // DeciLM (a plan exported by dropserve or a Nemotron-NAS model): read as the Llama it generalises.
+  const deci = isDeciConfig(rawConfig) ? readDeciLayout(configFile, rawConfig) : undefined;
+  const { config, declaredTie, notes } = parseHuggingFaceConfig(
+    configFile,
+    deci ? deci.llamaConfig : rawConfig,
+    generation,
+  );
   progress(
     `config: ${config.architecture}, ${config.numLayers} layers, dim ${config.dim}, ${config.numHeads} heads ` +
       `(${config.numKvHeads} kv), vocab ${config.vocabSize}`,
@@ -96,6 +110,10 @@ export function loadHuggingFaceModel(
   for (let l = 0; l < config.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const t = (suffix: string, shape: number[]) => read(resolve(p + suffix), shape, p + suffix);
+    if (deci) {
+      layers.push(deciLayerWeights(config, deci, l, t));
+      continue;
+    }
     const layer: LayerWeights = {
       attnNorm: t('input_layernorm.weight', [dim]),
       wq: t('self_attn.q_proj.weight', [qDim, dim]),
@@ -115,7 +133,11 @@ export function loadHuggingFaceModel(
     layers.push(layer);
   }
   const finalNorm = read(resolve(FINAL_NORM), [dim], FINAL_NORM);
-  return { config, weights: { tokenEmbedding, layers, finalNorm, lmHead } };
+  const weights = { tokenEmbedding, layers, finalNorm, lmHead };
+  if (!deci) return { config, weights };
+  const read2 = (l: number, suffix: string, shape: number[]): Float32Array =>
+    read(resolve(`model.layers.${l}.${suffix}`), shape, `model.layers.${l}.${suffix}`);
+  return { config, weights, builtInPlan: builtInPlanOf(config, deci, read2) };
 }
 
 function openWeights(dir: string): SafetensorsReader {

@@ -218,22 +218,33 @@ function loadHuggingFace(
   progress: (message: string) => void,
 ): LoadedModel {
   progress(`model: reading Hugging Face checkpoint ${dir}`);
-  const { config, weights } = loadHuggingFaceModel(dir, { onProgress: progress });
+  const { config, weights, builtInPlan } = loadHuggingFaceModel(dir, { onProgress: progress });
+  // An export of a llama2.c model keeps its SentencePiece vocabulary as tokenizer.bin (no tokenizer.json).
+  const llama2cTokenizer = path.join(dir, 'tokenizer.bin');
   const tokenizer = tokenizerPath
     ? loadTokenizer(tokenizerPath)
-    : HfTokenizer.fromDir(dir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+    : !fs.existsSync(path.join(dir, 'tokenizer.json')) && fs.existsSync(llama2cTokenizer)
+      ? Llama2cTokenizer.fromFile(llama2cTokenizer)
+      : HfTokenizer.fromDir(dir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
   checkVocab(config, tokenizer, dir);
   withTokenizerEos(config, tokenizer.eosTokenIds, dir);
   progress(`tokenizer: vocab ${tokenizer.vocabSize}`);
+  if (builtInPlan) {
+    progress(
+      `plan: DeciLM export drops attention [${builtInPlan.dropAttention}] and MLP [${builtInPlan.dropMlp}] in every variant`,
+    );
+  }
+  const kind = builtInPlan ? `DeciLM (${config.architecture} with a built-in plan)` : config.architecture;
   return {
     config,
     weights,
     tokenizer,
+    ...(builtInPlan ? { builtInPlan } : {}),
     source: {
       kind: 'huggingface',
       path: path.resolve(dir),
       id,
-      description: `Hugging Face ${config.architecture} ${id} (${config.numLayers} layers, dim ${config.dim}, vocab ${config.vocabSize})`,
+      description: `Hugging Face ${kind} ${id} (${config.numLayers} layers, dim ${config.dim}, vocab ${config.vocabSize})`,
     },
   };
 }

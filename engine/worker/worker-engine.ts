@@ -52,6 +52,7 @@ export class WorkerEngine implements EngineClient {
       source: model.source,
       config: model.config,
       createdAt: Math.floor(Date.now() / 1000),
+      ...(model.builtInPlan ? { builtInPlan: model.builtInPlan } : {}),
     };
     const engine = new WorkerEngine(worker, info, model.tokenizer);
     engine.#spawnedAtEpochMs = spawnedAtEpochMs;

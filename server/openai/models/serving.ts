@@ -1,4 +1,5 @@
 import type { EngineClient, VariantInfo } from '../../../engine/client.ts';
+import type { BuiltInPlan } from '../../../engine/model/loaded-model.ts';
 import type { Experiment, ExperimentArm, ExperimentRouter } from '../../experiments/experiment-router.ts';
 
 /** One OpenAI model object; vLLM's `root` (where it came from) and `parent` (the base of a variant). */
@@ -13,7 +14,13 @@ export interface ModelCard {
   /** Only on A/B experiments: the variants a request to this name is split between. */
   dropserve_experiment?: { arms: ExperimentArm[] };
   /** Where the weights came from; `built_in` when no --model was given (stories260K from models/). */
-  dropserve_source?: { kind: string; description: string; built_in: boolean };
+  dropserve_source?: {
+    kind: string;
+    description: string;
+    built_in: boolean;
+    /** Only for a loaded export (deci / gguf): the plan it carries, dropped in every variant. */
+    plan?: { format: string; drop_attention: number[]; drop_mlp: number[]; emulation: string[] };
+  };
   /** Only on variants: which sublayers it drops and what its KV cache costs. */
   dropserve_variant?: {
     drop_attention: number[];
@@ -48,6 +55,7 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
       kind: model.source.kind,
       description: model.source.description,
       built_in: model.source.builtIn === true,
+      ...(model.builtInPlan ? { plan: planCardOf(model.builtInPlan) } : {}),
     },
     dropserve_variant: {
       drop_attention: variant.spec.dropAttention,
@@ -74,4 +82,16 @@ export function listModels(
   const variants = engine.variants().map((v) => modelCardOf(engine, v));
   const tests = (experiments?.list() ?? []).map((e) => experimentCardOf(engine, e));
   return { object: 'list', data: [...variants, ...tests] };
+}
+
+/** The built-in plan as JSON: emulation lists "attention.N" / "mlp.N" for each linear replacement. */
+function planCardOf(plan: BuiltInPlan): NonNullable<NonNullable<ModelCard['dropserve_source']>['plan']> {
+  const emulated = (kind: string, list: readonly unknown[] | undefined): string[] =>
+    (list ?? []).flatMap((e, l) => (e ? [`${kind}.${l}`] : []));
+  return {
+    format: plan.format,
+    drop_attention: plan.dropAttention,
+    drop_mlp: plan.dropMlp,
+    emulation: [...emulated('attention', plan.emulation?.attention), ...emulated('mlp', plan.emulation?.mlp)],
+  };
 }
