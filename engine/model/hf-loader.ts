@@ -80,7 +80,10 @@ export function loadHuggingFaceModel(
 
   const { qDim, kvDim } = derivedSizes(config);
   const { dim, hiddenDim, vocabSize } = config;
-  const total = config.numLayers * (config.hasQkvBias ? 12 : 9) + (tie ? 2 : 3);
+  // A DeciLM file holds only what its plan keeps: count what is there.
+  const total = deci
+    ? reader.names().length
+    : config.numLayers * (config.hasQkvBias ? 12 : 9) + (tie ? 2 : 3);
   let loaded = 0;
   const reportEvery = Math.max(1, Math.ceil(total / 10));
   const read = (name: string | undefined, shape: number[], what = name): Float32Array => {
