@@ -222,6 +222,23 @@ describe('prune export round trip: stories260K (llama2.c)', () => {
     const exported = await loadModel({ model: out });
     expect(await greedyTokens(exported)).toEqual(expected);
 
+    // prune eval on the export applies its plan too: the same perplexity as the full model with the plan.
+    const text = join(dir, 'eval.txt');
+    writeFileSync(
+      text,
+      'Once upon a time, there was a little girl named Lily. She liked to play in the park.\n',
+    );
+    const evalJson = async (...args: string[]) => {
+      const stdout: string[] = [];
+      const io = { stdout: (t: string) => stdout.push(t), stderr: () => {}, showProgress: false };
+      expect(await runPruneCommand(['eval', '--data', text, '--json', ...args], io)).toBe(0);
+      return JSON.parse(stdout.join('')) as { perplexity: number; drop_attention: number[] };
+    };
+    const fromExport = await evalJson('--model', out);
+    const fromPlan = await evalJson('--model', STORIES_260K, '--plan', planPath);
+    expect(fromExport.drop_attention).toEqual([1]);
+    expect(fromExport.perplexity).toBeCloseTo(fromPlan.perplexity, 4);
+
     const engine = await createEngine({ model: exported, servedModelName: 'm', kvCacheBytes: 1 << 20 });
     try {
       expect(modelCardOf(engine, engine.variants()[0]!).dropserve_source?.plan).toEqual({
@@ -260,6 +277,20 @@ describe('prune export round trip: stories260K (llama2.c)', () => {
     expect(await greedyTokens(exported)).toEqual(
       await greedyTokens(model, { dropAttention: [2], dropMlp: [] }),
     );
+  });
+});
+
+describe('DeciLM configs dropserve cannot serve', () => {
+  it('refuses layers with different KV head counts, naming them', async () => {
+    const model = await loadModel({ model: STORIES_260K });
+    const planPath = writePlan('mixed-kv', model, { attention: [1], mlp: [] });
+    const out = join(dir, 'mixed-kv-deci');
+    expect((await exportCli(STORIES_260K, planPath, 'deci', out)).code).toBe(0);
+    const configPath = join(out, 'config.json');
+    const config = JSON.parse(readFileSync(configPath, 'utf8'));
+    config.block_configs[0].attention.n_heads_in_group = 1;
+    writeFileSync(configPath, JSON.stringify(config));
+    await expect(loadModel({ model: out })).rejects.toThrow(/different KV head counts \(8, 4\)/);
   });
 });
 

@@ -4,6 +4,7 @@ import { kvBytesPerToken } from '../../engine/graph/kv-bytes.ts';
 import { ModelSession } from '../../engine/graph/model-session.ts';
 import { loadModel } from '../../engine/model/load-model.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
+import { withBuiltInPlan } from '../../engine/plan/built-in-plan.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
 import { loadPlanFile, maskOf, validateDropSpec } from '../../engine/plan/plan.ts';
 import { weightBytesPerToken, weightByteTable } from '../../engine/quant/weight-bytes.ts';
@@ -77,6 +78,8 @@ export async function runEvalCommand(
     validateDropSpec(spec, config.numLayers, 'prune eval');
     variant = spec.dropAttention.length + spec.dropMlp.length === 0 ? 'full model' : 'inline drop';
   }
+  // An export (deci / gguf) carries its own plan: its sublayers have no weights to evaluate.
+  spec = withBuiltInPlan(spec, model.builtInPlan);
   const mask = maskOf(spec, config.numLayers);
   const session = await ModelSession.create(config, model.weights, {
     threads: integerFlag(flags.threads as string | undefined, 'threads', 1, 1),
