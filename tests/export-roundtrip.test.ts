@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runPruneCommand } from '../cli/prune.ts';
 import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
+import { ffnMultToIntermediateSize } from '../engine/model/deci-config.ts';
 import { loadModel } from '../engine/model/load-model.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { openSafetensors } from '../engine/model/safetensors.ts';
@@ -130,8 +131,18 @@ function roundTripSuite(
         replace_with_linear: false,
         n_heads_in_group: attentionDropped ? null : groups,
       });
-      expect(config.block_configs[l].ffn.no_op).toBe(sublayer.mlp.includes(l));
+      const ffn = config.block_configs[l].ffn;
+      expect(ffn.no_op).toBe(sublayer.mlp.includes(l));
+      // What vLLM / llama.cpp derive from ffn_mult must be the width stored (zero-padded to 256).
+      if (!ffn.no_op)
+        expect(ffnMultToIntermediateSize(ffn.ffn_mult, model.config.dim)).toBe(ffn.intermediate_size);
     }
+    const kept = sublayer.mlp.includes(0) ? 1 : 0;
+    const padded = Math.ceil(model.config.hiddenDim / 256) * 256;
+    expect(openSafetensors(out).info(`model.layers.${kept}.mlp.gate_proj.weight`).shape).toEqual([
+      padded,
+      model.config.dim,
+    ]);
     const names = new Set(openSafetensors(out).names());
     expect(names.has(`model.layers.${sublayer.attention[0]}.self_attn.q_proj.weight`)).toBe(false);
     expect(names.has(`model.layers.${sublayer.mlp[0]}.mlp.down_proj.weight`)).toBe(false);

@@ -14,9 +14,10 @@ import type { ExportForms, SublayerExport } from './linear-forms.ts';
  */
 export function writeDeciFiles(
   dir: string,
-  model: ExportableModel,
+  source: ExportableModel,
   forms: ExportForms,
 ): Record<string, string> {
+  const model = withFfnWidthOf256(source);
   const { config } = model;
   const json: Record<string, unknown> = {
     ...hfConfigJson(config),
@@ -36,8 +37,7 @@ export function writeDeciFiles(
 
 function blockConfigs(model: ExportableModel, forms: ExportForms): DeciBlockConfig[] {
   const { dim, hiddenDim, numHeads, numKvHeads } = model.config;
-  // ffn_mult such that int(2·ffn_mult·dim/3) is the width; the others round that up to a multiple
-  // of 256, so intermediate_size (which dropserve prefers) keeps sizes that are not.
+  // ffn_mult such that int(2·ffn_mult·dim/3) is the width (a multiple of 256, see below).
   const ffnMult = (3 * hiddenDim) / (2 * dim);
   return forms.attention.map((attention, l) => {
     const mlp = forms.mlp[l]!;
@@ -105,4 +105,38 @@ function deciTensors(model: ExportableModel, forms: ExportForms): TensorToWrite[
     tensors.push({ name: 'lm_head.weight', shape: [vocabSize, dim], data: weights.lmHead });
   }
   return tensors;
+}
+
+/**
+ * vLLM and llama.cpp derive the FFN width from ffn_mult rounded up to a multiple of 256, so a width
+ * that is not one (tiny models) is padded with zero gate/up rows and zero down columns: silu(0)·0
+ * adds nothing, so the function is unchanged and every reader agrees on the tensor shapes.
+ */
+function withFfnWidthOf256(model: ExportableModel): ExportableModel {
+  const { dim, hiddenDim } = model.config;
+  const padded = Math.ceil(hiddenDim / 256) * 256;
+  if (padded === hiddenDim) return model;
+  const padRows = (w: Float32Array): Float32Array => {
+    const out = new Float32Array(padded * dim);
+    out.set(w);
+    return out;
+  };
+  const padColumns = (w: Float32Array): Float32Array => {
+    const out = new Float32Array(dim * padded);
+    for (let r = 0; r < dim; r++) out.set(w.subarray(r * hiddenDim, (r + 1) * hiddenDim), r * padded);
+    return out;
+  };
+  return {
+    ...model,
+    config: { ...model.config, hiddenDim: padded },
+    weights: {
+      ...model.weights,
+      layers: model.weights.layers.map((layer) => ({
+        ...layer,
+        wGate: padRows(layer.wGate),
+        wUp: padRows(layer.wUp),
+        wDown: padColumns(layer.wDown),
+      })),
+    },
+  };
 }
