@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Llama, Token } from 'node-llama-cpp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
@@ -67,13 +68,15 @@ function roundTrips(
   plans: { sublayer: DropSpec; block: DropSpec },
 ): void {
   const { sublayer: SUBLAYER_PLAN, block: BLOCK_PLAN } = plans;
-  it(`sublayer plan → deci GGUF (F32): the built-in plan, and the greedy tokens of the full model with the plan`, async () => {
+  it(`sublayer plan → deci GGUF (F32): whole blocks removed, the rest as a built-in plan, and the greedy tokens of the full model with the plan`, async () => {
     const original = await loadModel({ model: modelPath() });
     const file = path.join(tmp, `${name}-sublayer.gguf`);
     const result = exportGguf(original, SUBLAYER_PLAN, { type: 'f32', out: file });
-    expect(result).toMatchObject({ architecture: 'deci', blockCount: original.config.numLayers });
+    const removed = SUBLAYER_PLAN.dropAttention.filter((l) => SUBLAYER_PLAN.dropMlp.includes(l)).length;
+    expect(result).toMatchObject({ architecture: 'deci', blockCount: original.config.numLayers - removed });
     const exported = await loadModel({ model: file });
-    expect(exported.builtInPlan).toMatchObject({ ...SUBLAYER_PLAN, format: 'gguf' });
+    expect(exported.config.numLayers).toBe(result.blockCount);
+    expect(exported.builtInPlan).toMatchObject({ ...result.filePlan, format: 'gguf' });
     const prompt = original.tokenizer.encode('Once upon a time', { addBos: true });
     const expected = await greedy(original, prompt, tokens, SUBLAYER_PLAN);
     expect(await greedy(exported, prompt, tokens)).toEqual(expected);
@@ -117,3 +120,82 @@ describe('stories260K exported as GGUF with a plan', () => {
 describeWithAssets([TINYSTORIES_656K], 'tinystories-656K exported as GGUF with a plan', () => {
   roundTrips(() => TINYSTORIES_656K.path, 'tinystories-656K', 80, TINYSTORIES_PLANS);
 });
+
+/**
+ * node-llama-cpp's prebuilt llama.cpp (CPU), or why it cannot run here. Loaded once when the file is
+ * collected, so the suite below can be skipped with the reason in its name.
+ */
+async function llamaCppOrReason(): Promise<{ llama: Llama } | { reason: string }> {
+  try {
+    const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+    // build: 'never' — only the prebuilt binary from npm; nothing is downloaded or compiled.
+    return { llama: await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error }) };
+  } catch (e) {
+    return { reason: `node-llama-cpp's prebuilt llama.cpp cannot load here (${(e as Error).message})` };
+  }
+}
+
+const llamaCpp = await llamaCppOrReason();
+
+/** llama.cpp's greedy tokens after a prompt of token ids, up to BOS (where llama2.c stories end). */
+async function llamaCppGreedy(
+  llama: Llama,
+  file: string,
+  prompt: number[],
+  maxTokens: number,
+): Promise<number[]> {
+  const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  try {
+    // One thread: llama.cpp's spinning worker threads crawl on a small, shared CI machine.
+    const context = await model.createContext({ contextSize: 512, sequences: 1, threads: 1 });
+    try {
+      const ids: number[] = [];
+      for await (const token of context.getSequence().evaluate(prompt as Token[], { temperature: 0 })) {
+        if (token === 1 || ids.length === maxTokens) break;
+        ids.push(token);
+      }
+      return ids;
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** "identical" or where the two token streams first differ. */
+function firstDivergence(a: number[], b: number[]): string {
+  const at = a.findIndex((id, i) => id !== b[i]);
+  if (at < 0 && a.length === b.length) return 'identical';
+  const i = at < 0 ? Math.min(a.length, b.length) : at;
+  return `first divergence at token ${i}: llama.cpp ${a[i]} vs dropserve ${b[i]} (lengths ${a.length} / ${b.length})`;
+}
+
+describe.skipIf('reason' in llamaCpp)(
+  `llama.cpp (node-llama-cpp) runs the GGUF export${'reason' in llamaCpp ? ` — skipped: ${llamaCpp.reason}` : ''}`,
+  () => {
+    afterAll(async () => {
+      if ('llama' in llamaCpp) await llamaCpp.llama.dispose();
+    });
+
+    for (const [label, plan] of [
+      ['full model (llama arch)', { dropAttention: [] as number[], dropMlp: [] as number[] }],
+      ['sublayer plan (deci arch)', STORIES_PLANS.sublayer],
+      ['block plan (llama arch, one block removed)', STORIES_PLANS.block],
+    ] as [string, DropSpec][]) {
+      it(`stories260K F32, ${label}: llama.cpp's greedy tokens equal dropserve's`, async () => {
+        if (!('llama' in llamaCpp)) return;
+        const original = await loadModel({ model: STORIES_260K });
+        const file = path.join(tmp, `llama-cpp-${label.split(' ')[0]}.gguf`);
+        exportGguf(original, plan, { type: 'f32', out: file });
+        const prompt = original.tokenizer.encode('Once upon a time', { addBos: true });
+        const isFull = plan.dropAttention.length === 0 && plan.dropMlp.length === 0;
+        const ours = await greedy(original, prompt, 200, isFull ? undefined : plan);
+        const theirs = await llamaCppGreedy(llamaCpp.llama, file, prompt, 200);
+        expect(ours.length).toBeGreaterThan(20);
+        expect(firstDivergence(theirs, ours)).toBe('identical');
+        expect(original.tokenizer.decode(theirs)).toBe(original.tokenizer.decode(ours));
+      });
+    }
+  },
+);

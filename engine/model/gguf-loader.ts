@@ -225,7 +225,7 @@ function layerLayout(meta: Metadata, arch: string, file: string): LayerLayout {
 function builtInPlanOf(meta: Metadata, layout: LayerLayout, numLayers: number): DropSpec | undefined {
   const recorded = (key: string): number[] => {
     const v = meta[key];
-    if (!Array.isArray(v) || optionalNumber(meta, 'dropserve.source_block_count') !== numLayers) return [];
+    if (!Array.isArray(v)) return [];
     return v.map(Number).filter((l) => Number.isInteger(l) && l >= 0 && l < numLayers);
   };
   const union = (absent: boolean[], extra: number[]) =>

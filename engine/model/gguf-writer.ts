@@ -389,7 +389,8 @@ export interface ModelToGgufOptions {
  *  - feed_forward_length 0: llama.cpp skips the rest of the layer, and with it the layer's
  *    attention output too. So an FFN dropped under a kept attention is written as a zero FFN
  *    (ZERO_FFN_WIDTH wide, every weight 0: it adds exactly 0), and the plan is also recorded in
- *    `dropserve.drop_attention` / `dropserve.drop_mlp` so that dropserve drops it outright.
+ *    `dropserve.drop_attention` / `dropserve.drop_mlp` (numbered as the file's blocks) so that
+ *    dropserve drops it outright. Whole dropped blocks are removed, as in a `llama` file.
  */
 export const ZERO_FFN_WIDTH = 32;
 
@@ -439,11 +440,17 @@ export function modelAsGguf(
   const ffnLengths: number[] = [];
   matrix('token_embd.weight', weights.tokenEmbedding, config.vocabSize);
   let written = 0;
+  /** The sublayers the file leaves out, numbered as the file's blocks. */
+  const fileDrops: { dropAttention: number[]; dropMlp: number[] } = { dropAttention: [], dropMlp: [] };
   weights.layers.forEach((layer, l) => {
     const dropsAttention = drop.dropAttention.includes(l);
     const dropsMlp = drop.dropMlp.includes(l);
-    if (arch === 'llama' && dropsAttention) return;
+    // Whole blocks leave the file in both architectures (llama.cpp's deci graph aborts in ggml-backend
+    // on a last layer with neither attention nor FFN).
+    if (dropsAttention && dropsMlp) return;
     const p = `blk.${written++}.`;
+    if (dropsAttention) fileDrops.dropAttention.push(written - 1);
+    if (dropsMlp) fileDrops.dropMlp.push(written - 1);
     headCounts.push(dropsAttention ? 0 : config.numHeads);
     kvHeadCounts.push(dropsAttention ? 0 : config.numKvHeads);
     if (!dropsAttention) {
@@ -452,10 +459,6 @@ export function modelAsGguf(
       matrix(`${p}attn_k.weight`, rope(layer.wk, config.numKvHeads), kvDim);
       matrix(`${p}attn_v.weight`, layer.wv, kvDim);
       matrix(`${p}attn_output.weight`, layer.wo, config.dim);
-    }
-    if (dropsMlp && dropsAttention) {
-      ffnLengths.push(0);
-      return;
     }
     const zero = dropsMlp ? new Float32Array(ZERO_FFN_WIDTH * config.dim) : undefined;
     const width = dropsMlp ? ZERO_FFN_WIDTH : config.hiddenDim;
@@ -493,13 +496,11 @@ export function modelAsGguf(
       : {}),
     ...(drop.dropAttention.length > 0 || drop.dropMlp.length > 0
       ? {
-          'dropserve.drop_attention': {
+          'dropserve.drop_attention': { type: 'i32[]', value: fileDrops.dropAttention } as GgufValue,
+          'dropserve.drop_mlp': { type: 'i32[]', value: fileDrops.dropMlp } as GgufValue,
+          'dropserve.removed_blocks': {
             type: 'i32[]',
-            value: [...drop.dropAttention].sort((a, b) => a - b),
-          } as GgufValue,
-          'dropserve.drop_mlp': {
-            type: 'i32[]',
-            value: [...drop.dropMlp].sort((a, b) => a - b),
+            value: drop.dropAttention.filter((l) => drop.dropMlp.includes(l)).sort((a, b) => a - b),
           } as GgufValue,
           'dropserve.source_block_count': { type: 'u32', value: config.numLayers } as GgufValue,
         }

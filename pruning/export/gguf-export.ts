@@ -23,8 +23,10 @@ export interface GgufExportResult {
   file: string;
   architecture: 'llama' | 'deci';
   bytes: number;
-  /** Blocks in the file (block-only plans remove theirs). */
+  /** Blocks in the file (whole dropped blocks are removed). */
   blockCount: number;
+  /** The plan the file carries, numbered as the file's blocks (what dropserve reports when serving it). */
+  filePlan: DropSpec;
 }
 
 /**
@@ -69,11 +71,17 @@ export function exportGguf(model: LoadedModel, plan: DropSpec, options: GgufExpo
   } finally {
     fs.rmSync(partial, { force: true });
   }
+  const removed = drop.dropAttention.filter((l) => drop.dropMlp.includes(l));
+  const renumber = (layers: number[]) =>
+    layers
+      .filter((l) => !removed.includes(l))
+      .map((l) => l - removed.filter((r) => r < l).length)
+      .sort((a, b) => a - b);
   return {
+    filePlan: { dropAttention: renumber(drop.dropAttention), dropMlp: renumber(drop.dropMlp) },
     file: options.out,
     architecture,
     bytes: fs.statSync(options.out).size,
-    blockCount:
-      architecture === 'llama' ? model.config.numLayers - drop.dropAttention.length : model.config.numLayers,
+    blockCount: model.config.numLayers - removed.length,
   };
 }
