@@ -114,6 +114,7 @@ describe('stories260K exported as GGUF with a plan', () => {
     expect(() => exportGguf(original, plan, { type: 'f32', out })).toThrow(/--drop-emulation/);
     expect(fs.existsSync(out)).toBe(false);
     expect(exportGguf(original, plan, { type: 'f32', out, dropEmulation: true }).architecture).toBe('deci');
+    expect(() => exportGguf(original, plan, { type: 'f32', out, dropEmulation: true })).toThrow(/--force/);
   });
 });
 

@@ -47,6 +47,7 @@ export async function runExportCommand(argv: string[], io: PruneIo): Promise<num
       type: flags.type as GgufWriteType,
       out,
       dropEmulation: flags['drop-emulation'] === true,
+      force: flags.force === true,
     });
     if (flags.json === true) io.stdout(`${JSON.stringify({ format, ...result })}\n`);
     else {

@@ -17,6 +17,8 @@ export interface GgufExportOptions {
   out: string;
   /** Export a plan with emulations anyway, leaving the emulations out (they have no GGUF form). */
   dropEmulation?: boolean;
+  /** Replace an existing --out file (refused otherwise). */
+  force?: boolean;
 }
 
 export interface GgufExportResult {
@@ -59,6 +61,13 @@ export function exportGguf(model: LoadedModel, plan: DropSpec, options: GgufExpo
     throw new DropserveError(
       'DS_INVALID_ARGUMENT',
       'the plan drops every attention or every MLP sublayer; GGUF readers need at least one of each',
+    );
+  }
+  if (fs.existsSync(options.out) && !options.force) {
+    throw new DropserveError(
+      'DS_INVALID_ARGUMENT',
+      `--out ${options.out} already exists; pass --force to replace it`,
+      { param: 'out' },
     );
   }
   const architecture = ggufArchitectureFor(drop);
