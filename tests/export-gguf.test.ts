@@ -102,6 +102,22 @@ function roundTrips(
 describe('stories260K exported as GGUF with a plan', () => {
   roundTrips(() => STORIES_260K, 'stories260K', 120, STORIES_PLANS);
 
+  it('F16 and Q8_0 deci exports: the greedy tokens of the same-type full-model GGUF served with the plan', async () => {
+    const original = await loadModel({ model: STORIES_260K });
+    const plan = STORIES_PLANS.sublayer;
+    const prompt = original.tokenizer.encode('Once upon a time', { addBos: true });
+    for (const type of ['f16', 'q8_0'] as const) {
+      const fullFile = path.join(tmp, `stories260K-full-${type}.gguf`);
+      exportGguf(original, { dropAttention: [], dropMlp: [] }, { type, out: fullFile });
+      const planFile = path.join(tmp, `stories260K-sublayer-${type}.gguf`);
+      exportGguf(original, plan, { type, out: planFile });
+      const exported = await loadModel({ model: planFile });
+      if (type === 'q8_0') expect(exported.weights.format).toBe('int8');
+      const expected = await greedy(await loadModel({ model: fullFile }), prompt, 120, plan);
+      expect(await greedy(exported, prompt, 120)).toEqual(expected);
+    }
+  });
+
   it('a plan with emulations is refused without --drop-emulation', async () => {
     const original = await loadModel({ model: STORIES_260K });
     const bias = { kind: 'bias' as const, bias: new Float32Array(original.config.dim) };
