@@ -24,7 +24,9 @@ import type {
 } from './weights.ts';
 
 /**
- * `--model file.gguf`: a llama-architecture GGUF file (llama.cpp, ollama, LM Studio).
+ * `--model file.gguf`: a llama-architecture GGUF file (llama.cpp, ollama, LM Studio), or a `deci`
+ * one (per-layer head counts / FFN widths, as `prune export --format gguf` writes): its layers
+ * without attention or FFN become the model's built-in plan.
  * @huggingface/gguf parses the header (metadata and tensor infos); tensor data is read here.
  *
  *  - metadata `llama.*` → ModelConfig. GGUF llama tensors are stored for llama.cpp's default RoPE,
