@@ -19,7 +19,7 @@ import { DEFAULT_SYNTHETIC_SEED, SYNTHETIC_MODEL_NAME, syntheticModel } from './
  *   (none)                 the built-in default: stories260K, shipped in models/ (see built-in-model.ts)
  *   synthetic[:SEED]       random weights generated from a seed (byte tokenizer); for tests and API trials
  *   file.bin               llama2.c checkpoint; tokenizer from --tokenizer, else tok*.bin / tokenizer.bin beside it
- *   file.gguf              llama-architecture GGUF (llama.cpp / ollama / LM Studio), with its embedded vocabulary
+ *   file.gguf              GGUF, llama or deci architecture (llama.cpp / ollama / LM Studio; deci = a plan export), with its embedded vocabulary
  *   directory/config.json  Hugging Face checkpoint (its tokenizer unless --tokenizer)
  *   org/name               the same, from the local HF hub cache (never downloaded)
  * A file or directory literally named "synthetic" is reached as ./synthetic.
