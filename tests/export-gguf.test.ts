@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Llama, Token } from 'node-llama-cpp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { createEngine } from '../engine/engine.ts';
@@ -138,13 +137,33 @@ describeWithAssets([TINYSTORIES_656K], 'tinystories-656K exported as GGUF with a
   roundTrips(() => TINYSTORIES_656K.path, 'tinystories-656K', 80, TINYSTORIES_PLANS);
 });
 
+/** The part of node-llama-cpp's API this file uses. */
+interface NodeLlamaCpp {
+  getLlama(options: { gpu: false; build: 'never'; logLevel: unknown }): Promise<Llama>;
+  LlamaLogLevel: { error: unknown };
+}
+interface Llama {
+  loadModel(options: { modelPath: string; gpuLayers: number }): Promise<{
+    createContext(options: { contextSize: number; sequences: number; threads: number }): Promise<{
+      getSequence(): { evaluate(tokens: number[], options: { temperature: number }): AsyncIterable<number> };
+      dispose(): Promise<void>;
+    }>;
+    dispose(): Promise<void>;
+  }>;
+  dispose(): Promise<void>;
+}
+
 /**
  * node-llama-cpp's prebuilt llama.cpp (CPU), or why it cannot run here. Loaded once when the file is
  * collected, so the suite below can be skipped with the reason in its name.
  */
 async function llamaCppOrReason(): Promise<{ llama: Llama } | { reason: string }> {
   try {
-    const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+    // Not a devDependency: the registry this project installs from lacks node-llama-cpp's packages for
+    // other platforms, so a lock file holding it fails `npm ci`. .ci/run installs it (--no-save);
+    // elsewhere `npm install --no-save node-llama-cpp@3.22.1` does.
+    const specifier = 'node-llama-cpp';
+    const { getLlama, LlamaLogLevel } = (await import(specifier)) as NodeLlamaCpp;
     // build: 'never' — only the prebuilt binary from npm; nothing is downloaded or compiled.
     return { llama: await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error }) };
   } catch (e) {
@@ -167,7 +186,7 @@ async function llamaCppGreedy(
     const context = await model.createContext({ contextSize: 512, sequences: 1, threads: 1 });
     try {
       const ids: number[] = [];
-      for await (const token of context.getSequence().evaluate(prompt as Token[], { temperature: 0 })) {
+      for await (const token of context.getSequence().evaluate(prompt, { temperature: 0 })) {
         if (token === 1 || ids.length === maxTokens) break;
         ids.push(token);
       }
