@@ -15,8 +15,9 @@ import { withBuiltInPlan } from './plan/built-in-plan.ts';
 import type { DropSpec } from './plan/plan.ts';
 import { weightByteTable } from './quant/weight-bytes.ts';
 import { abortedBeforeStart } from './runtime/aborted-before-start.ts';
-import { EngineCore, type PrefixReuseOptions } from './runtime/engine-core.ts';
+import { EngineCore, type EngineCoreOptions, type PrefixReuseOptions } from './runtime/engine-core.ts';
 import { EventQueue } from './runtime/event-queue.ts';
+import type { ForwardRunner } from './runtime/forward-runner.ts';
 import { type VariantDefinition, variantId } from './runtime/variant.ts';
 import type { Tokenizer } from './tokenizer/tokenizer.ts';
 
@@ -115,16 +116,26 @@ export class InProcessEngine implements EngineClient {
   }
 }
 
-export async function createEngine(options: EngineOptions): Promise<InProcessEngine> {
+/** What transports are told about the served model; the same for in-process and worker engines. */
+export function servedModelInfo(options: EngineOptions): ServedModelInfo {
   const { model } = options;
-  const name = options.servedModelName ?? model.source.id;
-  const runner = await ModelSession.create(model.config, model.weights, {
-    device: options.device ?? 'cpu',
-    threads: options.threads ?? 1,
-    weightFile: model.weightFile,
-    accuracyLevel: options.accuracyLevel,
-  });
-  const core = new EngineCore({
+  return {
+    name: options.servedModelName ?? model.source.id,
+    source: model.source,
+    config: model.config,
+    createdAt: Math.floor(Date.now() / 1000),
+    ...(model.builtInPlan ? { builtInPlan: model.builtInPlan } : {}),
+  };
+}
+
+/** The EngineCore of a model served under `name` through `runner`. */
+export function engineCoreOptions(
+  options: EngineOptions,
+  name: string,
+  runner: ForwardRunner,
+): EngineCoreOptions {
+  const { model } = options;
+  return {
     config: model.config,
     runner,
     variants: variantDefinitions(name, options.variants, model.builtInPlan),
@@ -132,13 +143,21 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
     prefixReuse: options.prefixReuse,
     weightBytes: weightByteTable(model.config, model.weights),
-  });
-  const info: ServedModelInfo = {
-    name,
-    source: model.source,
-    config: model.config,
-    createdAt: Math.floor(Date.now() / 1000),
-    ...(model.builtInPlan ? { builtInPlan: model.builtInPlan } : {}),
   };
-  return new InProcessEngine(core, info, model.tokenizer);
+}
+
+export async function createEngine(options: EngineOptions): Promise<InProcessEngine> {
+  const { model } = options;
+  const runner = await ModelSession.create(model.config, model.weights, {
+    device: options.device ?? 'cpu',
+    threads: options.threads ?? 1,
+    weightFile: model.weightFile,
+    accuracyLevel: options.accuracyLevel,
+  });
+  const info = servedModelInfo(options);
+  return new InProcessEngine(
+    new EngineCore(engineCoreOptions(options, info.name, runner)),
+    info,
+    model.tokenizer,
+  );
 }

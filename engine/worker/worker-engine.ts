@@ -8,7 +8,13 @@ import type {
   ServedModelInfo,
   VariantInfo,
 } from '../client.ts';
-import { DEFAULT_MAX_QUEUE, defaultKvCacheBytes, type EngineOptions, variantDefinitions } from '../engine.ts';
+import {
+  DEFAULT_MAX_QUEUE,
+  defaultKvCacheBytes,
+  type EngineOptions,
+  servedModelInfo,
+  variantDefinitions,
+} from '../engine.ts';
 import { DropserveError } from '../errors.ts';
 import type { LoadedModel } from '../model/loaded-model.ts';
 import { abortedBeforeStart } from '../runtime/aborted-before-start.ts';
@@ -44,16 +50,10 @@ export class WorkerEngine implements EngineClient {
 
   static async create(options: EngineOptions): Promise<WorkerEngine> {
     const { model } = options;
-    const name = options.servedModelName ?? model.source.id;
     const spawnedAtEpochMs = epochMs();
     const worker = new Worker(workerEntry());
-    const info: ServedModelInfo = {
-      name,
-      source: model.source,
-      config: model.config,
-      createdAt: Math.floor(Date.now() / 1000),
-      ...(model.builtInPlan ? { builtInPlan: model.builtInPlan } : {}),
-    };
+    const info = servedModelInfo(options);
+    const { name } = info;
     const engine = new WorkerEngine(worker, info, model.tokenizer);
     engine.#spawnedAtEpochMs = spawnedAtEpochMs;
     const ready = new Promise<void>((resolve, reject) => {

@@ -1,10 +1,9 @@
 import type { GenerateEvent, GenerateRequest, VariantInfo } from '../../engine/client.ts';
 import {
-  DEFAULT_MAX_QUEUE,
-  defaultKvCacheBytes,
   type EngineOptions,
+  engineCoreOptions,
   InProcessEngine,
-  variantDefinitions,
+  servedModelInfo,
 } from '../../engine/engine.ts';
 import type { ForwardInput, ForwardOutput } from '../../engine/graph/io.ts';
 import { ModelSession } from '../../engine/graph/model-session.ts';
@@ -92,17 +91,10 @@ export async function createGatedEngine(
   isHeld: (input: ForwardInput) => boolean,
 ): Promise<{ engine: CancelCountingEngine; gate: GatedRunner }> {
   const { model } = options;
-  const name = options.servedModelName ?? model.source.id;
   const session = await ModelSession.create(model.config, model.weights, { threads: options.threads ?? 1 });
   const gate = new GatedRunner(session, isHeld);
-  const core = new EngineCore({
-    config: model.config,
-    runner: gate,
-    variants: variantDefinitions(name, options.variants),
-    kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
-    maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
-  });
-  const info = { name, source: model.source, config: model.config, createdAt: Math.floor(Date.now() / 1000) };
+  const info = servedModelInfo(options);
+  const core = new EngineCore(engineCoreOptions(options, info.name, gate));
   const engine = new CancelCountingEngine(core, info, model.tokenizer);
   engine.onCancellation = () => gate.recheck();
   return { engine, gate };
