@@ -10,7 +10,23 @@ export interface KvLayout {
 
 export const BYTES_PER_ELEMENT = Float32Array.BYTES_PER_ELEMENT;
 
+/** Tokens per KV block unless `--kv-block-tokens` says otherwise (vLLM's default too). */
+export const DEFAULT_KV_BLOCK_TOKENS = 16;
+
 /** 2 (K and V) × kept layers × kv heads × head dim × bytes per element. */
 export function kvBytesPerToken(layout: KvLayout): number {
   return 2 * layout.keptLayers.length * layout.numKvHeads * layout.headDim * BYTES_PER_ELEMENT;
+}
+
+/** Tokens rounded up to whole blocks. */
+export function blockAligned(tokens: number, blockTokens: number): number {
+  return Math.ceil(tokens / blockTokens) * blockTokens;
+}
+
+/**
+ * Bytes of a batch-major arena of `rows` rows padded to the longest, `tokens` positions: what the GQA
+ * op's one past tensor per batch costs. The scheduler plans with it; pools allocate by it.
+ */
+export function kvShapeBytes(bytesPerToken: number, rows: number, tokens: number, blockTokens: number): number {
+  return rows * blockAligned(tokens, blockTokens) * bytesPerToken;
 }
