@@ -159,7 +159,7 @@ async function peakConcurrency(engine: InProcessEngine, variant: string, count: 
   return peak;
 }
 
-describe('KV memory: a budget of N full sequences admits N·L/kept of a pruned variant', () => {
+describe('KV memory (worst-case admission): a budget of N full sequences admits N·L/kept of a pruned variant', () => {
   it('synthetic model (4 layers, 2 attention layers dropped → 2×)', async () => {
     const model = smallModel();
     const worstCase = 48;
@@ -169,6 +169,8 @@ describe('KV memory: a budget of N full sequences admits N·L/kept of a pruned v
       model,
       servedModelName: 'm',
       kvCacheBytes: n * worstCase * fullBytesPerToken,
+      kvAdmission: 'worst-case',
+      kvBlockTokens: 8,
       variants: [{ name: 'attn-2', spec: { dropAttention: [1, 2], dropMlp: [] } }],
     });
     try {
@@ -194,6 +196,8 @@ describe('KV memory: a budget of N full sequences admits N·L/kept of a pruned v
       model,
       servedModelName: 'stories260K',
       kvCacheBytes: n * worstCase * fullBytesPerToken,
+      kvAdmission: 'worst-case',
+      kvBlockTokens: 8,
       variants: [{ name: 'attn-4', spec: { dropAttention: [0, 1, 2, 3], dropMlp: [] } }],
     });
     try {

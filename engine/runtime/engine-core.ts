@@ -1,30 +1,52 @@
-import { createHostKvArena, HostKvCachePool } from '../../kv-cache/host-pool.ts';
-import type { KvArena, KvCachePool, KvReservation } from '../../kv-cache/kv-pool.ts';
-import type {
-  FinishReason,
-  GenerateEvent,
-  GenerateRequest,
-  RequestTimings,
-  ScoreRequest,
-  ScoreResult,
-  VariantInfo,
-} from '../client.ts';
+import { HostKvCachePool } from '../../kv-cache/host-pool.ts';
+import { DEFAULT_KV_BLOCK_TOKENS, kvShapeBytes } from '../../kv-cache/kv-layout.ts';
+import type { KvCachePool } from '../../kv-cache/kv-pool.ts';
+import type { GenerateRequest, ScoreRequest, ScoreResult, VariantInfo } from '../client.ts';
 import { DropserveError } from '../errors.ts';
-import type { ForwardInput } from '../graph/io.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { WeightByteTable } from '../quant/weight-bytes.ts';
 import { weightBytesPerToken } from '../quant/weight-bytes.ts';
-import { argmax, logSoftmax } from '../sampling/log-softmax.ts';
-import { createSamplerState, type SamplerState, sampleToken } from '../sampling/sampler.ts';
+import { validateGenerateRequest } from '../request/validate-generate.ts';
+import { createSamplerState } from '../sampling/sampler.ts';
+import { Executor } from './executor.ts';
 import type { ForwardRunner } from './forward-runner.ts';
-import { type ResolvedVariant, resolveVariant, type VariantDefinition } from './variant.ts';
+import {
+  type EventSink,
+  emptyScoreResult,
+  type GenerationJob,
+  type Job,
+  type ScoreJob,
+  tokensToRecompute,
+  type VariantState,
+} from './jobs.ts';
+import { findSharedPrefix } from './prefix-reuse.ts';
+import {
+  type AdmissionPolicy,
+  planRound,
+  type RunningJob,
+  type SchedulerConfig,
+  type SchedulerState,
+  type WaitingJob,
+} from './scheduler.ts';
+import { acceptToken, collectScores, finishEvent, nowMs, type StopDecision } from './updater.ts';
+import { resolveVariant, type VariantDefinition } from './variant.ts';
+
+export type { EventSink } from './jobs.ts';
 
 export interface EngineCoreOptions {
   config: ModelConfig;
   runner: ForwardRunner;
   variants: VariantDefinition[];
-  /** Budget for all variants' KV caches together. */
+  /** Budget for all variants' KV caches together (used when no pool is given). */
   kvCacheBytes: number;
+  /** Where KV lives; a host pool of kvCacheBytes in blocks of kvBlockTokens when absent. */
+  kvPool?: KvCachePool;
+  /** Tokens per KV block (default 16). */
+  kvBlockTokens?: number;
+  /** on-demand (default): admit on blocks in use; worst-case: reserve prompt + max_tokens. */
+  kvAdmission?: AdmissionPolicy;
+  /** Share of the budget kept free when admitting (default 0.01). */
+  kvWatermark?: number;
   /** Requests waiting for their prefill beyond this are rejected with DS_OVERLOADED. */
   maxQueue: number;
   /** Prompt tokens prefilled per scheduling round (at least one sequence), bounding decode stalls. */
@@ -45,84 +67,46 @@ export interface PrefixReuseOptions {
 }
 
 export const DEFAULT_MIN_PREFIX_TOKENS = 16;
+export const DEFAULT_KV_WATERMARK = 0.01;
 
-export type EventSink = (event: GenerateEvent) => void;
-
-interface Sequence {
-  id: string;
-  request: GenerateRequest;
-  variant: VariantState;
-  sink: EventSink;
-  sampler: SamplerState;
-  stopIds: Set<number>;
-  /** Prompt + max_tokens, capped at the context: the KV rows this sequence may need. */
-  worstCaseTokens: number;
-  reservation?: KvReservation;
-  outputCount: number;
-  lastToken: number;
-  isAborted: boolean;
-  timings: RequestTimings;
-}
-
-interface VariantState {
-  def: ResolvedVariant;
-  arena: KvArena;
-  /** Sequences admitted, prefilled and decoding, by id. */
-  running: Map<string, Sequence>;
-  waiting: number;
-  /** Prompt tokens whose KV was copied from a donor instead of computed. */
-  prefixReusedTokens: number;
-}
-
-/** A background score in progress (see #advanceBackgroundScore). */
-interface ScoreJob {
-  pending: PendingScore;
-  arena: KvArena;
-  /** Next token position to feed. */
-  nextToken: number;
-  result: ScoreResult;
-}
-
-interface PendingScore {
-  request: ScoreRequest;
-  variant: VariantState;
-  resolve: (r: ScoreResult) => void;
-  reject: (e: unknown) => void;
-}
-
-/** Most of the engine's time background scores (shadow scoring) may take from interactive work. */
+/** Most of the engine's time background jobs (shadow scoring) may take while interactive work runs. */
 const BACKGROUND_SHARE = 0.1;
 /** Tokens a background score feeds per model run. */
 const SCORE_CHUNK_TOKENS = 32;
 
-const nowMs = (): number => performance.timeOrigin + performance.now();
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const scoreArenaId = (variant: string): string => `${variant}#score`;
 
 /**
- * The serving runtime of one model: admission, continuous batching and sampling. One loop owns
- * the model session; each round it (1) drops aborted sequences, (2) prefills waiting sequences up
- * to a token budget, (3) runs one decode step per variant with running sequences — all sequences
- * of a variant in one session.run, variants in turn — and (4) runs a background score when nothing
- * interactive waits. Events go out through per-sequence sinks; callers wrap them as they need
- * (async iterables in-process, batched messages across a worker thread).
+ * The serving runtime of one model, one step at a time in the way vLLM v1 reads: each round the
+ * scheduler (scheduler.ts, pure) plans admissions, preemptions, one decode step per variant and
+ * score chunks from the engine's state; the executor (executor.ts) runs that plan on the model and
+ * the KV pool; the updater (updater.ts) samples, applies stops and finishes. This class owns the
+ * state in between — the queue, the running jobs, the variants — and the loop that ties them.
+ *
+ * KV is taken on demand: a sequence's row grows as it does, so admission needs only its prompt; when
+ * memory runs out the most recently admitted job of lowest priority is preempted and recomputed
+ * later from its prompt and the tokens it already produced, so its output is unchanged.
  */
 export class EngineCore {
   readonly config: ModelConfig;
-  readonly #runner: ForwardRunner;
+  readonly #executor: Executor;
   readonly #pool: KvCachePool;
   readonly #variants = new Map<string, VariantState>();
+  readonly #schedulerConfig: SchedulerConfig;
   readonly #maxQueue: number;
-  readonly #maxPrefillTokensPerRound: number;
   readonly #prefixReuse: PrefixReuseOptions | null;
   readonly #weightBytes: WeightByteTable | null;
-  /** Not yet prefilled, interactive first then background, FIFO within each. */
-  #waiting: Sequence[] = [];
-  #scores: PendingScore[] = [];
-  #scoreJob: ScoreJob | null = null;
-  readonly #byId = new Map<string, Sequence>();
+  readonly #admission: AdmissionPolicy;
+  /** Not yet admitted, interactive first then background, FIFO within each (preempted at the front). */
+  #waiting: Job[] = [];
+  readonly #running = new Map<string, Job>();
+  readonly #byRequestId = new Map<string, GenerationJob>();
+  #admissions = 0;
+  #scoreIds = 0;
   #wake: (() => void) | null = null;
   #isClosed = false;
-  /** performance.now() before which no background score may start while interactive work runs. */
+  /** performance.now() before which no background job may run while interactive work runs. */
   #backgroundNotBefore = 0;
   #isRunningLoop = false;
   #loopDone: Promise<void> = Promise.resolve();
@@ -134,31 +118,63 @@ export class EngineCore {
 
   constructor(options: EngineCoreOptions) {
     this.config = options.config;
-    this.#runner = options.runner;
-    this.#pool = new HostKvCachePool(options.kvCacheBytes);
-    this.#maxQueue = options.maxQueue;
-    this.#maxPrefillTokensPerRound = options.maxPrefillTokensPerRound ?? 512;
+    this.#executor = new Executor(options.runner);
     if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) {
       throw new RangeError(`maxQueue must be a non-negative integer, got ${options.maxQueue}`);
     }
+    this.#maxQueue = options.maxQueue;
     this.#prefixReuse = options.prefixReuse ?? null;
     this.#weightBytes = options.weightBytes ?? null;
     const minPrefix = this.#prefixReuse?.minPrefixTokens;
     if (minPrefix !== undefined && !(Number.isInteger(minPrefix) && minPrefix >= 1)) {
       throw new RangeError(`prefixReuse.minPrefixTokens must be a positive integer, got ${minPrefix}`);
     }
+    const watermark = options.kvWatermark ?? DEFAULT_KV_WATERMARK;
+    if (!(watermark >= 0 && watermark < 0.5)) {
+      throw new RangeError(`kvWatermark must be in [0, 0.5), got ${watermark}`);
+    }
+    this.#pool =
+      options.kvPool ??
+      new HostKvCachePool({
+        budgetBytes: options.kvCacheBytes,
+        blockTokens: options.kvBlockTokens ?? DEFAULT_KV_BLOCK_TOKENS,
+      });
+    this.#admission = options.kvAdmission ?? 'on-demand';
+    this.#schedulerConfig = {
+      budgetBytes: this.#pool.budgetBytes,
+      blockTokens: this.#pool.blockTokens,
+      watermarkBytes: Math.floor(watermark * this.#pool.budgetBytes),
+      admission: this.#admission,
+      maxPrefillTokensPerRound: options.maxPrefillTokensPerRound ?? 512,
+    };
     for (const definition of options.variants) {
       if (this.#variants.has(definition.id)) {
         throw new DropserveError('DS_INVALID_ARGUMENT', `variant "${definition.id}" is defined twice`);
       }
       const def = resolveVariant(definition, options.config);
-      const arena = this.#pool.addVariant(def.id, def.kvLayout);
-      this.#variants.set(def.id, { def, arena, running: new Map(), waiting: 0, prefixReusedTokens: 0 });
+      this.#variants.set(def.id, {
+        def,
+        decodeArena: this.#pool.addArena(def.id, def.kvLayout),
+        scoreArena: this.#pool.addArena(scoreArenaId(def.id), def.kvLayout),
+        waiting: 0,
+        running: 0,
+        prefixReusedTokens: 0,
+        preemptions: 0,
+      });
     }
   }
 
   get kvCacheBytes(): number {
     return this.#pool.budgetBytes;
+  }
+
+  /** KV memory now, all variants: what the budget allows, what buffers hold, what live tokens use. */
+  kvMemory(): { budgetBytes: number; allocatedBytes: number; usedBytes: number } {
+    return {
+      budgetBytes: this.#pool.budgetBytes,
+      allocatedBytes: this.#pool.allocatedBytes,
+      usedBytes: this.#pool.usedBytes,
+    };
   }
 
   /** Prompt tokens reused from donors, all variants (0 when prefix reuse is off). */
@@ -174,23 +190,31 @@ export class EngineCore {
 
   variants(): VariantInfo[] {
     const base = [...this.#variants.keys()][0] ?? '';
+    const budget = this.#pool.budgetBytes;
     return [...this.#variants.values()].map((v) => {
-      const stats = this.#pool.stats(v.def.id);
+      const decode = this.#pool.stats(v.def.id);
+      const score = this.#pool.stats(scoreArenaId(v.def.id));
+      const usedBytes = decode.usedBytes + score.usedBytes;
       return {
         id: v.def.id,
         base,
         spec: v.def.spec,
-        kvBytesPerToken: stats.bytesPerToken,
+        kvBytesPerToken: decode.bytesPerToken,
         ...(this.#weightBytes
           ? {
               weightBytesPerToken: weightBytesPerToken(this.#weightBytes, v.def.spec),
               weightFormat: this.#weightBytes.format,
             }
           : {}),
-        kvCacheUsagePerc: stats.reservedBytes / this.#pool.budgetBytes,
-        kvCacheBytesUsed: stats.reservedBytes,
-        kvCacheBudgetBytes: this.#pool.budgetBytes,
-        requestsRunning: v.running.size,
+        kvCacheUsagePerc: usedBytes / budget,
+        kvCacheBytesUsed: usedBytes,
+        kvCacheBytesAllocated: decode.allocatedBytes + score.allocatedBytes,
+        kvCacheBudgetBytes: budget,
+        kvBlockTokens: this.#pool.blockTokens,
+        kvCachePlacement: this.#pool.placement,
+        kvAdmission: this.#admission,
+        numPreemptions: v.preemptions,
+        requestsRunning: v.running,
         requestsWaiting: v.waiting,
         ...(this.#prefixReuse ? { prefixReusedTokens: v.prefixReusedTokens } : {}),
       };
@@ -203,18 +227,12 @@ export class EngineCore {
    */
   submit(request: GenerateRequest, sink: EventSink): void {
     if (this.#isClosed) throw new DropserveError('DS_SHUTTING_DOWN', 'the server is shutting down');
-    const variant = this.#variants.get(request.variant);
-    if (!variant) {
-      throw new DropserveError(
-        'DS_NOT_FOUND',
-        `The model \`${request.variant}\` does not exist. Available: ${[...this.#variants.keys()].join(', ')}`,
-        { param: 'model' },
-      );
-    }
-    if (this.#byId.has(request.requestId)) {
+    const variant = this.#variantOf(request.variant);
+    if (this.#byRequestId.has(request.requestId)) {
       throw new DropserveError('DS_INVALID_ARGUMENT', `request id ${request.requestId} is already in use`);
     }
-    const worstCaseTokens = this.#validate(request);
+    validateGenerateRequest(request, this.config);
+    const worstCaseTokens = request.promptTokenIds.length + request.maxTokens;
     if (this.#waiting.length >= this.#maxQueue) {
       throw new DropserveError(
         'DS_OVERLOADED',
@@ -222,72 +240,79 @@ export class EngineCore {
         { retryAfterSeconds: 1 },
       );
     }
-    const needed = worstCaseTokens * variant.arena.bytesPerToken;
-    if (needed > this.#pool.budgetBytes) {
-      throw new DropserveError(
-        'DS_KV_EXHAUSTED',
-        `request needs ${needed} bytes of KV cache (${worstCaseTokens} tokens × ${variant.arena.bytesPerToken} B) but the whole KV budget is ${this.#pool.budgetBytes} bytes`,
-      );
-    }
+    this.#checkFitsAlone(variant, worstCaseTokens, 'request');
     const eos = request.ignoreEos ? [] : this.config.eosTokenIds;
-    const sequence: Sequence = {
+    const job: GenerationJob = {
+      kind: 'generate',
       id: request.requestId,
-      request,
       variant,
+      priority: request.priority ?? 'interactive',
+      state: 'waiting',
+      admittedAt: 0,
+      isAborted: false,
+      request,
       sink,
       sampler: createSamplerState(request.sampling, request.promptTokenIds),
       stopIds: new Set([...eos, ...(request.stopTokenIds ?? [])]),
       worstCaseTokens,
-      outputCount: 0,
-      lastToken: -1,
-      isAborted: false,
+      output: [],
       timings: { arrivalMs: nowMs(), finishedMs: 0 },
+      preemptions: 0,
     };
-    this.#byId.set(sequence.id, sequence);
-    variant.waiting++;
-    // Background work queues behind every interactive request.
-    if (request.priority === 'background') this.#waiting.push(sequence);
-    else {
-      const firstBackground = this.#waiting.findIndex((s) => s.request.priority === 'background');
-      if (firstBackground < 0) this.#waiting.push(sequence);
-      else this.#waiting.splice(firstBackground, 0, sequence);
-    }
+    this.#byRequestId.set(job.id, job);
+    this.#enqueue(job, 'back');
     this.#ensureLoop();
   }
 
-  /** Cancels a sequence wherever it is; its slot is freed before the next decode step. */
+  /** Cancels a generation wherever it is; its KV is freed before the next model run. */
   abort(requestId: string): void {
-    const sequence = this.#byId.get(requestId);
-    if (!sequence) return;
-    sequence.isAborted = true;
-    const index = this.#waiting.indexOf(sequence);
-    if (index >= 0) {
-      this.#waiting.splice(index, 1);
-      sequence.variant.waiting--;
-      this.#finish(sequence, 'abort');
-    }
+    const job = this.#byRequestId.get(requestId);
+    if (!job) return;
+    job.isAborted = true;
+    if (job.state === 'waiting') this.#finishGeneration(job, 'abort');
     this.#wakeLoop();
   }
 
+  /**
+   * Teacher-forced log-probabilities of a token sequence. A job of the same scheduler: its KV sits in
+   * the variant's score arena inside the one budget, fed in chunks, and it can be preempted (and
+   * restarted) like any other job. Background scores only take the engine's spare time.
+   */
   score(request: ScoreRequest): Promise<ScoreResult> {
     if (this.#isClosed) return Promise.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
-    const variant = this.#variants.get(request.variant);
-    if (!variant) {
-      return Promise.reject(
-        new DropserveError('DS_NOT_FOUND', `The model \`${request.variant}\` does not exist`),
-      );
-    }
-    const n = request.tokenIds.length;
-    if (n < 2 || request.fromIndex < 1 || request.fromIndex >= n || n > this.config.maxSeqLen) {
-      return Promise.reject(
-        new DropserveError(
+    let variant: VariantState;
+    try {
+      variant = this.#variantOf(request.variant);
+      const n = request.tokenIds.length;
+      if (n < 2 || request.fromIndex < 1 || request.fromIndex >= n || n > this.config.maxSeqLen) {
+        throw new DropserveError(
           'DS_INVALID_ARGUMENT',
           `score needs 2..${this.config.maxSeqLen} tokens and 1 ≤ fromIndex < length; got ${n} tokens, fromIndex ${request.fromIndex}`,
-        ),
-      );
+        );
+      }
+      this.#checkFitsAlone(variant, n - 1, 'score');
+    } catch (error) {
+      return Promise.reject(error);
     }
+    const priority = request.priority ?? 'interactive';
     return new Promise((resolve, reject) => {
-      this.#scores.push({ request, variant, resolve, reject });
+      const job: ScoreJob = {
+        kind: 'score',
+        id: `score#${++this.#scoreIds}`,
+        variant,
+        priority,
+        state: 'waiting',
+        admittedAt: 0,
+        isAborted: false,
+        request,
+        resolve,
+        reject,
+        nextToken: 0,
+        // An interactive score is one pass; a background one yields to interactive work every chunk.
+        chunkTokens: priority === 'background' ? SCORE_CHUNK_TOKENS : request.tokenIds.length - 1,
+        result: emptyScoreResult(request),
+      };
+      this.#enqueue(job, 'back');
       this.#ensureLoop();
     });
   }
@@ -295,56 +320,59 @@ export class EngineCore {
   /** Stops admitting; gives running sequences graceMs to finish, then aborts the rest. */
   async close(graceMs = 0): Promise<void> {
     this.#isClosed = true;
-    for (const s of [...this.#waiting]) this.abort(s.id);
+    for (const job of [...this.#waiting]) {
+      if (job.kind === 'generate') this.abort(job.id);
+    }
     const deadline = Date.now() + graceMs;
-    while (this.#byId.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    for (const id of [...this.#byId.keys()]) this.abort(id);
-    for (const s of this.#scores.splice(0)) s.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
-    this.#scoreJob?.pending.reject(new DropserveError('DS_SHUTTING_DOWN', 'shutting down'));
-    this.#scoreJob = null;
+    while (this.#byRequestId.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (const id of [...this.#byRequestId.keys()]) this.abort(id);
+    const shuttingDown = new DropserveError('DS_SHUTTING_DOWN', 'shutting down');
+    for (const job of [...this.#waiting, ...this.#running.values()]) {
+      if (job.kind === 'score') this.#finishScore(job, shuttingDown);
+    }
     this.#wakeLoop();
     await this.#loopDone;
-    await this.#runner.release();
+    await this.#executor.release();
   }
 
-  /** Returns the worst-case token count; throws typed errors with the numbers. */
-  #validate(request: GenerateRequest): number {
-    const context = this.config.maxSeqLen;
-    const promptLength = request.promptTokenIds.length;
-    if (promptLength === 0) {
-      throw new DropserveError('DS_INVALID_ARGUMENT', 'prompt is empty (it tokenized to 0 tokens)', {
-        param: 'prompt',
-      });
-    }
-    for (const id of request.promptTokenIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
-        throw new DropserveError(
-          'DS_INVALID_ARGUMENT',
-          `prompt token id ${id} is out of range; this model's vocabulary has ${this.config.vocabSize} tokens`,
-          { param: 'prompt' },
-        );
-      }
-    }
-    if (promptLength >= context) {
+  #variantOf(id: string): VariantState {
+    const variant = this.#variants.get(id);
+    if (!variant) {
       throw new DropserveError(
-        'DS_CONTEXT_OVERFLOW',
-        `prompt has ${promptLength} tokens; this model's context is ${context}, which leaves no room to generate`,
-        { param: 'prompt' },
+        'DS_NOT_FOUND',
+        `The model \`${id}\` does not exist. Available: ${[...this.#variants.keys()].join(', ')}`,
+        { param: 'model' },
       );
     }
-    if (!Number.isInteger(request.maxTokens) || request.maxTokens < 1) {
-      throw new DropserveError('DS_INVALID_ARGUMENT', `max_tokens must be ≥ 1, got ${request.maxTokens}`, {
-        param: 'max_tokens',
-      });
-    }
-    if (promptLength + request.maxTokens > context) {
+    return variant;
+  }
+
+  /** A job that could not run even with the whole budget to itself is refused up front. */
+  #checkFitsAlone(variant: VariantState, tokens: number, what: string): void {
+    const bytesPerToken = variant.decodeArena.bytesPerToken;
+    const needed = kvShapeBytes(bytesPerToken, 1, tokens, this.#pool.blockTokens);
+    if (needed > this.#pool.budgetBytes) {
       throw new DropserveError(
-        'DS_CONTEXT_OVERFLOW',
-        `prompt has ${promptLength} tokens and max_tokens is ${request.maxTokens}: ${promptLength + request.maxTokens} tokens exceed this model's context of ${context}`,
-        { param: 'max_tokens' },
+        'DS_KV_EXHAUSTED',
+        `${what} needs ${needed} bytes of KV cache (${tokens} tokens in ${this.#pool.blockTokens}-token blocks × ${bytesPerToken} B) but the whole KV budget is ${this.#pool.budgetBytes} bytes`,
       );
     }
-    return promptLength + request.maxTokens;
+  }
+
+  /** Interactive jobs go before every background one; 'front' puts a preempted job first in its class. */
+  #enqueue(job: Job, where: 'front' | 'back'): void {
+    job.state = 'waiting';
+    if (job.kind === 'generate') job.variant.waiting++;
+    const isBackground = (j: Job): boolean => j.priority === 'background';
+    let index: number;
+    if (job.priority === 'background') {
+      const first = this.#waiting.findIndex(isBackground);
+      index = where === 'back' || first < 0 ? this.#waiting.length : first;
+    } else {
+      const first = this.#waiting.findIndex(isBackground);
+      index = where === 'front' ? 0 : first < 0 ? this.#waiting.length : first;
+    }
+    this.#waiting.splice(index, 0, job);
   }
 
   #ensureLoop(): void {
@@ -364,16 +392,10 @@ export class EngineCore {
     wake?.();
   }
 
-  #hasWork(): boolean {
-    if (this.#waiting.length > 0 || this.#scores.length > 0 || this.#scoreJob !== null) return true;
-    for (const v of this.#variants.values()) if (v.running.size > 0) return true;
-    return false;
-  }
-
   async #loop(): Promise<void> {
     while (true) {
       this.#reapAborted();
-      if (!this.#hasWork()) {
+      if (this.#waiting.length === 0 && this.#running.size === 0) {
         if (this.#isClosed) return;
         this.onStepEnd?.();
         await new Promise<void>((resolve) => {
@@ -381,386 +403,293 @@ export class EngineCore {
         });
         continue;
       }
-      try {
-        await this.#runRound();
-      } catch (error) {
-        this.#failEverything(error);
-      }
+      const hadWork = await this.#runRound();
       this.onStepEnd?.();
+      if (!hadWork) {
+        // Only background work waits for its time share: sleep until it is due (or new work wakes us).
+        const delay = Math.max(1, this.#backgroundNotBefore - performance.now());
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        continue;
+      }
       // Lets aborts, new requests and worker messages in between model runs.
       await yieldToEventLoop();
     }
   }
 
-  async #runRound(): Promise<void> {
-    await this.#prefillWaiting();
-    for (const variant of this.#variants.values()) {
-      this.#reapAborted();
-      if (variant.running.size > 0) {
-        await this.#decodeStep(variant);
-        this.onStepEnd?.();
-      }
-    }
-    const interactiveScore = this.#scores.find((s) => s.request.priority !== 'background');
-    if (interactiveScore) {
-      this.#scores.splice(this.#scores.indexOf(interactiveScore), 1);
-      try {
-        interactiveScore.resolve(await this.#score(interactiveScore));
-      } catch (error) {
-        interactiveScore.reject(error);
-      }
-    } else if (this.#isBackgroundAllowed()) {
-      await this.#advanceBackgroundScore();
-    }
+  #schedulerState(): SchedulerState {
+    const groups = [...this.#variants.values()].flatMap((v) => [
+      { id: v.def.id, bytesPerToken: v.decodeArena.bytesPerToken },
+      { id: scoreArenaId(v.def.id), bytesPerToken: v.scoreArena.bytesPerToken },
+    ]);
+    const running: RunningJob[] = [...this.#running.values()].map((job) => ({
+      id: job.id,
+      kind: job.kind,
+      group: this.#arenaOf(job).id,
+      priority: job.priority,
+      admittedAt: job.admittedAt,
+      cachedTokens:
+        job.kind === 'generate' ? job.request.promptTokenIds.length + job.output.length - 1 : job.nextToken,
+      stepTokens: job.kind === 'generate' ? 1 : this.#scoreChunkLength(job),
+      worstCaseTokens: this.#worstCase(job),
+    }));
+    const waiting: WaitingJob[] = this.#waiting.map((job) => {
+      const admitTokens =
+        job.kind === 'generate'
+          ? job.request.promptTokenIds.length + Math.max(job.output.length, 1)
+          : this.#scoreChunkLength(job);
+      return {
+        id: job.id,
+        kind: job.kind,
+        group: this.#arenaOf(job).id,
+        priority: job.priority,
+        admitTokens,
+        computeTokens: job.kind === 'generate' ? admitTokens - 1 : admitTokens,
+        worstCaseTokens: this.#worstCase(job),
+      };
+    });
+    return { groups, running, waiting, backgroundAllowed: this.#isBackgroundAllowed() };
   }
 
-  /** Background work runs only when no interactive request waits, and within its time share. */
+  #arenaOf(job: Job) {
+    return job.kind === 'generate' ? job.variant.decodeArena : job.variant.scoreArena;
+  }
+
+  #worstCase(job: Job): number {
+    return job.kind === 'generate' ? job.worstCaseTokens : job.request.tokenIds.length - 1;
+  }
+
+  #scoreChunkLength(job: ScoreJob): number {
+    return Math.min(job.chunkTokens, job.request.tokenIds.length - 1 - job.nextToken);
+  }
+
+  /** Background work runs only when no interactive job waits, and within its time share. */
   #isBackgroundAllowed(): boolean {
-    if (this.#scoreJob === null && this.#scores.length === 0) return false;
-    if (this.#waiting.some((s) => s.request.priority !== 'background')) return false;
-    return !this.#hasInteractiveRunning() || performance.now() >= this.#backgroundNotBefore;
-  }
-
-  /**
-   * Background scores run a chunk of SCORE_CHUNK_TOKENS per round, with their KV in a private
-   * arena: an interactive request arriving meanwhile waits for one chunk, not a whole sequence. While
-   * interactive sequences run, chunks are spaced so background work takes at most BACKGROUND_SHARE
-   * of the engine's time.
-   */
-  async #advanceBackgroundScore(): Promise<void> {
-    if (this.#scoreJob === null) {
-      const pending = this.#scores.shift()!;
-      const arena = createHostKvArena(pending.variant.def.kvLayout);
-      arena.addRow('score', pending.request.tokenIds.length);
-      const result: ScoreResult = { tokenLogprobs: [], argmaxIds: [], argmaxLogprobs: [] };
-      if (pending.request.returnDistributions) result.distributions = [];
-      this.#scoreJob = { pending, arena, nextToken: 0, result };
+    if (this.#waiting.some((j) => j.priority === 'interactive')) return false;
+    for (const job of this.#running.values()) {
+      if (job.priority === 'interactive') return performance.now() >= this.#backgroundNotBefore;
     }
-    const job = this.#scoreJob;
-    const started = performance.now();
-    try {
-      const isDone = await this.#scoreChunk(job);
-      if (isDone) {
-        this.#scoreJob = null;
-        job.pending.resolve(job.result);
-      }
-    } catch (error) {
-      this.#scoreJob = null;
-      job.pending.reject(error);
-    }
-    if (this.#hasInteractiveRunning()) {
-      const ms = performance.now() - started;
-      this.#backgroundNotBefore = performance.now() + (ms * (1 - BACKGROUND_SHARE)) / BACKGROUND_SHARE;
-    }
+    return true;
   }
 
-  /** Feeds the next chunk of a score job; true once every scored position has its row. */
-  async #scoreChunk(job: ScoreJob): Promise<boolean> {
-    const { request, variant } = job.pending;
-    const tokens = request.tokenIds;
-    // Positions fed: 0..n-2 (the last token is only predicted). Rows kept: fromIndex-1..n-2.
-    const end = tokens.length - 1;
-    const start = job.nextToken;
-    const seqLen = Math.min(SCORE_CHUNK_TOKENS, end - start);
-    const firstScored = Math.max(start, request.fromIndex - 1);
-    const scoredPositions = Array.from(
-      { length: Math.max(0, start + seqLen - firstScored) },
-      (_, i) => firstScored + i,
-    );
-    let kept = 0;
-    const views = start === 0 ? [] : job.arena.rowViews(0);
-    const output = await this.#runner.run({
-      batchSize: 1,
-      seqLen,
-      inputIds: tokens.slice(start, start + seqLen),
-      positionIds: Array.from({ length: seqLen }, (_, i) => start + i),
-      mask: variant.def.mask,
-      pastLengths: [start],
-      past:
-        start === 0
-          ? this.#emptyPast(variant)
-          : variant.def.mask.attnKeep.map((keep) => (keep ? views[kept++]! : null)),
-      pastCapacity: start === 0 ? 0 : job.arena.tokenCapacity,
-      logitsIndex: scoredPositions.map((p) => p - start),
-    });
-    variant.def.kvLayout.keptLayers.forEach((layer, i) => {
-      job.arena.append(i, [0], seqLen, output.newKeys[layer]!, output.newValues[layer]!);
-    });
-    job.arena.advance([0], seqLen);
-    this.#collectScores(job.result, request, output.logits, scoredPositions);
-    job.nextToken = start + seqLen;
-    return job.nextToken >= end;
-  }
-
-  /** Turns logits rows (one per scored position p, predicting tokens[p+1]) into score entries. */
-  #collectScores(
-    result: ScoreResult,
-    request: ScoreRequest,
-    logits: Float32Array,
-    positions: number[],
-  ): void {
-    const vocab = this.config.vocabSize;
-    positions.forEach((p, i) => {
-      const row = logSoftmax(logits.subarray(i * vocab, (i + 1) * vocab));
-      const best = argmax(row);
-      result.tokenLogprobs.push(row[request.tokenIds[p + 1]!]!);
-      result.argmaxIds.push(best);
-      result.argmaxLogprobs.push(row[best]!);
-      result.distributions?.push(row);
-    });
-  }
-
-  #hasInteractiveRunning(): boolean {
-    for (const v of this.#variants.values()) {
-      for (const s of v.running.values()) if (s.request.priority !== 'background') return true;
-    }
-    return false;
-  }
-
-  /** Admits and prefills waiting sequences, in order, while KV fits and the round's budget lasts. */
-  async #prefillWaiting(): Promise<void> {
-    let prefilledTokens = 0;
-    while (this.#waiting.length > 0 && prefilledTokens < this.#maxPrefillTokensPerRound) {
-      const sequence = this.#waiting[0]!;
-      const reservation = this.#pool.tryReserve(
-        sequence.variant.def.id,
-        sequence.id,
-        sequence.worstCaseTokens,
-      );
-      // First come, first served: a sequence that does not fit yet blocks those behind it.
-      if (!reservation) return;
-      this.#waiting.shift();
-      sequence.variant.waiting--;
-      sequence.reservation = reservation;
-      sequence.timings.scheduledMs = nowMs();
-      sequence.variant.running.set(sequence.id, sequence);
-      try {
-        // A reused prefix is not computed, so it does not count against the round's budget.
-        prefilledTokens += await this.#prefill(sequence);
-      } catch (error) {
-        prefilledTokens += sequence.request.promptTokenIds.length;
-        this.#finish(sequence, 'error', undefined, error);
-      }
+  /** One scheduler round; false when nothing could run (only background work, not due yet). */
+  async #runRound(): Promise<boolean> {
+    const plan = planRound(this.#schedulerState(), this.#schedulerConfig);
+    for (const id of plan.preempt) this.#preempt(this.#running.get(id)!);
+    let ran = false;
+    for (const id of plan.admit) {
+      const job = this.#waiting.find((j) => j.id === id);
+      if (!job || job.isAborted) continue;
+      await this.#timeBackground(job, () => this.#admit(job));
+      ran = true;
       this.onStepEnd?.();
       await yieldToEventLoop();
       this.#reapAborted();
     }
-  }
-
-  /**
-   * One B=1 run over the prompt. With a reused prefix of p tokens the run covers only positions
-   * p..n-1, with the sequence's own row as past (GQA takes S > 1 with past for a batch of one).
-   * Returns the prompt tokens computed.
-   */
-  async #prefill(sequence: Sequence): Promise<number> {
-    const { variant } = sequence;
-    const prompt = sequence.request.promptTokenIds;
-    const row = variant.arena.addRow(sequence.id, sequence.worstCaseTokens);
-    const reused = this.#reusePrefix(sequence, row);
-    const rest = prompt.slice(reused);
-    let kept = 0;
-    const views = reused > 0 ? variant.arena.rowViews(row) : [];
-    // NOTE: the run reads the arena in place; nothing may add or remove rows until it returns
-    // (the loop is the only writer and awaits this run).
-    const output = await this.#runner.run({
-      batchSize: 1,
-      seqLen: rest.length,
-      inputIds: rest,
-      positionIds: rest.map((_, i) => reused + i),
-      mask: variant.def.mask,
-      pastLengths: [reused],
-      past:
-        reused > 0
-          ? variant.def.mask.attnKeep.map((keep) => (keep ? views[kept++]! : null))
-          : this.#emptyPast(variant),
-      pastCapacity: reused > 0 ? variant.arena.tokenCapacity : 0,
-      logitsIndex: [rest.length - 1],
-    });
-    this.#writeKv(variant, [row], rest.length, output.newKeys, output.newValues);
-    sequence.timings.prefillEndMs = nowMs();
-    if (!sequence.isAborted) this.#acceptToken(sequence, output.logits);
-    return rest.length;
-  }
-
-  /**
-   * Copies the longest prompt prefix shared with a running sequence of the same variant into `row`;
-   * returns its length (0 = none). At most n−1 tokens, so the last prompt position is computed: its
-   * logits give the first token. A linear scan: running sequences per variant are few.
-   */
-  #reusePrefix(sequence: Sequence, row: number): number {
-    if (!this.#prefixReuse) return 0;
-    const { variant } = sequence;
-    const prompt = sequence.request.promptTokenIds;
-    let best = 0;
-    let donorRow = -1;
-    for (const donor of variant.running.values()) {
-      if (donor === sequence) continue;
-      const fromRow = variant.arena.rowOf(donor.id);
-      const limit = Math.min(
-        prompt.length - 1,
-        donor.request.promptTokenIds.length,
-        variant.arena.length(fromRow),
-      );
-      let shared = 0;
-      while (shared < limit && donor.request.promptTokenIds[shared] === prompt[shared]) shared++;
-      if (shared > best) {
-        best = shared;
-        donorRow = fromRow;
-      }
+    for (const { group, jobs } of plan.decode) {
+      this.#reapAborted();
+      const batch = jobs.flatMap((id) => {
+        const job = this.#running.get(id);
+        return job?.kind === 'generate' && !job.isAborted ? [job] : [];
+      });
+      if (batch.length === 0) continue;
+      await this.#decode(this.#variants.get(group)!, batch);
+      ran = true;
+      this.onStepEnd?.();
     }
-    if (best < this.#prefixReuse.minPrefixTokens) return 0;
-    variant.arena.copyPrefix(donorRow, row, best);
-    variant.prefixReusedTokens += best;
-    return best;
+    for (const id of plan.scoreChunks) {
+      const job = this.#running.get(id);
+      if (job?.kind !== 'score') continue;
+      await this.#timeBackground(job, () => this.#advanceScore(job));
+      ran = true;
+      this.onStepEnd?.();
+    }
+    return ran || plan.preempt.length > 0;
   }
 
-  async #decodeStep(variant: VariantState): Promise<void> {
-    const { arena } = variant;
-    const rows = Array.from({ length: arena.numRows }, (_, r) => r);
-    const sequences = rows.map((r) => variant.running.get(arena.sequenceIdAt(r))!);
-    const pastLengths = rows.map((r) => arena.length(r));
-    const views = arena.pastViews();
-    let kept = 0;
-    const input: ForwardInput = {
-      batchSize: rows.length,
-      seqLen: 1,
-      inputIds: sequences.map((s) => s.lastToken),
-      positionIds: pastLengths,
-      mask: variant.def.mask,
-      pastLengths,
-      past: variant.def.mask.attnKeep.map((keep) => (keep ? views[kept++]! : null)),
-      pastCapacity: arena.tokenCapacity,
-      logitsIndex: rows,
-    };
-    let output: Awaited<ReturnType<ForwardRunner['run']>>;
+  /**
+   * Runs a step of a job; a background one is timed so that, while interactive work runs, the next
+   * background step waits long enough for background work to stay within BACKGROUND_SHARE.
+   */
+  async #timeBackground(job: Job, step: () => Promise<void>): Promise<void> {
+    const started = performance.now();
+    await step();
+    if (job.priority !== 'background') return;
+    const ms = performance.now() - started;
+    this.#backgroundNotBefore = performance.now() + (ms * (1 - BACKGROUND_SHARE)) / BACKGROUND_SHARE;
+  }
+
+  #preempt(job: Job): void {
+    this.#running.delete(job.id);
+    this.#arenaOf(job).removeRow(job.id);
+    job.variant.preemptions++;
+    if (job.kind === 'generate') {
+      job.variant.running--;
+      job.preemptions++;
+    } else {
+      job.nextToken = 0;
+      job.result = emptyScoreResult(job.request);
+    }
+    this.#enqueue(job, 'front');
+  }
+
+  /** Takes a job off the queue, gives it a KV row and runs its prefill (or its first score chunk). */
+  async #admit(job: Job): Promise<void> {
+    this.#waiting.splice(this.#waiting.indexOf(job), 1);
+    job.state = 'running';
+    job.admittedAt = ++this.#admissions;
+    this.#running.set(job.id, job);
+    this.#arenaOf(job).addRow(job.id);
+    if (job.kind === 'score') {
+      await this.#advanceScore(job);
+      return;
+    }
+    job.variant.waiting--;
+    job.variant.running++;
+    job.timings.scheduledMs ??= nowMs();
     try {
-      output = await this.#runner.run(input);
+      await this.#prefill(job);
     } catch (error) {
-      for (const s of sequences) this.#finish(s, 'error', undefined, error);
-      return;
+      this.#finishGeneration(job, 'error', undefined, error);
     }
-    this.#writeKv(variant, rows, 1, output.newKeys, output.newValues);
-    const vocab = this.config.vocabSize;
-    // Sampling may finish sequences, which compacts arena rows: rows are resolved before that.
-    sequences.forEach((s, b) => {
-      if (!s.isAborted) this.#acceptToken(s, output.logits.subarray(b * vocab, (b + 1) * vocab));
-    });
   }
 
-  #emptyPast(variant: VariantState): ({ key: Float32Array; value: Float32Array } | null)[] {
-    return variant.def.mask.attnKeep.map((keep) =>
-      keep ? { key: new Float32Array(0), value: new Float32Array(0) } : null,
+  /**
+   * Builds a generation's KV row: its prompt on first admission, prompt plus all output but the last
+   * token after a preemption (that token is fed by the next decode, as it would have been). A shared
+   * prompt prefix of a running sequence is copied instead of computed.
+   */
+  async #prefill(job: GenerationJob): Promise<void> {
+    const { variant } = job;
+    const tokens = tokensToRecompute(job);
+    const reused = this.#reusePrefix(job, tokens);
+    const logits = await this.#executor.extend(
+      variant.decodeArena,
+      variant.def.mask,
+      job.id,
+      tokens.slice(reused),
+      [tokens.length - reused - 1],
     );
+    if (job.output.length > 0) return; // recomputed: its next token is already known
+    job.timings.prefillEndMs = nowMs();
+    if (!job.isAborted) this.#settle(job, acceptToken(job, logits, this.config.maxSeqLen));
   }
 
-  #writeKv(
-    variant: VariantState,
-    rows: number[],
-    seqLen: number,
-    newKeys: (Float32Array | null)[],
-    newValues: (Float32Array | null)[],
-  ): void {
-    variant.def.kvLayout.keptLayers.forEach((layer, i) => {
-      variant.arena.append(i, rows, seqLen, newKeys[layer]!, newValues[layer]!);
-    });
-    variant.arena.advance(rows, seqLen);
+  /**
+   * Copies the longest prompt prefix shared with a running sequence of the same variant; returns its
+   * length (0 = none). At most n−1 tokens, so the last position is computed: its logits are needed.
+   */
+  #reusePrefix(job: GenerationJob, tokens: number[]): number {
+    if (!this.#prefixReuse) return 0;
+    const arena = job.variant.decodeArena;
+    const donors = [...this.#running.values()].flatMap((d) =>
+      d.kind === 'generate' && d.variant === job.variant && d !== job
+        ? [{ id: d.id, tokens: d.request.promptTokenIds, cached: arena.length(arena.rowOf(d.id)) }]
+        : [],
+    );
+    const shared = findSharedPrefix(tokens, donors);
+    if (!shared || shared.tokens < this.#prefixReuse.minPrefixTokens) return 0;
+    this.#executor.copyPrefix(arena, shared.donorId, job.id, shared.tokens);
+    job.variant.prefixReusedTokens += shared.tokens;
+    return shared.tokens;
   }
 
-  /** Samples the next token from one logits row and decides whether the sequence goes on. */
-  #acceptToken(sequence: Sequence, logits: Float32Array): void {
-    const { request } = sequence;
-    const sampled = sampleToken(logits, request.sampling, sequence.sampler, {
-      wantLogprob: request.logprobs,
-      topLogprobs: request.topLogprobs,
-      wantDistribution: request.recordDistributions,
-    });
-    const time = nowMs();
-    if (sequence.stopIds.has(sampled.tokenId)) {
-      this.#finish(sequence, 'stop', sampled.tokenId);
+  async #decode(variant: VariantState, batch: GenerationJob[]): Promise<void> {
+    let logits: Float32Array;
+    try {
+      logits = await this.#executor.decode(
+        variant.decodeArena,
+        variant.def.mask,
+        batch.map((j) => j.id),
+        batch.map((j) => j.output.at(-1)!),
+      );
+    } catch (error) {
+      for (const job of batch) this.#finishGeneration(job, 'error', undefined, error);
       return;
     }
-    sequence.timings.firstTokenMs ??= time;
-    sequence.timings.lastTokenMs = time;
-    sequence.lastToken = sampled.tokenId;
-    sequence.sink({
-      type: 'token',
-      tokenId: sampled.tokenId,
-      index: sequence.outputCount,
-      logprob: sampled.logprob,
-      topLogprobs: sampled.topLogprobs,
-      distribution: sampled.distribution,
-      timeMs: time,
+    const vocab = this.config.vocabSize;
+    batch.forEach((job, b) => {
+      if (!job.isAborted) {
+        this.#settle(
+          job,
+          acceptToken(job, logits.subarray(b * vocab, (b + 1) * vocab), this.config.maxSeqLen),
+        );
+      }
     });
-    sequence.outputCount++;
-    const total = request.promptTokenIds.length + sequence.outputCount;
-    if (sequence.outputCount >= request.maxTokens || total >= this.config.maxSeqLen) {
-      this.#finish(sequence, 'length');
+  }
+
+  #settle(job: GenerationJob, decision: StopDecision): void {
+    if (decision?.reason === 'stop') this.#finishGeneration(job, 'stop', decision.stopTokenId);
+    else if (decision?.reason === 'length') this.#finishGeneration(job, 'length');
+  }
+
+  /** Feeds a score job's next chunk and collects the scored rows; resolves it after the last. */
+  async #advanceScore(job: ScoreJob): Promise<void> {
+    const { request, variant } = job;
+    const tokens = request.tokenIds;
+    const start = job.nextToken;
+    const length = this.#scoreChunkLength(job);
+    const firstScored = Math.max(start, request.fromIndex - 1);
+    const scored = Array.from(
+      { length: Math.max(0, start + length - firstScored) },
+      (_, i) => firstScored + i,
+    );
+    try {
+      const logits = await this.#executor.extend(
+        variant.scoreArena,
+        variant.def.mask,
+        job.id,
+        tokens.slice(start, start + length),
+        scored.map((p) => p - start),
+      );
+      collectScores(job.result, request, logits, scored, this.config.vocabSize);
+      job.nextToken = start + length;
+      if (job.nextToken >= tokens.length - 1) this.#finishScore(job);
+    } catch (error) {
+      this.#finishScore(job, error);
     }
   }
 
   #reapAborted(): void {
-    for (const variant of this.#variants.values()) {
-      for (const s of [...variant.running.values()]) if (s.isAborted) this.#finish(s, 'abort');
+    for (const job of [...this.#running.values()]) {
+      if (job.kind === 'generate' && job.isAborted) this.#finishGeneration(job, 'abort');
     }
   }
 
-  #finish(sequence: Sequence, reason: FinishReason, stopTokenId?: number, error?: unknown): void {
-    if (!this.#byId.has(sequence.id)) return;
-    this.#byId.delete(sequence.id);
-    sequence.variant.running.delete(sequence.id);
-    if (sequence.reservation) this.#pool.release(sequence.reservation);
-    sequence.timings.finishedMs = nowMs();
-    if (reason === 'error') {
-      const message = error instanceof Error ? error.message : String(error);
-      sequence.sink({
-        type: 'finish',
-        reason,
-        usage: {
-          promptTokens: sequence.request.promptTokenIds.length,
-          completionTokens: sequence.outputCount,
-        },
-        timings: sequence.timings,
-        variant: sequence.variant.def.id,
-        error: { code: 'DS_ORT_RUN_FAILED', message },
-      });
-      return;
+  #release(job: Job): void {
+    if (job.state === 'running') {
+      this.#running.delete(job.id);
+      this.#arenaOf(job).removeRow(job.id);
+      if (job.kind === 'generate') job.variant.running--;
+    } else if (job.state === 'waiting') {
+      this.#waiting.splice(this.#waiting.indexOf(job), 1);
+      if (job.kind === 'generate') job.variant.waiting--;
     }
-    sequence.sink({
-      type: 'finish',
-      reason,
-      stopTokenId,
-      usage: { promptTokens: sequence.request.promptTokenIds.length, completionTokens: sequence.outputCount },
-      timings: sequence.timings,
-      variant: sequence.variant.def.id,
-    });
+    job.state = 'finished';
   }
 
-  #failEverything(error: unknown): void {
-    for (const variant of this.#variants.values()) {
-      for (const s of [...variant.running.values()]) this.#finish(s, 'error', undefined, error);
-    }
+  #finishGeneration(
+    job: GenerationJob,
+    reason: 'stop' | 'length' | 'abort' | 'error',
+    stopTokenId?: number,
+    error?: unknown,
+  ): void {
+    if (job.state === 'finished') return;
+    this.#release(job);
+    this.#byRequestId.delete(job.id);
+    job.sink(finishEvent(job, reason, stopTokenId, error));
   }
 
-  /** One teacher-forced pass over the whole sequence; nothing is cached. */
-  async #score(pending: PendingScore): Promise<ScoreResult> {
-    const { request, variant } = pending;
-    const tokens = request.tokenIds;
-    const n = tokens.length;
-    const positions = Array.from({ length: n - request.fromIndex }, (_, i) => request.fromIndex - 1 + i);
-    const output = await this.#runner.run({
-      batchSize: 1,
-      seqLen: n,
-      inputIds: tokens,
-      positionIds: tokens.map((_, i) => i),
-      mask: variant.def.mask,
-      pastLengths: [0],
-      past: this.#emptyPast(variant),
-      pastCapacity: 0,
-      logitsIndex: positions,
-    });
-    const result: ScoreResult = { tokenLogprobs: [], argmaxIds: [], argmaxLogprobs: [] };
-    if (request.returnDistributions) result.distributions = [];
-    this.#collectScores(result, request, output.logits, positions);
-    return result;
+  /** Resolves a score with its result, or rejects it with `error`. */
+  #finishScore(job: ScoreJob, error?: unknown): void {
+    if (job.state === 'finished') return;
+    this.#release(job);
+    if (error === undefined) job.resolve(job.result);
+    else job.reject(error);
   }
 }
