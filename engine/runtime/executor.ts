@@ -83,7 +83,9 @@ export class Executor {
     );
     const vocab = output.logits.length / rows.length;
     const logits = new Float32Array(output.logits.length);
-    byRow.forEach(({ i }, b) => logits.set(output.logits.subarray(b * vocab, (b + 1) * vocab), i * vocab));
+    byRow.forEach(({ i }, b) => {
+      logits.set(output.logits.subarray(b * vocab, (b + 1) * vocab), i * vocab);
+    });
     return logits;
   }
 
@@ -114,7 +116,9 @@ export class Executor {
     }
     const vocab = rows[0]!.length;
     const logits = new Float32Array(vocab * rows.length);
-    rows.forEach((row, b) => logits.set(row, b * vocab));
+    rows.forEach((row, b) => {
+      logits.set(row, b * vocab);
+    });
     return logits;
   }
 
