@@ -52,8 +52,13 @@ ${CALIBRATION_FLAGS}
   --drop-mlp K       MLP sublayers to drop (default 0)
   --method NAME      ${METHODS.join('|')} (default cosine). joint ranks attention and MLP cosine
                      scores together and drops the K_attn + K_mlp lowest of either kind
-  --emulate E        none | bias | lowrank:R  (default none): fit a replacement for each dropped
-                     sublayer on the calibration data, written to <out>.emulation.json
+  --emulate E        none | bias | lowrank | lowrank:R  (default none; lowrank = rank 8): fit a
+                     replacement for each dropped sublayer, written to <out>.emulation.json
+  --emulate-fit F    sequential (default): fit each dropped sublayer in depth order inside the
+                     pruned network, ridge chosen on a validation split, kept only where it lowers
+                     the validation loss (else a plain drop); full: fit all on full-model
+                     activations of every calibration sample, ridge 1e-3, no gate
+  --validation-samples N  sequential fit: last N calibration samples validate (default a quarter)
   --out FILE         plan file to write (atomically)
   --json             print a JSON summary`,
   eval: `usage: dropserve prune eval --data FILE [--model M] [--plan plan.json | --drop-attention 1,3 --drop-mlp 2]

@@ -79,6 +79,8 @@ describeWithAssets([TINYSTORIES_EVAL], 'prune plan → eval', () => {
       'cosine',
       '--emulate',
       'bias',
+      '--emulate-fit',
+      'full',
       '--out',
       out,
       '--json',

@@ -60,10 +60,38 @@ export class UpdateStatistics {
   }
 }
 
-/** b = mean update. */
-export function fitBias(stats: UpdateStatistics): Float32Array {
+/**
+ * One token of a sublayer's calibration pair: its input x_in normed with the sublayer's own RMSNorm
+ * weight (what a low-rank map reads) and its update x_out − x_in. `scratch` holds two [dim] buffers
+ * reused across tokens.
+ */
+export function addResidualPair(
+  stats: UpdateStatistics,
+  xIn: ArrayLike<number>,
+  xOut: ArrayLike<number>,
+  normWeight: ArrayLike<number>,
+  eps: number,
+  scratch: { normed: Float64Array; delta: Float64Array },
+): void {
+  const dim = stats.dim;
+  let sumSquares = 0;
+  for (let d = 0; d < dim; d++) sumSquares += xIn[d]! * xIn[d]!;
+  const scale = 1 / Math.sqrt(sumSquares / dim + eps);
+  for (let d = 0; d < dim; d++) {
+    scratch.normed[d] = xIn[d]! * scale * normWeight[d]!;
+    scratch.delta[d] = xOut[d]! - xIn[d]!;
+  }
+  stats.add(scratch.normed, scratch.delta);
+}
+
+/**
+ * b = mean update ȳ, or with `ridge` λ > 0 the minimiser of mean‖y − b‖² + λ‖b‖², i.e. ȳ / (1 + λ):
+ * shrunk towards a plain drop (b = 0), since the MSE-best constant is not always the loss-best one.
+ */
+export function fitBias(stats: UpdateStatistics, ridge = 0): Float32Array {
   if (stats.count === 0) throw new RangeError('no calibration tokens to fit a bias on');
-  return Float32Array.from(stats.sumY, (s) => s / stats.count);
+  if (!(ridge >= 0)) throw new RangeError(`ridge ${ridge} must be ≥ 0`);
+  return Float32Array.from(stats.sumY, (s) => s / stats.count / (1 + ridge));
 }
 
 export interface LowRankFit {

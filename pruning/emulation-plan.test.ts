@@ -166,7 +166,9 @@ describe('low-rank emulation', () => {
   });
 
   it('rejects unknown emulation kinds with the valid ones', () => {
-    expect(() => parseEmulationChoice('lora')).toThrow(/valid: none, bias, lowrank:R/);
+    expect(() => parseEmulationChoice('lora')).toThrow(/valid: none, bias, lowrank \(rank 8\), lowrank:R/);
+    expect(parseEmulationChoice('lowrank', 64)).toEqual({ kind: 'lowrank', rank: 8 });
+    expect(parseEmulationChoice('lowrank', 4)).toEqual({ kind: 'lowrank', rank: 4 });
     expect(() => parseEmulationChoice('lowrank:0')).toThrow(/rank must be/);
   });
 });

@@ -1,7 +1,9 @@
 /**
- * `--emulate none|bias|lowrank:R`: fits replacements for a plan's dropped sublayers on the
- * calibration samples (full-model activations; emulation-fit.ts has the maths) and packs them both
- * for the graph (io.ts Emulation) and for the plan's side file (plan.ts emulationFileSchema).
+ * `--emulate none|bias|lowrank[:R]`: the choice, and the original fit (`--emulate-fit full`) of
+ * replacements for a plan's dropped sublayers on full-model activations of the calibration samples
+ * (emulation-fit.ts has the maths; sequential-emulation.ts the default fit inside the pruned
+ * network), packed both for the graph (io.ts Emulation) and for the plan's side file
+ * (plan.ts emulationFileSchema).
  */
 import { DropserveError } from '../engine/errors.ts';
 import type { Emulation, SublayerEmulation } from '../engine/graph/io.ts';
@@ -11,12 +13,18 @@ import type { DropSpec, EmulationFile } from '../engine/plan/plan.ts';
 import { DEFAULT_RIDGE, fitBias, fitLowRank } from './emulation-fit.ts';
 import { residualPass } from './residual-stats.ts';
 import type { ScoredSequence } from './sequences.ts';
+import type { Sublayer } from './sublayers.ts';
 import { removedSublayers, sublayerName } from './sublayers.ts';
 
 export type EmulationChoice = { kind: 'none' } | { kind: 'bias' } | { kind: 'lowrank'; rank: number };
 
+/** Rank of a bare `--emulate lowrank` (capped at the model's width). */
+export const DEFAULT_EMULATION_RANK = 8;
+
 export function parseEmulationChoice(text: string, dim?: number): EmulationChoice {
   if (text === 'none' || text === 'bias') return { kind: text };
+  if (text === 'lowrank')
+    return { kind: 'lowrank', rank: Math.min(DEFAULT_EMULATION_RANK, dim ?? DEFAULT_EMULATION_RANK) };
   const match = /^lowrank:(\d+)$/.exec(text);
   if (match) {
     const rank = Number(match[1]);
@@ -30,7 +38,7 @@ export function parseEmulationChoice(text: string, dim?: number): EmulationChoic
   }
   throw new DropserveError(
     'DS_INVALID_ARGUMENT',
-    `unknown emulation "${text}"; valid: none, bias, lowrank:R (R = rank, e.g. lowrank:8)`,
+    `unknown emulation "${text}"; valid: none, bias, lowrank (rank ${DEFAULT_EMULATION_RANK}), lowrank:R (R = rank, e.g. lowrank:16)`,
     { param: 'emulate' },
   );
 }
@@ -77,27 +85,30 @@ export async function fitEmulation(
     let entry: SublayerEmulation;
     if (choice.kind === 'bias') {
       entry = { kind: 'bias', bias: fitBias(stats) };
-      file.entries.push({
-        sublayer: sublayer.kind,
-        layer: sublayer.layer,
-        kind: 'bias',
-        bias: Array.from(entry.bias),
-      });
     } else {
       const fit = fitLowRank(stats, choice.rank, options.ridge ?? DEFAULT_RIDGE);
       entry = { kind: 'lowrank', bias: fit.bias, down: fit.down, up: fit.up, rank: fit.rank };
       explainedVariance[sublayerName(sublayer)] = fit.explainedVariance;
-      file.entries.push({
-        sublayer: sublayer.kind,
-        layer: sublayer.layer,
-        kind: 'lowrank',
-        rank: fit.rank,
-        bias: Array.from(fit.bias),
-        down: Array.from(fit.down),
-        up: Array.from(fit.up),
-      });
     }
+    file.entries.push(emulationFileEntry(sublayer, entry));
     emulation[sublayer.kind][sublayer.layer] = entry;
   }
   return { emulation, file, explainedVariance };
+}
+
+/** One sublayer's emulation as the side file stores it (plain number arrays). */
+export function emulationFileEntry(
+  sublayer: Sublayer,
+  entry: SublayerEmulation,
+): EmulationFile['entries'][number] {
+  const where = { sublayer: sublayer.kind, layer: sublayer.layer };
+  if (entry.kind === 'bias') return { ...where, kind: 'bias', bias: Array.from(entry.bias) };
+  return {
+    ...where,
+    kind: 'lowrank',
+    rank: entry.rank,
+    ...(entry.bias ? { bias: Array.from(entry.bias) } : {}),
+    down: Array.from(entry.down),
+    up: Array.from(entry.up),
+  };
 }

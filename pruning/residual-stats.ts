@@ -13,7 +13,7 @@ import type { ModelSession } from '../engine/graph/model-session.ts';
 import type { ModelWeights } from '../engine/model/weights.ts';
 import { maskOf } from '../engine/plan/plan.ts';
 import { runBatches } from './batches.ts';
-import { UpdateStatistics } from './emulation-fit.ts';
+import { addResidualPair, UpdateStatistics } from './emulation-fit.ts';
 import type { ScoredSequence } from './sequences.ts';
 import type { Sublayer, SublayerScores } from './sublayers.ts';
 import { hiddenIndexAfter, sublayerName, sublayersOf } from './sublayers.ts';
@@ -63,8 +63,7 @@ export async function residualPass(
       norm: sublayer.kind === 'attention' ? layer.attnNorm : layer.mlpNorm,
     };
   });
-  const delta = new Float64Array(dim);
-  const normed = new Float64Array(dim);
+  const scratch = { normed: new Float64Array(dim), delta: new Float64Array(dim) };
 
   await runBatches(
     session,
@@ -107,14 +106,7 @@ export async function residualPass(
           for (const t of targets) {
             const xIn = hidden[t.k - 1]!.subarray(offset, offset + dim);
             const xOut = hidden[t.k]!.subarray(offset, offset + dim);
-            let sumSquares = 0;
-            for (let d = 0; d < dim; d++) sumSquares += xIn[d]! * xIn[d]!;
-            const scale = 1 / Math.sqrt(sumSquares / dim + rmsNormEps);
-            for (let d = 0; d < dim; d++) {
-              normed[d] = xIn[d]! * scale * t.norm[d]!;
-              delta[d] = xOut[d]! - xIn[d]!;
-            }
-            t.stats.add(normed, delta);
+            addResidualPair(t.stats, xIn, xOut, t.norm, rmsNormEps, scratch);
           }
           numTokens++;
         }

@@ -3,10 +3,13 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { DropserveError } from '../../engine/errors.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
+import type { EmulationChoice } from '../emulation-plan.ts';
 import { describeEmulation, fitEmulation, parseEmulationChoice } from '../emulation-plan.ts';
 import { buildPlan, emulationPathFor, writePlan } from '../plan-file.ts';
 import type { Progress } from '../progress.ts';
 import { checkDropCounts, METHOD_METRIC, parseMethod, selectSublayers } from '../select.ts';
+import type { EmulationFitMode, SequentialFit } from '../sequential-emulation.ts';
+import { EMULATION_FIT_MODES, fitEmulationSequentially } from '../sequential-emulation.ts';
 import { sublayerName } from '../sublayers.ts';
 import { openWorkspace } from '../workspace.ts';
 import type { PruneIo } from './flags.ts';
@@ -35,6 +38,8 @@ export async function runPlanCommand(
       'drop-mlp': { type: 'string' },
       method: { type: 'string' },
       emulate: { type: 'string' },
+      'emulate-fit': { type: 'string' },
+      'validation-samples': { type: 'string' },
       out: { type: 'string' },
     },
     'plan',
@@ -60,7 +65,32 @@ export async function runPlanCommand(
     });
   }
   const emulationText = (flags.emulate as string | undefined) ?? 'none';
-  parseEmulationChoice(emulationText); // fail on a bad value before loading anything
+  // Fail on bad values before loading anything.
+  const fitMode = parseFitMode(flags['emulate-fit'] as string | undefined);
+  if (parseEmulationChoice(emulationText).kind === 'none') {
+    for (const flag of ['emulate-fit', 'validation-samples']) {
+      if (flags[flag] !== undefined) {
+        throw new DropserveError(
+          'DS_INVALID_ARGUMENT',
+          `prune plan: --${flag} needs --emulate bias|lowrank[:R]`,
+          {
+            param: flag,
+          },
+        );
+      }
+    }
+  }
+  if (fitMode === 'full' && flags['validation-samples'] !== undefined) {
+    throw new DropserveError(
+      'DS_INVALID_ARGUMENT',
+      'prune plan: --validation-samples applies to --emulate-fit sequential (the full fit has no validation split)',
+      { param: 'validation-samples' },
+    );
+  }
+  const validationSamples =
+    flags['validation-samples'] === undefined
+      ? undefined
+      : integerFlag(flags['validation-samples'] as string, 'validation-samples', 1, 1);
   const { permutations, seed } = shapleyFlags(flags);
   const workspace = await openWorkspace(calibrationWorkspaceOptions(flags, data, io, signal));
   try {
@@ -78,22 +108,57 @@ export async function runPlanCommand(
     let spec: DropSpec = selection.spec;
     let emulationFile: Parameters<typeof writePlan>[2];
     let explainedVariance: Record<string, number> | undefined;
+    let sequential: SequentialFit | undefined;
     if (emulationChoice.kind !== 'none') {
-      progress.phase(`fit ${describeEmulation(emulationChoice)}`, workspace.samples.length);
-      const fitted = await fitEmulation(
-        workspace.session,
-        weights,
-        workspace.samples,
-        spec,
-        emulationChoice,
-        {
-          signal,
-          onProgress: (done, total) => progress.update(done, total),
-        },
-      );
-      spec = { ...spec, emulation: fitted.emulation };
-      emulationFile = fitted.file;
-      explainedVariance = emulationChoice.kind === 'lowrank' ? fitted.explainedVariance : undefined;
+      const onProgress = (done: number, total: number) => progress.update(done, total);
+      if (fitMode === 'sequential') {
+        if (validationSamples !== undefined && validationSamples >= workspace.samples.length) {
+          throw new DropserveError(
+            'DS_INVALID_ARGUMENT',
+            `--validation-samples ${validationSamples}: must be below the ${workspace.samples.length} calibration samples, so some are left to fit on`,
+            { param: 'validation-samples' },
+          );
+        }
+        if (workspace.samples.length < 2) {
+          throw new DropserveError(
+            'DS_INVALID_ARGUMENT',
+            'prune plan: the sequential emulation fit needs at least 2 calibration samples (fit + validation); give more --samples or --emulate-fit full',
+            { param: 'samples' },
+          );
+        }
+        progress.phase(`fit ${describeEmulation(emulationChoice)} (sequential)`, 1);
+        sequential = await fitEmulationSequentially(
+          workspace.session,
+          weights,
+          workspace.samples,
+          spec,
+          emulationChoice,
+          { validationSamples, signal, onProgress },
+        );
+        const keptAny = sequential.decisions.some((d) => d.kept);
+        if (keptAny) {
+          spec = { ...spec, emulation: sequential.emulation };
+          emulationFile = sequential.file;
+        }
+        explainedVariance =
+          emulationChoice.kind === 'lowrank' && keptAny ? sequential.explainedVariance : undefined;
+      } else {
+        progress.phase(`fit ${describeEmulation(emulationChoice)} (full)`, workspace.samples.length);
+        const fitted = await fitEmulation(
+          workspace.session,
+          weights,
+          workspace.samples,
+          spec,
+          emulationChoice,
+          {
+            signal,
+            onProgress,
+          },
+        );
+        spec = { ...spec, emulation: fitted.emulation };
+        emulationFile = fitted.file;
+        explainedVariance = emulationChoice.kind === 'lowrank' ? fitted.explainedVariance : undefined;
+      }
     }
     // The plan's own calibration numbers, so a reader sees what the choice costs on its data.
     progress.phase('calibration check', 3);
@@ -133,11 +198,16 @@ export async function runPlanCommand(
             dropped: dropped.perplexity,
             ...(emulated ? { emulated: emulated.perplexity } : {}),
           },
-          ...(emulationChoice.kind !== 'none' ? { emulation: describeEmulation(emulationChoice) } : {}),
+          ...(emulationChoice.kind !== 'none'
+            ? {
+                emulation: describeEmulation(emulationChoice),
+                emulation_fit: sequential ? sequentialRecord(sequential, emulationChoice) : { mode: 'full' },
+              }
+            : {}),
           ...(explainedVariance ? { explained_variance: explainedVariance } : {}),
         },
       },
-      emulationChoice.kind === 'none'
+      emulationFile === undefined || emulationChoice.kind === 'none'
         ? undefined
         : {
             file: basename(emulationPathFor(out)),
@@ -155,6 +225,7 @@ export async function runPlanCommand(
       drop_mlp: plan.drop_mlp,
       calibration_perplexity: plan.provenance!.calibration_perplexity,
       evaluations: selection.evaluations,
+      ...(plan.provenance!.emulation_fit ? { emulation_fit: plan.provenance!.emulation_fit } : {}),
     };
     if (flags.json) {
       io.stdout(`${JSON.stringify(summary, null, 2)}\n`);
@@ -175,11 +246,14 @@ export async function runPlanCommand(
           );
         }
       }
+      if (sequential) lines.push(...decisionLines(sequential, emulationChoice));
       lines.push(
         `calibration perplexity: full ${full.perplexity.toFixed(4)} → dropped ${dropped.perplexity.toFixed(4)}${
           emulated
             ? ` → with ${describeEmulation(emulationChoice)} emulation ${emulated.perplexity.toFixed(4)}`
-            : ''
+            : sequential
+              ? ' (the gate kept no emulation: plain drops)'
+              : ''
         }`,
         `${selection.evaluations} evaluations for the search`,
         `wrote ${written.planPath}${written.emulationPath ? ` and ${written.emulationPath}` : ''}`,
@@ -190,4 +264,55 @@ export async function runPlanCommand(
   } finally {
     await workspace.close();
   }
+}
+
+function parseFitMode(text: string | undefined): EmulationFitMode {
+  const mode = text ?? 'sequential';
+  if (!(EMULATION_FIT_MODES as readonly string[]).includes(mode)) {
+    throw new DropserveError(
+      'DS_INVALID_ARGUMENT',
+      `--emulate-fit "${mode}": valid: ${EMULATION_FIT_MODES.join(', ')} (sequential: fitted inside the pruned network, gated on validation; full: on full-model activations)`,
+      { param: 'emulate-fit' },
+    );
+  }
+  return mode as EmulationFitMode;
+}
+
+/** What the plan file records of a sequential fit: per sublayer, the gate's decision and its figures. */
+function sequentialRecord(fit: SequentialFit, choice: EmulationChoice): Record<string, unknown> {
+  return {
+    mode: 'sequential',
+    target: fit.target === 'block' ? 'sublayer update on pruned-network inputs' : 'full-model stream',
+    fit_samples: fit.fitSamples,
+    validation_samples: fit.validationSamples,
+    ridge_grid: fit.ridgeGrid,
+    validation_nll: fit.validationNll,
+    sublayers: fit.decisions.map((d) => ({
+      sublayer: sublayerName(d.sublayer),
+      kept: d.kept,
+      emulation: d.kept ? describeEmulation(choice) : 'plain',
+      ridge: d.ridge,
+      validation_nll_plain: d.validationNllPlain,
+      validation_nll_emulated: d.validationNllEmulated,
+      fit_tokens: d.fitTokens,
+      candidates: d.candidates.map((c) => ({
+        ridge: c.ridge,
+        validation_nll: c.validationNll,
+        ...(c.explainedVariance !== undefined ? { explained_variance: c.explainedVariance } : {}),
+      })),
+    })),
+  };
+}
+
+function decisionLines(fit: SequentialFit, choice: EmulationChoice): string[] {
+  const lines = [
+    `${describeEmulation(choice)} fitted sequentially on ${fit.fitSamples} samples, gated on ${fit.validationSamples} validation samples (NLL full ${fit.validationNll.full.toFixed(4)}):`,
+  ];
+  for (const d of fit.decisions) {
+    const figures = `validation NLL plain ${d.validationNllPlain.toFixed(4)}, emulated ${d.validationNllEmulated.toFixed(4)} (ridge ${d.ridge})`;
+    lines.push(
+      `  ${sublayerName(d.sublayer).padEnd(7)} ${d.kept ? `keep ${describeEmulation(choice)}` : 'plain drop'}: ${figures}`,
+    );
+  }
+  return lines;
 }
