@@ -403,7 +403,12 @@ export class EngineCore {
         });
         continue;
       }
-      const hadWork = await this.#runRound();
+      let hadWork = true;
+      try {
+        hadWork = await this.#runRound();
+      } catch (error) {
+        this.#failEverything(error);
+      }
       this.onStepEnd?.();
       if (!hadWork) {
         // Only background work waits for its time share: sleep until it is due (or new work wakes us).
@@ -652,6 +657,14 @@ export class EngineCore {
       if (job.nextToken >= tokens.length - 1) this.#finishScore(job);
     } catch (error) {
       this.#finishScore(job, error);
+    }
+  }
+
+  /** A bug of ours between model runs: every job ends with that error rather than the loop dying. */
+  #failEverything(error: unknown): void {
+    for (const job of [...this.#running.values(), ...this.#waiting]) {
+      if (job.kind === 'generate') this.#finishGeneration(job, 'error', undefined, error);
+      else this.#finishScore(job, error);
     }
   }
 
