@@ -1,6 +1,11 @@
 import type { EngineClient } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
 import type { TextGenerationRequest } from '../../engine/output/text-generation.ts';
+import {
+  checkPromptNotEmpty,
+  checkTokenIds,
+  resolveMaxTokens,
+} from '../../engine/request/validate-generate.ts';
 import type { GenerateRpcRequest } from './request-schemas.ts';
 import { resolveVariant } from './resolve-model.ts';
 
@@ -9,9 +14,10 @@ import { resolveVariant } from './resolve-model.ts';
  * from reading the engine's model facts, tokenizer and variant list, so other transports and tests
  * can check that the same parameters make the same engine request.
  *
- * Throws DS_INVALID_ARGUMENT (no input) and DS_NOT_FOUND (unknown model). Limits that need the
- * model (vocabulary, context length, KV budget, queue) are the engine's to check: it rejects with
- * the numbers in the message, the same for every transport.
+ * Throws DS_NOT_FOUND (unknown model), DS_INVALID_ARGUMENT (no input, a token id outside the
+ * vocabulary) and DS_CONTEXT_OVERFLOW: the engine's own rules (engine/request/validate-generate.ts),
+ * checked here so a bad request never queues. Limits of the moment (KV budget, queue) are the
+ * engine's to check.
  */
 export function toTextGenerationRequest(
   request: GenerateRpcRequest,
@@ -20,9 +26,16 @@ export function toTextGenerationRequest(
 ): TextGenerationRequest {
   const variant = resolveVariant(request.model, engine);
   const promptTokenIds = promptTokens(request, engine);
-  // max_tokens 0 (unset in proto3): whatever the context leaves, as the HTTP API does. The engine
-  // rejects a prompt that leaves nothing, with the numbers.
-  const maxTokens = request.max_tokens || Math.max(1, engine.model.config.maxSeqLen - promptTokenIds.length);
+  const { config } = engine.model;
+  checkPromptNotEmpty(promptTokenIds);
+  checkTokenIds(promptTokenIds, config.vocabSize, 'prompt');
+  if (request.stop_token_ids) checkTokenIds(request.stop_token_ids, config.vocabSize, 'stop_token_ids');
+  // max_tokens 0 (unset in proto3): whatever the context leaves, as the HTTP API does.
+  const maxTokens = resolveMaxTokens({
+    contextLength: config.maxSeqLen,
+    promptTokens: promptTokenIds.length,
+    maxTokens: request.max_tokens || undefined,
+  });
   return {
     requestId,
     variant,

@@ -1,5 +1,6 @@
 import type { TokenEvent } from '../../../engine/client.ts';
 import type { TextFinish, TextGenerationRequest } from '../../../engine/output/text-generation.ts';
+import { checkTokenIds } from '../../../engine/request/validate-generate.ts';
 import { type ChatMessage, renderChatPrompt } from '../../../engine/tokenizer/chat-template.ts';
 import { invalidRequest } from '../../http/errors.ts';
 import { type ChoicePlan, startChoices } from '../common/choice-runner.ts';
@@ -9,7 +10,6 @@ import { routeVariant } from '../common/resolve-variant.ts';
 import {
   checkChoiceCount,
   checkStreamOptions,
-  checkTokenIds,
   requestedMaxTokens,
   samplingOf,
   stopStringsOf,

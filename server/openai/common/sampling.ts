@@ -75,17 +75,6 @@ export function checkStreamOptions(body: SharedFields): void {
   }
 }
 
-export function checkTokenIds(ids: readonly number[], vocabSize: number, param: string): void {
-  for (const id of ids) {
-    if (id < 0 || id >= vocabSize) {
-      throw invalidRequest(
-        `token id ${id} is out of range; this model's vocabulary is 0..${vocabSize - 1}`,
-        param,
-      );
-    }
-  }
-}
-
 export function checkChoiceCount(numPrompts: number, n: number): void {
   if (numPrompts * n > MAX_CHOICES_PER_REQUEST) {
     throw invalidRequest(

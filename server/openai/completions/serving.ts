@@ -1,4 +1,5 @@
 import type { TextFinish, TextGenerationRequest } from '../../../engine/output/text-generation.ts';
+import { checkPromptNotEmpty, checkTokenIds } from '../../../engine/request/validate-generate.ts';
 import type { Tokenizer } from '../../../engine/tokenizer/tokenizer.ts';
 import { type ChoicePlan, startChoices } from '../common/choice-runner.ts';
 import { resolveMaxTokens } from '../common/context-window.ts';
@@ -7,7 +8,6 @@ import { routeVariant } from '../common/resolve-variant.ts';
 import {
   checkChoiceCount,
   checkStreamOptions,
-  checkTokenIds,
   requestedMaxTokens,
   samplingOf,
   stopStringsOf,
@@ -57,7 +57,10 @@ export async function serveCompletion(ctx: ServingContext, body: CompletionReque
   checkStreamOptions(body);
   const variant = routeVariant(ctx, body.model, body.user);
   const prompts = promptsOf(tokenizer, body.prompt);
-  for (const p of prompts) checkTokenIds(p.ids, tokenizer.vocabSize, 'prompt');
+  for (const p of prompts) {
+    checkPromptNotEmpty(p.ids);
+    checkTokenIds(p.ids, tokenizer.vocabSize, 'prompt');
+  }
   const stopTokenIds = body.stop_token_ids ?? undefined;
   if (stopTokenIds) checkTokenIds(stopTokenIds, tokenizer.vocabSize, 'stop_token_ids');
   const n = body.n ?? 1;
