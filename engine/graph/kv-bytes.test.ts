@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { kvBytesPerToken as poolBytesPerToken } from '../../kv-cache/kv-layout.ts';
 import { syntheticConfig } from '../model/synthetic.ts';
 import { dropMask } from '../reference/forward.ts';
-import { kvBytesPerToken } from './kv-bytes.ts';
+import { kvBytesPerToken, kvLayoutOf } from './kv-bytes.ts';
 
 describe('kvBytesPerToken', () => {
   const config = syntheticConfig({ numLayers: 5, numHeads: 8, numKvHeads: 4, dim: 128 }); // headDim 16
@@ -20,5 +21,17 @@ describe('kvBytesPerToken', () => {
     expect(kvBytesPerToken(config, [2, 2])).toBe(kvBytesPerToken(config, [2]));
     expect(() => kvBytesPerToken(config, [5])).toThrow(RangeError);
     expect(() => kvBytesPerToken(config, dropMask(4, [1]))).toThrow(RangeError);
+  });
+
+  it('is what the KV pools allocate by: the layout of the kept attention layers', () => {
+    const layout = kvLayoutOf(config, [1, 3]);
+    expect(layout).toEqual({
+      keptLayers: [0, 2, 4],
+      numKvHeads: 4,
+      headDim: 16,
+      maxSeqLen: config.maxSeqLen,
+    });
+    expect(kvLayoutOf(config, dropMask(5, [3, 1])).keptLayers).toEqual([0, 2, 4]);
+    expect(kvBytesPerToken(config, [1, 3])).toBe(poolBytesPerToken(layout));
   });
 });

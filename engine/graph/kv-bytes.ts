@@ -1,26 +1,42 @@
+import { type KvLayout, kvBytesPerToken as layoutBytesPerToken } from '../../kv-cache/kv-layout.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { SublayerMask } from './io.ts';
 
-const BYTES_PER_ELEMENT = 4; // float32 K and V
-
 /**
- * KV cache bytes one token costs a variant: 2 (K and V) × kept attention layers × kv heads × head_dim
- * × 4. A dropped attention layer holds no KV, which is where pruning's capacity gain comes from.
+ * KV cache bytes one token costs a variant, from its drop mask or list of dropped attention layers:
+ * the same formula the KV pools allocate by (kv-cache/kv-layout.ts). A dropped attention layer holds
+ * no KV, which is where pruning's capacity gain comes from.
  */
 export function kvBytesPerToken(config: ModelConfig, dropped: SublayerMask | readonly number[]): number {
-  if (isMask(dropped) && dropped.attnKeep.length !== config.numLayers) {
-    throw new RangeError(
-      `mask has ${dropped.attnKeep.length} attention entries, the model ${config.numLayers} layers`,
+  return layoutBytesPerToken(kvLayoutOf(config, dropped));
+}
+
+/** The KV layout of a variant: the attention layers it keeps, ascending. */
+export function kvLayoutOf(config: ModelConfig, dropped: SublayerMask | readonly number[]): KvLayout {
+  let keptLayers: number[];
+  if (isMask(dropped)) {
+    if (dropped.attnKeep.length !== config.numLayers) {
+      throw new RangeError(
+        `mask has ${dropped.attnKeep.length} attention entries, the model ${config.numLayers} layers`,
+      );
+    }
+    keptLayers = dropped.attnKeep.flatMap((keep, layer) => (keep ? [layer] : []));
+  } else {
+    for (const l of dropped) {
+      if (!(Number.isInteger(l) && l >= 0 && l < config.numLayers))
+        throw new RangeError(`no attention layer ${l}`);
+    }
+    const droppedSet = new Set(dropped);
+    keptLayers = Array.from({ length: config.numLayers }, (_, layer) => layer).filter(
+      (l) => !droppedSet.has(l),
     );
   }
-  for (const l of isMask(dropped) ? [] : dropped) {
-    if (!(Number.isInteger(l) && l >= 0 && l < config.numLayers))
-      throw new RangeError(`no attention layer ${l}`);
-  }
-  const keptLayers = isMask(dropped)
-    ? dropped.attnKeep.filter(Boolean).length
-    : config.numLayers - new Set(dropped).size;
-  return 2 * keptLayers * config.numKvHeads * config.headDim * BYTES_PER_ELEMENT;
+  return {
+    keptLayers,
+    numKvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    maxSeqLen: config.maxSeqLen,
+  };
 }
 
 function isMask(value: SublayerMask | readonly number[]): value is SublayerMask {
