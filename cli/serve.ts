@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { DEVICES, type Device } from '../engine/device.ts';
+import type { KvMemoryOptions } from '../engine/engine.ts';
 import { DropserveError } from '../engine/errors.ts';
 import type { WeightOptions } from '../engine/quant/quantize-weights.ts';
 import { parseWeightFlags, WEIGHT_FLAG_SPECS } from '../engine/quant/weight-flags.ts';
@@ -18,6 +19,7 @@ import {
   type StartServerOptions,
   startServer,
 } from '../server/start-server.ts';
+import { KV_FLAG_SPECS, KV_FLAGS_HELP, parseKvFlags } from './kv-flags.ts';
 
 /** `dropserve serve`: the OpenAI-compatible HTTP server (and gRPC) over one model and its variants. */
 export const SERVE_USAGE = `usage: dropserve serve [flags]
@@ -57,6 +59,7 @@ A/B and live accuracy
 engine
   --kv-cache-bytes SIZE      KV-cache budget for all variants together, e.g. 512MiB, 2GB
                              (default: a quarter of RAM)
+${KV_FLAGS_HELP}
   --max-queue N              requests allowed to wait for a slot; beyond it: 429 (default 1024)
   --threads N                onnxruntime intra-op threads (default 1)
   --device cpu|cuda|webgpu   execution provider (default cpu)
@@ -95,6 +98,7 @@ const FLAGS = {
   'shadow-rate': { type: 'string' },
   'shadow-max-in-flight': { type: 'string' },
   'kv-cache-bytes': { type: 'string' },
+  ...KV_FLAG_SPECS,
   'max-queue': { type: 'string' },
   threads: { type: 'string' },
   device: { type: 'string' },
@@ -183,8 +187,10 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     throw new UsageError('--prefix-reuse-min-tokens needs --prefix-reuse');
   }
   let weights: WeightOptions;
+  let kvMemory: KvMemoryOptions;
   try {
     weights = parseWeightFlags(values);
+    kvMemory = parseKvFlags(values);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -205,6 +211,7 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       shadowRate: rate('shadow-rate', values['shadow-rate']) ?? 0,
       shadowMaxInFlight: integer('shadow-max-in-flight', values['shadow-max-in-flight'], 1, 1024),
       kvCacheBytes: byteSize('kv-cache-bytes', values['kv-cache-bytes']),
+      ...kvMemory,
       maxQueue: integer('max-queue', values['max-queue'], 0, 1_000_000),
       threads: integer('threads', values.threads, 1, 1024),
       device,

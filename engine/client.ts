@@ -149,6 +149,17 @@ export interface ScoreResult {
   distributions?: Float32Array[];
 }
 
+export type KvCachePlacement = 'host' | 'device';
+
+/**
+ * on-demand: a sequence is admitted when its prompt's KV blocks fit and takes blocks as it grows,
+ * preempting when memory runs out (vLLM's way); worst-case: admitted only when prompt + max_tokens
+ * fits, reserved until it ends (the behaviour before on-demand KV, kept for comparisons).
+ */
+export type KvAdmission = 'on-demand' | 'worst-case';
+
+export const KV_ADMISSIONS: readonly KvAdmission[] = ['on-demand', 'worst-case'];
+
 export interface VariantInfo {
   /** Served name: "<model>" for the full model, "<model>:<NAME>" for the others. */
   id: string;
@@ -159,10 +170,22 @@ export interface VariantInfo {
   weightBytesPerToken?: number;
   /** How the linear layers are stored (`--weights`). */
   weightFormat?: 'fp32' | 'fp16' | 'int8' | 'int4';
-  /** 0..1 share of the KV budget this variant's sequences hold. */
+  /** 0..1: kvCacheBytesUsed / kvCacheBudgetBytes. */
   kvCacheUsagePerc: number;
+  /** Bytes of the KV blocks this variant's live tokens occupy (whole blocks of kvBlockTokens). */
   kvCacheBytesUsed: number;
+  /** Bytes of the K/V buffers this variant's arenas hold now (≥ used: padding to the longest row, spare rows). */
+  kvCacheBytesAllocated: number;
+  /** The budget all variants share (`--kv-cache-bytes`). */
   kvCacheBudgetBytes: number;
+  /** Tokens per KV block: the unit arenas grow in (`--kv-block-tokens`). */
+  kvBlockTokens: number;
+  /** Where the K/V buffers live. */
+  kvCachePlacement: KvCachePlacement;
+  /** How sequences are admitted (`--kv-admission`). */
+  kvAdmission: KvAdmission;
+  /** Sequences of this variant preempted (KV freed, recomputed later) since start; cumulative. */
+  numPreemptions: number;
   requestsRunning: number;
   requestsWaiting: number;
   /** Prompt tokens whose KV was copied from a running sequence's shared prefix (with prefix reuse on). */

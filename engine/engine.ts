@@ -3,6 +3,7 @@ import type {
   EngineClient,
   GenerateEvent,
   GenerateRequest,
+  KvAdmission,
   ScoreRequest,
   ScoreResult,
   ServedModelInfo,
@@ -37,6 +38,12 @@ export interface EngineOptions {
   prefixReuse?: PrefixReuseOptions;
   /** MatMulNBits accuracy_level of quantized weights (default: engine/graph/linear-weights.ts); benches compare. */
   accuracyLevel?: number;
+  /** Tokens per KV block (`--kv-block-tokens`; default kv-cache/kv-layout.ts DEFAULT_KV_BLOCK_TOKENS). */
+  kvBlockTokens?: number;
+  /** `--kv-admission` (default on-demand). */
+  kvAdmission?: KvAdmission;
+  /** `--kv-watermark`: share of the KV budget kept free when admitting (default 0.01, as vLLM). */
+  kvWatermark?: number;
 }
 
 export const DEFAULT_MAX_QUEUE = 1024;
@@ -128,6 +135,18 @@ export function servedModelInfo(options: EngineOptions): ServedModelInfo {
   };
 }
 
+/** The KV-memory options the engine core takes as given (they cross the worker boundary as they are). */
+export type KvMemoryOptions = Pick<EngineOptions, 'kvBlockTokens' | 'kvAdmission' | 'kvWatermark'>;
+
+/** Picks them out of the engine options (the worker's init message carries them as they are). */
+export function kvMemoryOptions(options: KvMemoryOptions): KvMemoryOptions {
+  return {
+    kvBlockTokens: options.kvBlockTokens,
+    kvAdmission: options.kvAdmission,
+    kvWatermark: options.kvWatermark,
+  };
+}
+
 /** The EngineCore of a model served under `name` through `runner`. */
 export function engineCoreOptions(
   options: EngineOptions,
@@ -143,6 +162,7 @@ export function engineCoreOptions(
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
     prefixReuse: options.prefixReuse,
     weightBytes: weightByteTable(model.config, model.weights),
+    ...kvMemoryOptions(options),
   };
 }
 

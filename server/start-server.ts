@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import type { EngineClient } from '../engine/client.ts';
+import type { EngineClient, KvAdmission } from '../engine/client.ts';
 import type { Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
@@ -74,6 +74,12 @@ export interface StartServerOptions {
   servedModelName?: string;
   variants?: VariantArg[];
   kvCacheBytes?: number;
+  /** `--kv-block-tokens`: tokens per KV block (default 16). */
+  kvBlockTokens?: number;
+  /** `--kv-admission` (default on-demand). */
+  kvAdmission?: KvAdmission;
+  /** `--kv-watermark`: share of the KV budget kept free at admission (default 0.01). */
+  kvWatermark?: number;
   maxQueue?: number;
   device?: Device;
   threads?: number;
@@ -370,6 +376,9 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     servedModelName: options.servedModelName,
     variants: resolveVariantArgs(options.variants ?? [], model.config),
     kvCacheBytes: options.kvCacheBytes,
+    kvBlockTokens: options.kvBlockTokens,
+    kvAdmission: options.kvAdmission,
+    kvWatermark: options.kvWatermark,
     maxQueue: options.maxQueue,
     device: options.device,
     threads: options.threads,
@@ -417,6 +426,9 @@ function logEngine(logger: Logger, engine: EngineClient): void {
         dropMlp: v.spec.dropMlp,
         kvBytesPerToken: v.kvBytesPerToken,
         kvCacheBudgetBytes: v.kvCacheBudgetBytes,
+        kvBlockTokens: v.kvBlockTokens,
+        kvAdmission: v.kvAdmission,
+        kvCachePlacement: v.kvCachePlacement,
       },
       `variant ${v.id}: ${v.kvBytesPerToken} KV bytes/token`,
     );

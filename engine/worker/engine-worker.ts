@@ -52,6 +52,7 @@ port.on('message', async (message: ToWorker) => {
           maxQueue: message.maxQueue,
           prefixReuse: message.prefixReuse,
           weightBytes: weightByteTable(message.config, message.weights),
+          ...message.kvMemory,
         });
         core.onStepEnd = flush;
         post({ type: 'ready', variants: core.variants(), receivedInitAtEpochMs, phases: clock.phases });

@@ -1,5 +1,6 @@
 import type { GenerateEvent, GenerateRequest, ScoreRequest, ScoreResult, VariantInfo } from '../client.ts';
 import type { Device } from '../device.ts';
+import type { KvMemoryOptions } from '../engine.ts';
 import type { SerializedError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
@@ -21,6 +22,7 @@ export type ToWorker =
       device: Device;
       threads: number;
       prefixReuse?: PrefixReuseOptions;
+      kvMemory: KvMemoryOptions;
     }
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'abort'; requestId: string }

@@ -12,6 +12,7 @@ import {
   DEFAULT_MAX_QUEUE,
   defaultKvCacheBytes,
   type EngineOptions,
+  kvMemoryOptions,
   servedModelInfo,
   variantDefinitions,
 } from '../engine.ts';
@@ -75,6 +76,7 @@ export class WorkerEngine implements EngineClient {
       device: options.device ?? 'cpu',
       threads: options.threads ?? 1,
       prefixReuse: options.prefixReuse,
+      kvMemory: kvMemoryOptions(options),
     };
     // Transferred, not cloned: a second copy of the weights would double peak memory at load.
     worker.postMessage(init, weightBuffers(model));
