@@ -14,7 +14,12 @@ const variant = (id: string, dropAttention: number[]): VariantInfo => ({
   kvBytesPerToken: 0,
   kvCacheUsagePerc: 0,
   kvCacheBytesUsed: 0,
+  kvCacheBytesAllocated: 0,
   kvCacheBudgetBytes: 0,
+  kvBlockTokens: 16,
+  kvCachePlacement: 'host',
+  kvAdmission: 'on-demand',
+  numPreemptions: 0,
   requestsRunning: 0,
   requestsWaiting: 0,
 });

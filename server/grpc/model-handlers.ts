@@ -17,7 +17,12 @@ export interface ModelInfoMessage {
   kv_bytes_per_token: number;
   kv_cache_usage_perc: number;
   kv_cache_bytes_used: number;
+  kv_cache_bytes_allocated: number;
   kv_cache_budget_bytes: number;
+  kv_block_tokens: number;
+  kv_cache_placement: string;
+  kv_admission: string;
+  num_preemptions: number;
   requests_running: number;
   requests_waiting: number;
   max_context: number;

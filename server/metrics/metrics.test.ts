@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_SAMPLING, type GenerateEvent } from '../../engine/client.ts';
 import type { TextFinish } from '../../engine/output/text-generation.ts';
+import { BYTE_OFFSET } from '../../engine/tokenizer/byte-tokenizer.ts';
 import { FakeEngine } from '../testing/fake-engine.ts';
 import { buckets125, ServerMetrics } from './metrics.ts';
 
@@ -77,6 +79,44 @@ describe('ServerMetrics', () => {
     expect(text).toContain('dropserve:prompt_tokens_total{variant="unknown",transport="http"} 7');
     expect(text).toContain('dropserve:kv_cache_bytes_per_token{variant="fake-model:a1"} 768');
     expect(text).toContain('dropserve:num_requests_running{variant="fake-model"} 0');
+  });
+
+  it("exports KV bytes used and allocated in whole blocks, and the engine's preemption count as a counter", async () => {
+    const engine = new FakeEngine({ kvBlockTokens: 16, kvCacheBytes: 1 << 20 });
+    const metrics = new ServerMetrics(engine, { collectProcessMetrics: false });
+    const bytesPerToken = engine.variants()[0]!.kvBytesPerToken;
+    const start = (promptTokens: number): AsyncIterator<GenerateEvent> =>
+      engine
+        .generate({
+          requestId: `p${promptTokens}`,
+          variant: 'fake-model',
+          promptTokenIds: Array(promptTokens).fill(BYTE_OFFSET + 0x61),
+          maxTokens: 8,
+          sampling: DEFAULT_SAMPLING,
+        })
+        [Symbol.asyncIterator]();
+    const long = start(20);
+    const short = start(3);
+    // Each paused after its first token: 21 and 4 tokens held, i.e. 2 + 1 blocks in use, and a
+    // batch-major arena of 2 rows × 2 blocks allocated.
+    await long.next();
+    await short.next();
+    const l = '{variant="fake-model"}';
+    expect(await sample(metrics, `dropserve:kv_cache_used_bytes${l}`)).toBe(48 * bytesPerToken);
+    expect(await sample(metrics, `dropserve:kv_cache_allocated_bytes${l}`)).toBe(64 * bytesPerToken);
+    expect(await sample(metrics, `dropserve:kv_cache_usage_perc${l}`)).toBeCloseTo(
+      (48 * bytesPerToken) / (1 << 20),
+      12,
+    );
+    expect(await sample(metrics, `dropserve:num_preemptions_total${l}`)).toBe(0);
+    engine.countPreemption('fake-model');
+    engine.countPreemption('fake-model');
+    expect(await sample(metrics, `dropserve:num_preemptions_total${l}`)).toBe(2);
+    expect(await metrics.registry.metrics()).toContain('# TYPE dropserve:num_preemptions_total counter');
+    await long.return?.();
+    await short.return?.();
+    expect(await sample(metrics, `dropserve:kv_cache_allocated_bytes${l}`)).toBe(0);
+    expect(await sample(metrics, `dropserve:num_preemptions_total${l}`)).toBe(2);
   });
 
   it('exports nothing engine-related before the engine exists', async () => {

@@ -11,7 +11,8 @@ import {
 /**
  * Prometheus metrics with vLLM's names, definitions and bucket sets under a `dropserve:` prefix, so
  * vLLM dashboards and autoscaling recipes carry over. Labels: `variant` (only served variant names,
- * so cardinality is bounded) and `transport`. Gauges are read from engine.variants() at scrape time.
+ * so cardinality is bounded; vLLM's `model_name`) and `transport`. Engine gauges and counters are
+ * read from engine.variants() at scrape time (the worker sends fresh VariantInfo with every round).
  *
  * Definitions (as vLLM v1): TTFT from arrival at the transport (tokenization included) to the first
  * token; queue = arrival at the engine → scheduled; prefill = scheduled → first token; decode = first →
@@ -389,7 +390,7 @@ export class ServerMetrics {
     gauge('num_requests_waiting', 'Number of requests waiting to be processed.', (v) => v.requestsWaiting);
     gauge(
       'kv_cache_usage_perc',
-      "KV-cache usage: share of the KV budget this variant's sequences hold (1 = 100%).",
+      "KV-cache usage: share of the KV budget the blocks of this variant's live tokens hold (1 = 100%).",
       (v) => v.kvCacheUsagePerc,
     );
     gauge(
@@ -397,6 +398,26 @@ export class ServerMetrics {
       'KV-cache bytes one token costs in this variant (kept attention layers only).',
       (v) => v.kvBytesPerToken,
     );
-    gauge('kv_cache_used_bytes', "KV-cache bytes this variant's sequences hold.", (v) => v.kvCacheBytesUsed);
+    gauge(
+      'kv_cache_used_bytes',
+      "KV-cache bytes of the blocks this variant's live tokens occupy.",
+      (v) => v.kvCacheBytesUsed,
+    );
+    gauge(
+      'kv_cache_allocated_bytes',
+      'KV-cache bytes of the buffers this variant holds (≥ used: rows padded to the longest in whole blocks, spare rows).',
+      (v) => v.kvCacheBytesAllocated,
+    );
+    // A counter kept by the engine: each scrape exports its cumulative value as it is.
+    new Counter({
+      name: `${PREFIX}num_preemptions_total`,
+      help: 'Cumulative number of preemptions: sequences whose KV was freed to be recomputed when memory frees up.',
+      labelNames: ['variant'],
+      registers,
+      collect(this: Counter<'variant'>) {
+        this.reset();
+        for (const v of engine()?.variants() ?? []) this.inc({ variant: v.id }, v.numPreemptions);
+      },
+    });
   }
 }

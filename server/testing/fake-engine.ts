@@ -3,22 +3,27 @@ import type {
   FinishReason,
   GenerateEvent,
   GenerateRequest,
+  KvAdmission,
   ScoreRequest,
   ScoreResult,
   ServedModelInfo,
   VariantInfo,
 } from '../../engine/client.ts';
 import { DropserveError } from '../../engine/errors.ts';
+import { kvBytesPerToken } from '../../engine/graph/kv-bytes.ts';
 import { SeededRandom } from '../../engine/model/random.ts';
 import { syntheticConfig } from '../../engine/model/synthetic.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
+import { validateGenerateRequest } from '../../engine/request/validate-generate.ts';
 import { BYTE_OFFSET, ByteTokenizer } from '../../engine/tokenizer/byte-tokenizer.ts';
+import { blockAligned, DEFAULT_KV_BLOCK_TOKENS } from '../../kv-cache/kv-layout.ts';
 
 /**
  * An in-process stand-in for the engine, for unit tests of the transports: deterministic token
- * streams over a ByteTokenizer, a bounded admission queue, KV accounting and abort handling with the
- * same observable behaviour as EngineClient promises. It runs no model; end-to-end tests use the real
- * engine (tests/support/test-server.ts).
+ * streams over a ByteTokenizer, a bounded admission queue, KV accounting in blocks, the engine's
+ * request validation and abort handling with the same observable behaviour as EngineClient promises.
+ * It runs no model and never preempts on its own; end-to-end tests use the real engine
+ * (tests/support/test-server.ts).
  */
 export interface FakeEngineOptions {
   modelName?: string;
@@ -33,6 +38,10 @@ export interface FakeEngineOptions {
   /** Milliseconds between tokens (0 = as fast as the event loop allows). */
   tokenDelayMs?: number;
   kvCacheBytes?: number;
+  /** Tokens per KV block (default 16), reported and used for the byte counts. */
+  kvBlockTokens?: number;
+  /** Reported only: the fake admits by maxRunning (default on-demand). */
+  kvAdmission?: KvAdmission;
   /** Emit EOS after this many tokens (never when absent). */
   eosAfterTokens?: number;
 }
@@ -46,14 +55,12 @@ interface Waiter {
 }
 
 interface VariantState {
-  info: Omit<
-    VariantInfo,
-    'kvCacheUsagePerc' | 'kvCacheBytesUsed' | 'requestsRunning' | 'requestsWaiting' | 'kvCacheBudgetBytes'
-  >;
+  info: Pick<VariantInfo, 'id' | 'base' | 'spec' | 'kvBytesPerToken'>;
   running: number;
   waiting: number;
-  /** Tokens held by this variant's running sequences. */
-  tokensHeld: number;
+  /** Tokens each running sequence holds (prompt + generated so far). */
+  sequenceTokens: Map<object, number>;
+  numPreemptions: number;
 }
 
 export class FakeEngine implements EngineClient {
@@ -63,13 +70,17 @@ export class FakeEngine implements EngineClient {
   readonly recentRequests: GenerateRequest[] = [];
   /** How many sequences ended because their signal fired. */
   abortedCount = 0;
-  readonly #options: Required<Omit<FakeEngineOptions, 'variants' | 'eosAfterTokens' | 'modelName'>> & {
+  readonly #options: Required<
+    Omit<FakeEngineOptions, 'variants' | 'eosAfterTokens' | 'modelName' | 'kvBlockTokens' | 'kvAdmission'>
+  > & {
     eosAfterTokens?: number;
   };
   readonly #variants = new Map<string, VariantState>();
   readonly #waiters: Waiter[] = [];
   #running = 0;
   #closed = false;
+  readonly #kvBlockTokens: number;
+  readonly #kvAdmission: KvAdmission;
 
   constructor(options: FakeEngineOptions = {}) {
     const numLayers = options.numLayers ?? 4;
@@ -99,7 +110,8 @@ export class FakeEngine implements EngineClient {
       kvCacheBytes: options.kvCacheBytes ?? 64 * 1024 * 1024,
       eosAfterTokens: options.eosAfterTokens,
     };
-    const bytesPerLayer = 2 * config.numKvHeads * config.headDim * 4;
+    this.#kvBlockTokens = options.kvBlockTokens ?? DEFAULT_KV_BLOCK_TOKENS;
+    this.#kvAdmission = options.kvAdmission ?? 'on-demand';
     const all = [
       { name: '', spec: { dropAttention: [], dropMlp: [] } as DropSpec },
       ...(options.variants ?? []),
@@ -111,11 +123,12 @@ export class FakeEngine implements EngineClient {
           id,
           base: name,
           spec: v.spec,
-          kvBytesPerToken: bytesPerLayer * (numLayers - v.spec.dropAttention.length),
+          kvBytesPerToken: kvBytesPerToken(config, v.spec.dropAttention),
         },
         running: 0,
         waiting: 0,
-        tokensHeld: 0,
+        sequenceTokens: new Map(),
+        numPreemptions: 0,
       });
     }
   }
@@ -124,14 +137,34 @@ export class FakeEngine implements EngineClient {
     return !this.#closed;
   }
 
+  /**
+   * Counts one preemption of `variant`, as the engine does when it frees a sequence's KV to recompute
+   * it later. The fake never preempts by itself; tests of how preemptions are reported call this.
+   */
+  countPreemption(variant: string): void {
+    const state = this.#variants.get(variant);
+    if (!state) throw new RangeError(`no variant ${variant}`);
+    state.numPreemptions++;
+  }
+
   variants(): VariantInfo[] {
     return [...this.#variants.values()].map((v) => {
-      const used = v.tokensHeld * v.info.kvBytesPerToken;
+      const block = this.#kvBlockTokens;
+      const lengths = [...v.sequenceTokens.values()];
+      const usedTokens = lengths.reduce((sum, tokens) => sum + blockAligned(tokens, block), 0);
+      // As the engine's batch-major arena: every row padded to the longest, in whole blocks.
+      const allocatedTokens = lengths.length * blockAligned(Math.max(0, ...lengths), block);
+      const used = usedTokens * v.info.kvBytesPerToken;
       return {
         ...v.info,
         kvCacheBudgetBytes: this.#options.kvCacheBytes,
         kvCacheBytesUsed: used,
+        kvCacheBytesAllocated: allocatedTokens * v.info.kvBytesPerToken,
         kvCacheUsagePerc: used / this.#options.kvCacheBytes,
+        kvBlockTokens: block,
+        kvCachePlacement: 'host',
+        kvAdmission: this.#kvAdmission,
+        numPreemptions: v.numPreemptions,
         requestsRunning: v.running,
         requestsWaiting: v.waiting,
       };
@@ -145,13 +178,8 @@ export class FakeEngine implements EngineClient {
     const variant = this.#variants.get(request.variant);
     if (this.#closed) throw new DropserveError('DS_SHUTTING_DOWN', 'engine is shutting down');
     if (!variant) throw new DropserveError('DS_NOT_FOUND', `unknown variant ${request.variant}`);
+    validateGenerateRequest(request, this.model.config);
     const promptTokens = request.promptTokenIds.length;
-    if (promptTokens + request.maxTokens > this.#options.maxSeqLen) {
-      throw new DropserveError(
-        'DS_CONTEXT_OVERFLOW',
-        `context is ${this.#options.maxSeqLen} tokens; ${promptTokens} + ${request.maxTokens} requested`,
-      );
-    }
     const timings = { arrivalMs, scheduledMs: undefined as number | undefined };
     const finish = (reason: FinishReason, completionTokens: number, extra = {}): GenerateEvent => {
       const now = performance.timeOrigin + performance.now();
@@ -166,6 +194,7 @@ export class FakeEngine implements EngineClient {
     await this.#admit(variant, signal);
     let generated = 0;
     let isRunning = false;
+    const sequence = {};
     let firstTokenMs: number | undefined;
     let lastTokenMs: number | undefined;
     const stamps = (): object => ({ prefillEndMs: firstTokenMs, firstTokenMs, lastTokenMs });
@@ -178,7 +207,7 @@ export class FakeEngine implements EngineClient {
       timings.scheduledMs = performance.timeOrigin + performance.now();
       isRunning = true;
       variant.running++;
-      variant.tokensHeld += promptTokens;
+      variant.sequenceTokens.set(sequence, promptTokens);
       const rng = new SeededRandom(request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32));
       const eos = this.tokenizer.eosTokenIds[0]!;
       while (generated < request.maxTokens) {
@@ -201,8 +230,8 @@ export class FakeEngine implements EngineClient {
         const timeMs = performance.timeOrigin + performance.now();
         firstTokenMs ??= timeMs;
         lastTokenMs = timeMs;
-        variant.tokensHeld++;
         generated++;
+        variant.sequenceTokens.set(sequence, promptTokens + generated);
         const logprob = -1 - (tokenId % 7) / 10;
         yield {
           type: 'token',
@@ -222,7 +251,7 @@ export class FakeEngine implements EngineClient {
     } finally {
       if (isRunning) {
         variant.running--;
-        variant.tokensHeld -= promptTokens + generated;
+        variant.sequenceTokens.delete(sequence);
       }
       this.#release();
     }

@@ -10,9 +10,18 @@ export interface VariantLoadView {
   /** Weight bytes one decoded token reads (engine/quant/weight-bytes.ts); 0 when the engine does not say. */
   weight_bytes_per_token: number;
   weight_format: string;
+  /** kv_cache_bytes_used / kv_cache_budget_bytes. */
   kv_cache_usage_perc: number;
+  /** Bytes of the KV blocks live tokens occupy. */
   kv_cache_bytes_used: number;
+  /** Bytes of the K/V buffers this variant holds now (padding and spare rows included). */
+  kv_cache_bytes_allocated: number;
   kv_cache_budget_bytes: number;
+  kv_block_tokens: number;
+  kv_cache_placement: string;
+  kv_admission: string;
+  /** Sequences preempted (KV freed, recomputed later) since start. */
+  num_preemptions: number;
   requests_running: number;
   requests_waiting: number;
 }
@@ -29,7 +38,12 @@ export function variantLoadView(v: VariantInfo): VariantLoadView {
     weight_format: v.weightFormat ?? 'fp32',
     kv_cache_usage_perc: v.kvCacheUsagePerc,
     kv_cache_bytes_used: v.kvCacheBytesUsed,
+    kv_cache_bytes_allocated: v.kvCacheBytesAllocated,
     kv_cache_budget_bytes: v.kvCacheBudgetBytes,
+    kv_block_tokens: v.kvBlockTokens,
+    kv_cache_placement: v.kvCachePlacement,
+    kv_admission: v.kvAdmission,
+    num_preemptions: v.numPreemptions,
     requests_running: v.requestsRunning,
     requests_waiting: v.requestsWaiting,
   };

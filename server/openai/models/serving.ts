@@ -30,6 +30,12 @@ export interface ModelCard {
     weight_bytes_per_token: number;
     /** `--weights`: how the linear layers are stored. */
     weight_format: string;
+    /** KV memory is taken in blocks of this many tokens (`--kv-block-tokens`). */
+    kv_block_tokens: number;
+    /** Where the KV buffers live: host or device. */
+    kv_cache_placement: string;
+    /** `--kv-admission`: on-demand or worst-case. Live KV usage is in GET /v1/variants. */
+    kv_admission: string;
   };
 }
 
@@ -63,6 +69,9 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
       kv_bytes_per_token: variant.kvBytesPerToken,
       weight_bytes_per_token: variant.weightBytesPerToken ?? 0,
       weight_format: variant.weightFormat ?? 'fp32',
+      kv_block_tokens: variant.kvBlockTokens,
+      kv_cache_placement: variant.kvCachePlacement,
+      kv_admission: variant.kvAdmission,
     },
   };
 }
