@@ -3,9 +3,15 @@
  * its feeds (engine/graph/io.ts). Inputs are zero-copy views of the caller's arrays (the KV cache
  * stays JS-owned); only logits, the new K/V rows of kept layers and, when asked, hidden states are
  * fetched, because the binding copies every fetched output.
+ *
+ * With `kvOnDevice` the new K/V rows stay on the device as `gpu-buffer` tensors (WebGPU; on the CPU
+ * EP the same path runs in JS memory) and runDeviceKv takes the past as device tensors: the path of
+ * a device-resident KV cache (kv-cache/device-arena.ts, docs/gpu.md). Every run counts the bytes it moves between JS memory and
+ * a non-CPU device (`transfers`), so "no KV traffic" is measured rather than claimed.
  */
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { TransferCounter, type TransferStats } from '../../kv-cache/device-transfers.ts';
 import type { Device } from '../device.ts';
 import { deviceUnavailableError, executionProvidersFor, isGpuDevice } from '../device.ts';
 import { DropserveError } from '../errors.ts';
@@ -34,6 +40,29 @@ export interface ModelSessionOptions {
   weightFile?: WeightFileImage;
   /** MatMulNBits accuracy_level for quantized weights (default: linear-weights.ts). */
   accuracyLevel?: number;
+  /**
+   * Leave new_key_<l>/new_value_<l> on the device (preferredOutputLocation 'gpu-buffer') and run
+   * through runDeviceKv. WebGPU (or CPU, where the tensors simply stay in JS); off by default. Never read such an output back in Node:
+   * getData() on a gpu-buffer tensor aborts the process.
+   */
+  kvOnDevice?: boolean;
+}
+
+/** A kept layer's past K and V as device tensors [B, kvH, P, D]. */
+export interface DeviceKv {
+  key: ort.Tensor;
+  value: ort.Tensor;
+}
+
+export interface DeviceKvForwardInput extends Omit<ForwardInput, 'past' | 'wantHiddenStates'> {
+  /** Per layer the past on the device, null for a dropped layer or for a batch with no past yet. */
+  past: (DeviceKv | null)[];
+}
+
+export interface DeviceKvForwardOutput {
+  logits: Float32Array; // [N, vocab], fetched to JS
+  /** Per layer this run's K/V rows [B, S, kvH·D], left on the device; null for dropped layers. */
+  newKv: (DeviceKv | null)[];
 }
 
 export class ModelSession {
@@ -50,16 +79,21 @@ export class ModelSession {
    */
   readonly #emulationFeeds = new WeakMap<Emulation, Record<string, ort.Tensor>>();
   readonly #noEmulationFeeds: Record<string, ort.Tensor>;
+  readonly kvOnDevice: boolean;
+  readonly #transfers: TransferCounter;
 
   private constructor(
     config: ModelConfig,
     session: ort.InferenceSession,
     device: Device,
     hasHiddenStates: boolean,
+    kvOnDevice: boolean,
   ) {
     this.config = config;
     this.device = device;
     this.hasHiddenStates = hasHiddenStates;
+    this.kvOnDevice = kvOnDevice;
+    this.#transfers = new TransferCounter(isGpuDevice(device));
     this.#session = session;
     this.#inputNames = new Set(session.inputNames);
     this.#noEmulationFeeds = emulationFeeds(config, undefined);
@@ -75,6 +109,16 @@ export class ModelSession {
     if (!Number.isInteger(threads) || threads < 1)
       throw new RangeError(`threads must be a positive integer, got ${threads}`);
     const hasHiddenStates = options.outputHiddenStates ?? false;
+    const kvOnDevice = options.kvOnDevice ?? false;
+    // On the CPU EP the same path runs with every tensor in JS memory (how CI checks its logic
+    // without a GPU). CUDA's gpu-buffer outputs in Node are untried: refused rather than guessed.
+    if (kvOnDevice && device === 'cuda') {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        'a device-resident KV cache is implemented for --device webgpu (and cpu), not yet cuda',
+        { param: 'device' },
+      );
+    }
     const { model, externalData } = buildModelGraphWithExternalWeights(config, weights, {
       outputHiddenStates: hasHiddenStates,
       staticDrop: options.staticDrop,
@@ -101,11 +145,14 @@ export class ModelSession {
       // external data, and maps a weight file.
       externalData,
       ...(Object.keys(sessionConfig).length > 0 ? { extra: { session: sessionConfig } } : {}),
+      ...(kvOnDevice && device === 'webgpu'
+        ? { preferredOutputLocation: deviceKvOutputLocations(config) }
+        : {}),
     };
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions);
       options.clock?.lap('ORT session create');
-      return new ModelSession(config, session, device, hasHiddenStates);
+      return new ModelSession(config, session, device, hasHiddenStates, kvOnDevice);
     } catch (e) {
       if (isGpuDevice(device)) throw deviceUnavailableError(device, e);
       const message = e instanceof Error ? e.message : String(e);
@@ -115,7 +162,15 @@ export class ModelSession {
     }
   }
 
+  /** Host↔device bytes so far (a copy). */
+  get transfers(): TransferStats {
+    return this.#transfers.stats;
+  }
+
   async run(input: ForwardInput): Promise<ForwardOutput> {
+    if (this.kvOnDevice) {
+      throw new DropserveError('DS_INVALID_ARGUMENT', 'this session keeps KV on the device: use runDeviceKv');
+    }
     checkForwardInput(this.config, input);
     if (input.wantHiddenStates && !this.hasHiddenStates) {
       throw new DropserveError(
@@ -123,15 +178,8 @@ export class ModelSession {
         'hidden states asked for, but the session was built without them',
       );
     }
-    const feeds = this.#feeds(input);
-    const fetches = this.#fetchNames(input);
-    let results: ort.InferenceSession.ReturnType;
-    try {
-      results = await this.#session.run(feeds, fetches);
-    } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      throw new DropserveError('DS_ORT_RUN_FAILED', message, { cause: e });
-    }
+    const feeds = this.#feeds(input, this.#hostPastFeeds(input));
+    const results = await this.#runCounted(feeds, this.#fetchNames(input));
     const data = (name: string) => results[name]!.data as Float32Array;
     const { attnKeep } = input.mask;
     const output: ForwardOutput = {
@@ -147,13 +195,80 @@ export class ModelSession {
     return output;
   }
 
+  /**
+   * One forward run with the past already on the device; this run's K/V rows stay there. Only ids,
+   * positions, masks, seqlens and logits_index go up, only the logits come down.
+   */
+  async runDeviceKv(input: DeviceKvForwardInput): Promise<DeviceKvForwardOutput> {
+    if (!this.kvOnDevice) {
+      throw new DropserveError('DS_INVALID_ARGUMENT', 'runDeviceKv needs a session created with kvOnDevice');
+    }
+    this.#checkDevicePast(input);
+    // checkForwardInput reads only the element count of host past arrays; device tensors state
+    // theirs, and a kept layer's null past means "none yet" (pastCapacity 0).
+    const sized = input.past.map((p, l) =>
+      input.mask.attnKeep[l]
+        ? { key: { length: p?.key.size ?? 0 }, value: { length: p?.value.size ?? 0 } }
+        : p && { key: { length: p.key.size }, value: { length: p.value.size } },
+    );
+    checkForwardInput(this.config, { ...input, past: sized as ForwardInput['past'] });
+    const pastFeeds: Record<string, ort.Tensor> = {};
+    input.mask.attnKeep.forEach((isKept, l) => {
+      // Dropped layers, and kept ones with nothing cached yet, get the shared empty past: zero bytes.
+      const past = isKept ? input.past[l] : null;
+      pastFeeds[GRAPH_INPUT.pastKey(l)] = past?.key ?? this.#emptyPastFor(input.batchSize);
+      pastFeeds[GRAPH_INPUT.pastValue(l)] = past?.value ?? this.#emptyPastFor(input.batchSize);
+    });
+    const results = await this.#runCounted(this.#feeds(input, pastFeeds), this.#fetchNames(input));
+    return {
+      logits: results[GRAPH_OUTPUT.logits]!.data as Float32Array,
+      newKv: input.mask.attnKeep.map((isKept, l) =>
+        isKept ? { key: results[GRAPH_OUTPUT.newKey(l)]!, value: results[GRAPH_OUTPUT.newValue(l)]! } : null,
+      ),
+    };
+  }
+
   async release(): Promise<void> {
     await this.#session.release();
   }
 
-  #feeds(input: ForwardInput): Record<string, ort.Tensor> {
+  async #runCounted(
+    feeds: Record<string, ort.Tensor>,
+    fetches: string[],
+  ): Promise<ort.InferenceSession.ReturnType> {
+    let results: ort.InferenceSession.ReturnType;
+    try {
+      results = await this.#session.run(feeds, fetches);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      throw new DropserveError('DS_ORT_RUN_FAILED', message, { cause: e });
+    }
+    this.#transfers.count(feeds, results);
+    return results;
+  }
+
+  #checkDevicePast(input: DeviceKvForwardInput): void {
+    const { numKvHeads, headDim } = this.config;
+    const want = [input.batchSize, numKvHeads, input.pastCapacity, headDim];
+    input.past.forEach((past, l) => {
+      if (!past) return;
+      for (const tensor of [past.key, past.value]) {
+        if (tensor.dims.length !== 4 || tensor.dims.some((d, i) => d !== want[i])) {
+          throw new DropserveError(
+            'DS_INVALID_ARGUMENT',
+            `forward: layer ${l} device past is [${tensor.dims.join(', ')}], expected [${want.join(', ')}]`,
+          );
+        }
+      }
+    });
+  }
+
+  #feeds(
+    input: Omit<ForwardInput, 'past'>,
+    pastFeeds: Record<string, ort.Tensor>,
+  ): Record<string, ort.Tensor> {
     const { batchSize: B, seqLen: S, mask, pastLengths } = input;
-    const { numLayers, numKvHeads, headDim } = this.config;
+    const { numLayers } = this.config;
     const totalLengths = pastLengths.map((p) => p + S);
     const feeds: Record<string, ort.Tensor> = {
       [GRAPH_INPUT.inputIds]: new ort.Tensor('int64', toInt64(input.inputIds), [B, S]),
@@ -176,6 +291,17 @@ export class ModelSession {
         input.logitsIndex.length,
       ]),
     };
+    Object.assign(feeds, pastFeeds);
+    // A statically pruned graph declares fewer inputs; feed only what it has.
+    for (const name of Object.keys(feeds)) if (!this.#inputNames.has(name)) delete feeds[name];
+    return feeds;
+  }
+
+  /** Zero-copy views of the caller's host past (empty past for dropped layers). */
+  #hostPastFeeds(input: ForwardInput): Record<string, ort.Tensor> {
+    const B = input.batchSize;
+    const { numKvHeads, headDim } = this.config;
+    const feeds: Record<string, ort.Tensor> = {};
     const pastDims = [B, numKvHeads, input.pastCapacity, headDim];
     const pastSize = B * numKvHeads * input.pastCapacity * headDim;
     input.past.forEach((past, l) => {
@@ -188,12 +314,10 @@ export class ModelSession {
       feeds[GRAPH_INPUT.pastKey(l)] = key;
       feeds[GRAPH_INPUT.pastValue(l)] = value;
     });
-    // A statically pruned graph declares fewer inputs; feed only what it has.
-    for (const name of Object.keys(feeds)) if (!this.#inputNames.has(name)) delete feeds[name];
     return feeds;
   }
 
-  #fetchNames(input: ForwardInput): string[] {
+  #fetchNames(input: Pick<ForwardInput, 'mask' | 'wantHiddenStates'>): string[] {
     const names: string[] = [GRAPH_OUTPUT.logits];
     input.mask.attnKeep.forEach((isKept, l) => {
       if (isKept) names.push(GRAPH_OUTPUT.newKey(l), GRAPH_OUTPUT.newValue(l));
@@ -227,6 +351,16 @@ export class ModelSession {
     }
     return tensor;
   }
+}
+
+/** Output locations of a kvOnDevice session: every layer's new K/V on the device, the rest in JS. */
+function deviceKvOutputLocations(config: ModelConfig): Record<string, ort.Tensor.DataLocation> {
+  const locations: Record<string, ort.Tensor.DataLocation> = { [GRAPH_OUTPUT.logits]: 'cpu' };
+  for (let l = 0; l < config.numLayers; l++) {
+    locations[GRAPH_OUTPUT.newKey(l)] = 'gpu-buffer';
+    locations[GRAPH_OUTPUT.newValue(l)] = 'gpu-buffer';
+  }
+  return locations;
 }
 
 function toInt64(values: Int32Array | readonly number[]): BigInt64Array {
