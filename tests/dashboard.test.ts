@@ -78,7 +78,10 @@ const dashboardState = (page: Page): Promise<DashboardState> =>
   }) as unknown as Promise<DashboardState>;
 
 /** The dashboard's byte format, for the expected table text. */
-const bytesText = (n: number): string => (n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
+const bytesText = (n: number): string => {
+  if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
+};
 
 describe.skipIf(!withChromium)('dashboard in headless Chromium', () => {
   let browser: Browser;
@@ -121,6 +124,26 @@ describe.skipIf(!withChromium)('dashboard in headless Chromium', () => {
         expect(text).toContain(bytesText(v.kv_bytes_per_token));
         if (v !== full)
           expect(text).toContain(`${(v.kv_bytes_per_token / full.kv_bytes_per_token).toFixed(2)}×`);
+      }
+      // KV used / allocated and preemptions, as the poll the table was drawn from said (read in one
+      // turn of the page, so no poll lands between the data and the cells).
+      const rows = await page.evaluate(() => {
+        const d = (globalThis as unknown as { __dashboard: { last: VariantView[] } }).__dashboard;
+        return d.last.map((v) => {
+          const row = document.querySelector(`#variants tr[data-variant="${v.id}"]`);
+          return {
+            used: v.kv_cache_bytes_used,
+            allocated: v.kv_cache_bytes_allocated,
+            preemptions: v.num_preemptions,
+            usageText: row?.querySelector('td.kv-usage')?.textContent ?? '',
+            preemptionsText: row?.querySelector('td.preemptions')?.textContent ?? '',
+          };
+        });
+      });
+      expect(rows).toHaveLength(3);
+      for (const r of rows) {
+        expect(r.usageText).toContain(`${bytesText(r.used)} / ${bytesText(r.allocated)}`);
+        expect(r.preemptionsText).toBe(String(r.preemptions));
       }
       const verdicts = await page.locator('.verdict .line').allTextContents();
       expect(verdicts).toHaveLength(2);

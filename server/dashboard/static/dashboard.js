@@ -115,8 +115,11 @@ function renderTable(variants, full) {
       <td><span class="swatch" style="background:${colorOf(v.id)}"></span>${escapeHtml(v.id)}</td>
       <td>${escapeHtml(drops)}</td>
       <td class="kv-bytes">${escapeHtml(fmtBytes(v.kv_bytes_per_token))}<span class="ratio">${kvRatio}</span></td>
-      <td>${fmtPct(v.kv_cache_usage_perc, 1)}</td>
+      <td class="kv-usage">${fmtPct(v.kv_cache_usage_perc, 1)}<span class="ratio">${escapeHtml(
+        `${fmtBytes(v.kv_cache_bytes_used)} / ${fmtBytes(v.kv_cache_bytes_allocated)}`,
+      )}</span></td>
       <td>${v.requests_running} / ${v.requests_waiting}</td>
+      <td class="preemptions">${v.num_preemptions}</td>
       <td>${fmtNumber(l?.output_tokens_per_s, 1)}</td>
       <td>${fmtMs(l?.ttft_ms?.p50)} / ${fmtMs(l?.ttft_ms?.p99)} ms</td>
       <td>${fmtMs(l?.itl_ms?.p50)} / ${fmtMs(l?.itl_ms?.p99)} ms</td>
@@ -145,6 +148,8 @@ function seriesValues(v) {
     itl99: l?.itl_ms?.p99 ?? null,
     tps: l ? l.output_tokens_per_s : null,
     kv: v.kv_cache_usage_perc * 100,
+    kvAllocated:
+      v.kv_cache_budget_bytes > 0 ? (v.kv_cache_bytes_allocated / v.kv_cache_budget_bytes) * 100 : null,
     agreement: f ? f.agreement * 100 : null,
     kl: f ? f.kl_mean : null,
     dnll: f ? f.delta_nll_mean : null,
@@ -184,7 +189,13 @@ const CHARTS = {
     ],
   },
   tps: { variants: 'all', lines: [['tps', false, '']] },
-  kv: { variants: 'all', lines: [['kv', false, '']] },
+  kv: {
+    variants: 'all',
+    lines: [
+      ['kv', false, 'used'],
+      ['kvAllocated', true, 'allocated'],
+    ],
+  },
   agreement: { variants: 'pruned', lines: [['agreement', false, '']] },
   kl: {
     variants: 'pruned',
