@@ -2,6 +2,7 @@
 import { KV_ADMISSIONS, type KvAdmission } from '../engine/client.ts';
 import type { KvMemoryOptions } from '../engine/engine.ts';
 import { DropserveError } from '../engine/errors.ts';
+import { DEFAULT_KV_WATERMARK } from '../engine/runtime/engine-core.ts';
 import { DEFAULT_KV_BLOCK_TOKENS } from '../kv-cache/kv-layout.ts';
 
 /** Largest block: beyond it a short request would hold more padding than tokens. */
@@ -24,7 +25,7 @@ export const KV_FLAGS_HELP = `  --kv-block-tokens N        tokens per KV block: 
                              worst-case: admit only when prompt + max_tokens fits, reserved until
                              the end (default on-demand)
   --kv-watermark F           share of the KV budget kept free when admitting, so running sequences
-                             can grow before anyone is preempted (0 ≤ F < ${MAX_KV_WATERMARK}, default 0.01)`;
+                             can grow before anyone is preempted (0 ≤ F < ${MAX_KV_WATERMARK}, default ${DEFAULT_KV_WATERMARK})`;
 
 export interface KvFlagValues {
   'kv-block-tokens'?: string;
