@@ -128,9 +128,13 @@ describe.skipIf(!withChromium)('dashboard in headless Chromium', () => {
       // KV used / allocated and preemptions, as the poll the table was drawn from said (read in one
       // turn of the page, so no poll lands between the data and the cells).
       const rows = await page.evaluate(() => {
-        const d = (globalThis as unknown as { __dashboard: { last: VariantView[] } }).__dashboard;
-        return d.last.map((v) => {
-          const row = document.querySelector(`#variants tr[data-variant="${v.id}"]`);
+        interface Element {
+          textContent: string | null;
+          querySelector(selector: string): Element | null;
+        }
+        const win = globalThis as unknown as { __dashboard: { last: VariantView[] }; document: Element };
+        return win.__dashboard.last.map((v) => {
+          const row = win.document.querySelector(`#variants tr[data-variant="${v.id}"]`);
           return {
             used: v.kv_cache_bytes_used,
             allocated: v.kv_cache_bytes_allocated,

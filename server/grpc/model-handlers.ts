@@ -1,6 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
-import { DropserveError } from '../../engine/errors.ts';
+import { checkTokenIds } from '../../engine/request/validate-generate.ts';
 import { variantLoadView } from '../admin/variants/variant-load.ts';
 import type { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { type HandlerContext, unaryHandler } from './handler-kit.ts';
@@ -109,14 +109,7 @@ export function detokenizeHandler(
     const request = parseMessage(detokenizeRequestSchema, call.request);
     resolveVariant(request.model, context.engine);
     const { tokenizer } = context.engine;
-    const bad = request.token_ids.find((id) => id >= tokenizer.vocabSize);
-    if (bad !== undefined) {
-      throw new DropserveError(
-        'DS_INVALID_ARGUMENT',
-        `token_ids: token id ${bad} ≥ vocabulary size ${tokenizer.vocabSize}`,
-        { param: 'token_ids' },
-      );
-    }
+    checkTokenIds(request.token_ids, tokenizer.vocabSize, 'token_ids');
     return { text: tokenizer.decode(request.token_ids) };
   });
 }
