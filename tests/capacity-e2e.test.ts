@@ -13,8 +13,9 @@ import { startTestServer, type TestServer } from './support/test-server.ts';
 
 /**
  * Capacity under a KV budget, end to end: stories260K and a variant without 4 of its 5 attention
- * layers share one --kv-cache-bytes budget of exactly two full-model worst cases. The scheduler
- * admits a sequence only when prompt + max_tokens fits, so under a closed-loop load of more users
+ * layers share one --kv-cache-bytes budget of exactly two full-model worst cases. With
+ * --kv-admission worst-case (and 1-token blocks, so no padding) the scheduler admits a sequence only
+ * when prompt + max_tokens fits, so under a closed-loop load of more users
  * than either can hold, the peak number of running sequences each one reaches is fixed by the
  * arithmetic floor(budget / (worst × KV bytes per token)): 2 for the full model, 10 for the variant
  * whose KV cache is a fifth the size (and 3, not 3.33, for one without 2 layers). The planner
@@ -81,6 +82,8 @@ beforeAll(async () => {
             { name: VARIANT_2, spec: DROPPED_2 },
           ],
           kvCacheBytes: budgetBytes,
+          kvAdmission: 'worst-case',
+          kvBlockTokens: 1,
           maxQueue: 64,
         },
         isHeld,
@@ -144,11 +147,15 @@ describe('capacity under a KV budget (stories260K, real server)', () => {
       expect(s.maxConcurrency).toBe(USERS); // the client kept 12 requests in flight
       expect(v.kvBudgetBytes).toBe(budgetBytes);
       expect(v.kvBudgetTokens).toBe(Math.floor(budgetBytes / v.kvBytesPerToken!));
-      // More users than KV room: some waited, and at the peak the reserved share of the budget was
-      // exactly that many worst cases (all of it for 2 × 1280 and 10 × 256, 90% for 3 × 768).
+      // More users than KV room: some waited. Usage counts the tokens live sequences hold, which
+      // never reach what their worst cases reserved (all of the budget for 2 × 1280 and 10 × 256,
+      // 90% for 3 × 768).
       const expected = expectedRunning(v.kvBytesPerToken!);
       expect(level.maxWaiting).toBeGreaterThan(0);
-      expect(level.maxKvCacheUsagePerc).toBeCloseTo((expected * worst * v.kvBytesPerToken!) / budgetBytes, 9);
+      expect(level.maxKvCacheUsagePerc).toBeGreaterThan(0);
+      expect(level.maxKvCacheUsagePerc).toBeLessThanOrEqual(
+        (expected * worst * v.kvBytesPerToken!) / budgetBytes,
+      );
       expect(v.maxRunningObserved, `${v.model} peak running`).toBe(expected);
       return {
         model: v.model,
