@@ -110,6 +110,8 @@ export interface FinishEvent {
   variant: string;
   /** Set when reason is "error": what failed (the sequence's partial output stays valid). */
   error?: SerializedError;
+  /** An adaptive variant's choice for this prompt: the sublayers it decoded without. */
+  adaptiveDrops?: { attention: number[]; mlp: number[] };
 }
 
 export interface Usage {
@@ -190,6 +192,11 @@ export interface VariantInfo {
   requestsWaiting: number;
   /** Prompt tokens whose KV was copied from a running sequence's shared prefix (with prefix reuse on). */
   prefixReusedTokens?: number;
+  /**
+   * An input-adaptive variant (`adaptive:attn:K,mlp:M`): how many sublayers each prompt drops, and
+   * how many distinct drop sets its prompts have produced so far (sequences with one set batch together).
+   */
+  adaptive?: { attention: number; mlp: number; distinctMasks: number };
 }
 
 /** Prompt tokens reused across all variants (0 when prefix reuse is off). */

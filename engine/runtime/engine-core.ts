@@ -1,9 +1,12 @@
 import { HostKvCachePool } from '../../kv-cache/host-pool.ts';
 import { DEFAULT_KV_BLOCK_TOKENS, kvShapeBytes } from '../../kv-cache/kv-layout.ts';
-import type { KvCachePool } from '../../kv-cache/kv-pool.ts';
+import type { KvArena, KvCachePool } from '../../kv-cache/kv-pool.ts';
 import type { GenerateRequest, ScoreRequest, ScoreResult, VariantInfo } from '../client.ts';
 import { DropserveError } from '../errors.ts';
+import type { SublayerMask } from '../graph/io.ts';
 import type { ModelConfig } from '../model/config.ts';
+import { chooseAdaptiveDrops, dropKey, sublayerInfluence } from '../plan/adaptive-mask.ts';
+import { type DropSpec, maskOf } from '../plan/plan.ts';
 import type { WeightByteTable } from '../quant/weight-bytes.ts';
 import { weightBytesPerToken } from '../quant/weight-bytes.ts';
 import { validateGenerateRequest } from '../request/validate-generate.ts';
@@ -15,6 +18,7 @@ import {
   emptyScoreResult,
   type GenerationJob,
   type Job,
+  type MaskGroup,
   type ScoreJob,
   tokensToRecompute,
   type VariantState,
@@ -160,6 +164,8 @@ export class EngineCore {
         running: 0,
         prefixReusedTokens: 0,
         preemptions: 0,
+        adaptive: def.adaptive ?? null,
+        maskGroups: new Map(),
       });
     }
   }
@@ -193,8 +199,9 @@ export class EngineCore {
     const budget = this.#pool.budgetBytes;
     return [...this.#variants.values()].map((v) => {
       const decode = this.#pool.stats(v.def.id);
-      const score = this.#pool.stats(scoreArenaId(v.def.id));
-      const usedBytes = decode.usedBytes + score.usedBytes;
+      const arenas = [decode, this.#pool.stats(scoreArenaId(v.def.id))];
+      for (const group of v.maskGroups.values()) arenas.push(this.#pool.stats(group.arena.id));
+      const usedBytes = arenas.reduce((sum, a) => sum + a.usedBytes, 0);
       return {
         id: v.def.id,
         base,
@@ -208,7 +215,7 @@ export class EngineCore {
           : {}),
         kvCacheUsagePerc: usedBytes / budget,
         kvCacheBytesUsed: usedBytes,
-        kvCacheBytesAllocated: decode.allocatedBytes + score.allocatedBytes,
+        kvCacheBytesAllocated: arenas.reduce((sum, a) => sum + a.allocatedBytes, 0),
         kvCacheBudgetBytes: budget,
         kvBlockTokens: this.#pool.blockTokens,
         kvCachePlacement: this.#pool.placement,
@@ -217,6 +224,7 @@ export class EngineCore {
         requestsRunning: v.running,
         requestsWaiting: v.waiting,
         ...(this.#prefixReuse ? { prefixReusedTokens: v.prefixReusedTokens } : {}),
+        ...(v.adaptive ? { adaptive: { ...v.adaptive, distinctMasks: v.maskGroups.size } } : {}),
       };
     });
   }
@@ -258,6 +266,7 @@ export class EngineCore {
       output: [],
       timings: { arrivalMs: nowMs(), finishedMs: 0 },
       preemptions: 0,
+      maskGroup: null,
     };
     this.#byRequestId.set(job.id, job);
     this.#enqueue(job, 'back');
@@ -283,6 +292,12 @@ export class EngineCore {
     let variant: VariantState;
     try {
       variant = this.#variantOf(request.variant);
+      if (variant.adaptive) {
+        throw new DropserveError(
+          'DS_UNSUPPORTED',
+          `${variant.def.id} is input-adaptive: what it drops depends on each prompt, so it has no fixed network to score a text with`,
+        );
+      }
       const n = request.tokenIds.length;
       if (n < 2 || request.fromIndex < 1 || request.fromIndex >= n || n > this.config.maxSeqLen) {
         throw new DropserveError(
@@ -435,7 +450,7 @@ export class EngineCore {
     const running: RunningJob[] = [...this.#running.values()].map((job) => ({
       id: job.id,
       kind: job.kind,
-      group: this.#arenaOf(job).id,
+      group: this.#groupOf(job),
       priority: job.priority,
       admittedAt: job.admittedAt,
       cachedTokens:
@@ -451,7 +466,7 @@ export class EngineCore {
       return {
         id: job.id,
         kind: job.kind,
-        group: this.#arenaOf(job).id,
+        group: this.#groupOf(job),
         priority: job.priority,
         admitTokens,
         computeTokens: job.kind === 'generate' ? admitTokens - 1 : admitTokens,
@@ -461,8 +476,24 @@ export class EngineCore {
     return { groups, running, waiting, backgroundAllowed: this.#isBackgroundAllowed() };
   }
 
-  #arenaOf(job: Job) {
-    return job.kind === 'generate' ? job.variant.decodeArena : job.variant.scoreArena;
+  /**
+   * The scheduler's batch group. An adaptive variant's sequences plan as one group whatever drops
+   * they chose: rows × the longest row over all of them bounds what their per-drop arenas take.
+   */
+  #groupOf(job: Job): string {
+    return job.kind === 'generate' ? job.variant.def.id : scoreArenaId(job.variant.def.id);
+  }
+
+  /** Where the job's KV row lives (null before an adaptive sequence's first prefill has chosen). */
+  #arenaOf(job: Job): KvArena | null {
+    if (job.kind === 'score') return job.variant.scoreArena;
+    if (job.variant.adaptive) return job.maskGroup?.arena ?? null;
+    return job.variant.decodeArena;
+  }
+
+  #removeRow(job: Job): void {
+    const arena = this.#arenaOf(job);
+    if (arena?.hasRow(job.id)) arena.removeRow(job.id);
   }
 
   #worstCase(job: Job): number {
@@ -531,7 +562,7 @@ export class EngineCore {
 
   #preempt(job: Job): void {
     this.#running.delete(job.id);
-    this.#arenaOf(job).removeRow(job.id);
+    this.#removeRow(job);
     job.variant.preemptions++;
     if (job.kind === 'generate') {
       job.variant.running--;
@@ -549,7 +580,7 @@ export class EngineCore {
     job.state = 'running';
     job.admittedAt = ++this.#admissions;
     this.#running.set(job.id, job);
-    this.#arenaOf(job).addRow(job.id);
+    this.#arenaOf(job)?.addRow(job.id);
     if (job.kind === 'score') {
       await this.#advanceScore(job);
       return;
@@ -571,6 +602,10 @@ export class EngineCore {
    */
   async #prefill(job: GenerationJob): Promise<void> {
     const { variant } = job;
+    if (variant.adaptive) {
+      await this.#prefillAdaptive(job);
+      return;
+    }
     const tokens = tokensToRecompute(job);
     const reused = this.#reusePrefix(job, tokens);
     const logits = await this.#executor.extend(
@@ -586,11 +621,61 @@ export class EngineCore {
   }
 
   /**
+   * An adaptive variant's prefill: the prompt runs through the full model, whose hidden states give
+   * each sublayer's influence on this prompt; the least influential are dropped for the rest of the
+   * sequence, and only the kept attention layers' KV is stored. After a preemption the prompt is
+   * recomputed the same way and the output so far under the drops chosen the first time.
+   */
+  async #prefillAdaptive(job: GenerationJob): Promise<void> {
+    const { variant } = job;
+    const prompt = job.request.promptTokenIds;
+    const isFirst = job.maskGroup === null;
+    const output = await this.#executor.runDetached(variant.def.mask, prompt, [prompt.length - 1], isFirst);
+    if (isFirst) {
+      const influence = sublayerInfluence(
+        output.hiddenStates!,
+        0,
+        prompt.length,
+        this.config.dim,
+        this.config.numLayers,
+      );
+      job.maskGroup = this.#maskGroup(variant, chooseAdaptiveDrops(influence, variant.adaptive!));
+    }
+    const group = job.maskGroup!;
+    group.arena.addRow(job.id);
+    this.#executor.writeRow(group.arena, job.id, output, prompt.length);
+    if (job.output.length > 1) {
+      await this.#executor.extend(group.arena, group.mask, job.id, job.output.slice(0, -1), [0]);
+    }
+    if (!isFirst) return;
+    job.timings.prefillEndMs = nowMs();
+    if (!job.isAborted) this.#settle(job, acceptToken(job, output.logits, this.config.maxSeqLen));
+  }
+
+  #maskGroup(variant: VariantState, drops: DropSpec): MaskGroup {
+    const key = dropKey(drops);
+    let group = variant.maskGroups.get(key);
+    if (!group) {
+      const mask = maskOf(drops, this.config.numLayers);
+      group = {
+        drops,
+        mask,
+        arena: this.#pool.addArena(`${variant.def.id}#${key}`, {
+          ...variant.def.kvLayout,
+          keptLayers: mask.attnKeep.flatMap((keep, layer) => (keep ? [layer] : [])),
+        }),
+      };
+      variant.maskGroups.set(key, group);
+    }
+    return group;
+  }
+
+  /**
    * Copies the longest prompt prefix shared with a running sequence of the same variant; returns its
    * length (0 = none). At most n−1 tokens, so the last position is computed: its logits are needed.
    */
   #reusePrefix(job: GenerationJob, tokens: number[]): number {
-    if (!this.#prefixReuse) return 0;
+    if (!this.#prefixReuse || job.variant.adaptive) return 0;
     const arena = job.variant.decodeArena;
     const donors = [...this.#running.values()].flatMap((d) =>
       d.kind === 'generate' && d.variant === job.variant && d !== job
@@ -605,11 +690,25 @@ export class EngineCore {
   }
 
   async #decode(variant: VariantState, batch: GenerationJob[]): Promise<void> {
+    if (variant.adaptive) {
+      // One batch per drop set: a run has one mask.
+      const byGroup = new Map<MaskGroup, GenerationJob[]>();
+      for (const job of batch) byGroup.set(job.maskGroup!, [...(byGroup.get(job.maskGroup!) ?? []), job]);
+      for (const [group, jobs] of byGroup) {
+        await this.#decodeBatch(group.arena, group.mask, jobs);
+        this.onStepEnd?.();
+      }
+      return;
+    }
+    await this.#decodeBatch(variant.decodeArena, variant.def.mask, batch);
+  }
+
+  async #decodeBatch(arena: KvArena, mask: SublayerMask, batch: GenerationJob[]): Promise<void> {
     let logits: Float32Array;
     try {
       logits = await this.#executor.decode(
-        variant.decodeArena,
-        variant.def.mask,
+        arena,
+        mask,
         batch.map((j) => j.id),
         batch.map((j) => j.output.at(-1)!),
       );
@@ -677,7 +776,7 @@ export class EngineCore {
   #release(job: Job): void {
     if (job.state === 'running') {
       this.#running.delete(job.id);
-      this.#arenaOf(job).removeRow(job.id);
+      this.#removeRow(job);
       if (job.kind === 'generate') job.variant.running--;
     } else if (job.state === 'waiting') {
       this.#waiting.splice(this.#waiting.indexOf(job), 1);

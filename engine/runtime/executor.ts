@@ -89,6 +89,29 @@ export class Executor {
     return logits;
   }
 
+  /**
+   * Runs `tokens` from position 0 with no cache, writing nothing: an adaptive variant's prompt goes
+   * through the full model first, and only then is it known which arena keeps which layers.
+   */
+  async runDetached(
+    mask: SublayerMask,
+    tokens: number[],
+    logitsAt: number[],
+    wantHiddenStates: boolean,
+  ): Promise<ForwardOutput> {
+    const input = forwardInput(mask, { tokens: [tokens], pastLengths: [0], past: null }, logitsAt);
+    return this.#runner.run({ ...input, wantHiddenStates });
+  }
+
+  /**
+   * Writes a detached run's K/V into a sequence's empty row: the arena's layout picks the layers it
+   * keeps, so a dropped layer's KV is never stored.
+   */
+  writeRow(arena: KvArena, sequenceId: string, output: ForwardOutput, seqLen: number): void {
+    arena.reserveTokens(seqLen);
+    this.#writeKv(arena, [arena.rowOf(sequenceId)], seqLen, output);
+  }
+
   /** Bytes of one row's K/V copied from a donor row (prefix reuse). */
   copyPrefix(arena: KvArena, fromId: string, toId: string, tokens: number): void {
     arena.reserveTokens(tokens);

@@ -1,5 +1,8 @@
 import type { KvArena } from '../../kv-cache/kv-pool.ts';
 import type { GenerateEvent, GenerateRequest, RequestTimings, ScoreRequest, ScoreResult } from '../client.ts';
+import type { SublayerMask } from '../graph/io.ts';
+import type { AdaptiveSpec } from '../plan/adaptive-mask.ts';
+import type { DropSpec } from '../plan/plan.ts';
 import type { SamplerState } from '../sampling/sampler.ts';
 import type { Priority } from './scheduler.ts';
 import type { ResolvedVariant } from './variant.ts';
@@ -20,6 +23,16 @@ export interface VariantState {
   prefixReusedTokens: number;
   /** Times one of its jobs was preempted. */
   preemptions: number;
+  /** Input-adaptive variants: what each prompt drops, and the batch group of every drop set chosen so far. */
+  adaptive: AdaptiveSpec | null;
+  maskGroups: Map<string, MaskGroup>;
+}
+
+/** The sequences of an adaptive variant that chose the same drops: one decode batch, one arena. */
+export interface MaskGroup {
+  drops: DropSpec;
+  mask: SublayerMask;
+  arena: KvArena;
 }
 
 interface JobBase {
@@ -45,6 +58,8 @@ export interface GenerationJob extends JobBase {
   timings: RequestTimings;
   /** Times it was preempted (its KV freed and recomputed later). */
   preemptions: number;
+  /** An adaptive variant's sequence: the drops its prompt chose (set by its first prefill). */
+  maskGroup: MaskGroup | null;
 }
 
 export interface ScoreJob extends JobBase {

@@ -56,6 +56,14 @@ export function finishEvent(
     timings: job.timings,
     variant: job.variant.def.id,
     ...(reason === 'error' ? { error: toDropserveError(error).toJSON() } : {}),
+    ...(job.maskGroup
+      ? {
+          adaptiveDrops: {
+            attention: [...job.maskGroup.drops.dropAttention],
+            mlp: [...job.maskGroup.drops.dropMlp],
+          },
+        }
+      : {}),
   };
 }
 

@@ -1,6 +1,7 @@
 import type { KvLayout } from '../../kv-cache/kv-layout.ts';
 import type { SublayerMask } from '../graph/io.ts';
 import type { ModelConfig } from '../model/config.ts';
+import type { AdaptiveSpec } from '../plan/adaptive-mask.ts';
 import { type DropSpec, maskOf, validateDropSpec } from '../plan/plan.ts';
 
 /** A servable pruning level of the loaded model. */
@@ -8,6 +9,11 @@ export interface VariantDefinition {
   /** Served id: the model name for the full model, "<model>:<NAME>" otherwise. */
   id: string;
   spec: DropSpec;
+  /**
+   * Input-adaptive: each sequence's prompt runs through the full model (spec drops nothing), and it
+   * decodes without the sublayers that prompt's prefill found least influential.
+   */
+  adaptive?: AdaptiveSpec;
 }
 
 export interface ResolvedVariant extends VariantDefinition {
@@ -17,8 +23,18 @@ export interface ResolvedVariant extends VariantDefinition {
 
 export function resolveVariant(definition: VariantDefinition, config: ModelConfig): ResolvedVariant {
   validateDropSpec(definition.spec, config.numLayers, `variant ${definition.id}`);
+  if (
+    definition.adaptive &&
+    (definition.spec.dropAttention.length > 0 || definition.spec.dropMlp.length > 0)
+  ) {
+    throw new RangeError(`variant ${definition.id}: an adaptive variant drops only what each prompt chooses`);
+  }
   const mask = maskOf(definition.spec, config.numLayers);
-  const keptLayers = mask.attnKeep.flatMap((keep, layer) => (keep ? [layer] : []));
+  // An adaptive variant's sequences keep L − K attention layers' KV, whichever they are: the
+  // layout stands for that size when memory is planned.
+  const keptLayers = definition.adaptive
+    ? Array.from({ length: config.numLayers - definition.adaptive.attention }, (_, i) => i)
+    : mask.attnKeep.flatMap((keep, layer) => (keep ? [layer] : []));
   return {
     ...definition,
     mask,
