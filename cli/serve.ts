@@ -36,7 +36,8 @@ model
   --tokenizer PATH           tokenizer file or directory (default: found beside the model)
   --served-model-name NAME   name of the full model in the API (default: from the model source)
   --variant NAME=SPEC        serve a pruned variant; SPEC is a plan file or inline "attn:1,3;mlp:2"
-                             (repeatable)
+                             (repeatable); "adaptive:attn:K[,mlp:M]" drops, per request, the K (M)
+                             sublayers the prompt's own prefill finds least influential
 A/B and live accuracy
   --experiment NAME=VARIANT:WEIGHT,VARIANT:WEIGHT…[,control=VARIANT]
                              serve model name NAME, split between variants by weight; sticky per

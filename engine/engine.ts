@@ -10,8 +10,10 @@ import type {
   VariantInfo,
 } from './client.ts';
 import type { Device } from './device.ts';
+import { DropserveError } from './errors.ts';
 import { ModelSession } from './graph/model-session.ts';
 import type { BuiltInPlan, LoadedModel } from './model/loaded-model.ts';
+import type { AdaptiveSpec } from './plan/adaptive-mask.ts';
 import { withBuiltInPlan } from './plan/built-in-plan.ts';
 import type { DropSpec } from './plan/plan.ts';
 import { weightByteTable } from './quant/weight-bytes.ts';
@@ -26,8 +28,11 @@ export interface EngineOptions {
   model: LoadedModel;
   /** Name the full model is served as (default: the source id). */
   servedModelName?: string;
-  /** Pruned variants, served as "<model>:<name>" next to the full model. */
-  variants?: { name: string; spec: DropSpec }[];
+  /**
+   * Pruned variants, served as "<model>:<name>" next to the full model; an adaptive one drops no
+   * fixed sublayers (spec empty) but what each prompt's prefill finds least influential.
+   */
+  variants?: { name: string; spec: DropSpec; adaptive?: AdaptiveSpec }[];
   /** KV budget for all variants together (default: a quarter of RAM). */
   kvCacheBytes?: number;
   /** Requests allowed to wait for their prefill (default 1024). */
@@ -63,11 +68,24 @@ export function variantDefinitions(
 ): VariantDefinition[] {
   return [
     { id: modelName, spec: withBuiltInPlan({ dropAttention: [], dropMlp: [] }, builtInPlan) },
-    ...variants.map((v) => ({
-      id: variantId(modelName, v.name),
-      spec: withBuiltInPlan(v.spec, builtInPlan),
-    })),
+    ...variants.map((v) => {
+      const id = variantId(modelName, v.name);
+      if (!v.adaptive) return { id, spec: withBuiltInPlan(v.spec, builtInPlan) };
+      if (builtInPlan) {
+        // Which sublayers a prompt may drop is chosen among all of them; an export has removed some.
+        throw new DropserveError(
+          'DS_INVALID_ARGUMENT',
+          `variant ${v.name}: adaptive variants need the unpruned model, and ${modelName} is an export with a built-in plan`,
+        );
+      }
+      return { id, spec: v.spec, adaptive: v.adaptive };
+    }),
   ];
+}
+
+/** Adaptive variants score their prompts from the prefill's hidden states: the graph must output them. */
+export function needsHiddenStates(variants: EngineOptions['variants'] = []): boolean {
+  return variants.some((v) => v.adaptive !== undefined);
 }
 
 /**
@@ -173,6 +191,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     threads: options.threads ?? 1,
     weightFile: model.weightFile,
     accuracyLevel: options.accuracyLevel,
+    outputHiddenStates: needsHiddenStates(options.variants),
   });
   const info = servedModelInfo(options);
   return new InProcessEngine(

@@ -37,6 +37,8 @@ export interface TextFinish {
   stopReason?: string | number;
   /** Epoch ms of every generated token, for inter-token latency metrics. */
   tokenTimesMs: number[];
+  /** An adaptive variant's choice for this prompt (FinishEvent.adaptiveDrops). */
+  adaptiveDrops?: { attention: number[]; mlp: number[] };
 }
 
 export type TextEvent = TextDelta | TextFinish;
@@ -98,6 +100,7 @@ export async function* generateText(
         timings: event.timings,
         variant: event.variant,
         tokenTimesMs,
+        ...(event.adaptiveDrops ? { adaptiveDrops: event.adaptiveDrops } : {}),
       };
       return;
     }

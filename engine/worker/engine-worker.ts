@@ -40,6 +40,8 @@ port.on('message', async (message: ToWorker) => {
           device: message.device,
           threads: message.threads,
           clock,
+          // Adaptive variants score each prompt from its prefill's hidden states.
+          outputHiddenStates: message.variants.some((v) => v.adaptive !== undefined),
           weightFile: message.weightFilePath
             ? { path: message.weightFilePath, image: message.weights.tokenEmbedding.buffer as ArrayBuffer }
             : undefined,

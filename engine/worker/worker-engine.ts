@@ -51,10 +51,12 @@ export class WorkerEngine implements EngineClient {
 
   static async create(options: EngineOptions): Promise<WorkerEngine> {
     const { model } = options;
-    const spawnedAtEpochMs = epochMs();
-    const worker = new Worker(workerEntry());
     const info = servedModelInfo(options);
     const { name } = info;
+    // Before the worker starts: a bad variant must not leave a thread behind.
+    const variants = variantDefinitions(name, options.variants, model.builtInPlan);
+    const spawnedAtEpochMs = epochMs();
+    const worker = new Worker(workerEntry());
     const engine = new WorkerEngine(worker, info, model.tokenizer);
     engine.#spawnedAtEpochMs = spawnedAtEpochMs;
     const ready = new Promise<void>((resolve, reject) => {
@@ -70,7 +72,7 @@ export class WorkerEngine implements EngineClient {
       config: model.config,
       weights: model.weights,
       weightFilePath: model.weightFile?.path,
-      variants: variantDefinitions(name, options.variants, model.builtInPlan),
+      variants,
       kvCacheBytes: options.kvCacheBytes ?? defaultKvCacheBytes(),
       maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
       device: options.device ?? 'cpu',

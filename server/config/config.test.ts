@@ -41,4 +41,27 @@ describe('--variant', () => {
       /missing-plan.json/,
     );
   });
+
+  it('adaptive:attn:K[,mlp:M] becomes an adaptive variant that drops nothing fixed', () => {
+    const resolved = resolveVariantArgs(
+      ['auto=adaptive:attn:2', 'mixed=adaptive:attn:1,mlp:1', 'm=adaptive:mlp:3'].map(parseVariantFlag),
+      config,
+    );
+    const none = { dropAttention: [], dropMlp: [] };
+    expect(resolved).toEqual([
+      { name: 'auto', spec: none, adaptive: { attention: 2, mlp: 0 } },
+      { name: 'mixed', spec: none, adaptive: { attention: 1, mlp: 1 } },
+      { name: 'm', spec: none, adaptive: { attention: 0, mlp: 3 } },
+    ]);
+  });
+
+  it.each([
+    ['x=adaptive:attn:4', /--variant x: .*attn:4 would drop every layer; this model has 4/],
+    ['x=adaptive:attn:0', /--variant x: .*drops nothing/],
+    ['x=adaptive:heads:1', /--variant x: .*expected adaptive:attn:K/],
+    ['x=adaptive:attn:-1', /--variant x: .*expected adaptive:attn:K/],
+    ['x=adaptive:attn:1.5', /--variant x: .*expected adaptive:attn:K/],
+  ])('rejects %s with a clear error', (flag, message) => {
+    expect(() => resolveVariantArgs([parseVariantFlag(flag)], config)).toThrow(message);
+  });
 });

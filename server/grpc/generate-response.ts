@@ -11,6 +11,8 @@ export interface UsageMessage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Only from an adaptive variant. */
+  adaptive_drops?: { attention: number[]; mlp: number[] };
 }
 
 export interface TimingsMessage {
@@ -92,6 +94,14 @@ function usageMessage(finish: TextFinish): UsageMessage {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
+    ...(finish.adaptiveDrops
+      ? {
+          adaptive_drops: {
+            attention: [...finish.adaptiveDrops.attention],
+            mlp: [...finish.adaptiveDrops.mlp],
+          },
+        }
+      : {}),
   };
 }
 

@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EngineClient, VariantInfo } from '../../engine/client.ts';
 import { checkTokenIds } from '../../engine/request/validate-generate.ts';
-import { variantLoadView } from '../admin/variants/variant-load.ts';
+import { type AdaptiveView, variantLoadView } from '../admin/variants/variant-load.ts';
 import type { ExperimentRouter } from '../experiments/experiment-router.ts';
 import { type HandlerContext, unaryHandler } from './handler-kit.ts';
 import { detokenizeRequestSchema, parseMessage, tokenizeRequestSchema } from './request-schemas.ts';
@@ -30,6 +30,8 @@ export interface ModelInfoMessage {
   created: number;
   weight_bytes_per_token: number;
   weight_format: string;
+  /** Only on adaptive variants. */
+  adaptive?: AdaptiveView;
 }
 
 export interface ExperimentInfoMessage {

@@ -419,5 +419,18 @@ export class ServerMetrics {
         for (const v of engine()?.variants() ?? []) this.inc({ variant: v.id }, v.numPreemptions);
       },
     });
+    // The label is the variant name, never the mask: the number of distinct masks is the value.
+    new Gauge({
+      name: `${PREFIX}adaptive_distinct_masks`,
+      help: 'Input-adaptive variants only: distinct drop sets their prompts have chosen since start (each decodes as its own batch).',
+      labelNames: ['variant'],
+      registers,
+      collect(this: Gauge<'variant'>) {
+        this.reset();
+        for (const v of engine()?.variants() ?? []) {
+          if (v.adaptive) this.set({ variant: v.id }, v.adaptive.distinctMasks);
+        }
+      },
+    });
   }
 }

@@ -3,6 +3,7 @@ import {
   type EngineOptions,
   engineCoreOptions,
   InProcessEngine,
+  needsHiddenStates,
   servedModelInfo,
 } from '../../engine/engine.ts';
 import type { ForwardInput, ForwardOutput } from '../../engine/graph/io.ts';
@@ -91,7 +92,10 @@ export async function createGatedEngine(
   isHeld: (input: ForwardInput) => boolean,
 ): Promise<{ engine: CancelCountingEngine; gate: GatedRunner }> {
   const { model } = options;
-  const session = await ModelSession.create(model.config, model.weights, { threads: options.threads ?? 1 });
+  const session = await ModelSession.create(model.config, model.weights, {
+    threads: options.threads ?? 1,
+    outputHiddenStates: needsHiddenStates(options.variants),
+  });
   const gate = new GatedRunner(session, isHeld);
   const info = servedModelInfo(options);
   const core = new EngineCore(engineCoreOptions(options, info.name, gate));

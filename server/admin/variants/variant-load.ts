@@ -24,6 +24,17 @@ export interface VariantLoadView {
   num_preemptions: number;
   requests_running: number;
   requests_waiting: number;
+  /**
+   * Only on input-adaptive variants: how many attention / MLP sublayers each prompt drops, and how
+   * many distinct drop sets the prompts so far chose (each decodes as its own batch).
+   */
+  adaptive?: AdaptiveView;
+}
+
+export interface AdaptiveView {
+  attention: number;
+  mlp: number;
+  distinct_masks: number;
 }
 
 /** One mapping from VariantInfo to wire names, so the HTTP and gRPC views cannot drift apart. */
@@ -46,5 +57,10 @@ export function variantLoadView(v: VariantInfo): VariantLoadView {
     num_preemptions: v.numPreemptions,
     requests_running: v.requestsRunning,
     requests_waiting: v.requestsWaiting,
+    ...(v.adaptive ? { adaptive: adaptiveView(v.adaptive) } : {}),
   };
+}
+
+export function adaptiveView(adaptive: NonNullable<VariantInfo['adaptive']>): AdaptiveView {
+  return { attention: adaptive.attention, mlp: adaptive.mlp, distinct_masks: adaptive.distinctMasks };
 }

@@ -108,12 +108,20 @@ function renderTable(variants, full) {
     const kvRatio = full && !isFull ? fmtRatio(v.kv_bytes_per_token / full.kv_bytes_per_token) : '';
     const drops = isFull
       ? dash
-      : `attn ${v.drop_attention.join(',') || dash} · mlp ${v.drop_mlp.join(',') || dash}`;
+      : v.adaptive
+        ? `adaptive: attn ${v.adaptive.attention} · mlp ${v.adaptive.mlp} per prompt`
+        : `attn ${v.drop_attention.join(',') || dash} · mlp ${v.drop_mlp.join(',') || dash}`;
+    // An adaptive variant's prompts choose their own drops; how many different sets they chose.
+    const masks = v.adaptive
+      ? `<span class="ratio adaptive-masks">${v.adaptive.distinct_masks} distinct ${
+          v.adaptive.distinct_masks === 1 ? 'mask' : 'masks'
+        }</span>`
+      : '';
     const l = v.latency;
     const f = v.fidelity;
     return `<tr class="${isFull ? 'full' : ''}" data-variant="${escapeHtml(v.id)}">
       <td><span class="swatch" style="background:${colorOf(v.id)}"></span>${escapeHtml(v.id)}</td>
-      <td>${escapeHtml(drops)}</td>
+      <td class="drops">${escapeHtml(drops)}${masks}</td>
       <td class="kv-bytes">${escapeHtml(fmtBytes(v.kv_bytes_per_token))}<span class="ratio">${kvRatio}</span></td>
       <td class="kv-usage">${fmtPct(v.kv_cache_usage_perc, 1)}<span class="ratio">${escapeHtml(
         `${fmtBytes(v.kv_cache_bytes_used)} / ${fmtBytes(v.kv_cache_bytes_allocated)}`,

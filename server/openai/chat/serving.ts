@@ -5,6 +5,7 @@ import { type ChatMessage, renderChatPrompt } from '../../../engine/tokenizer/ch
 import { invalidRequest } from '../../http/errors.ts';
 import { type ChoicePlan, startChoices } from '../common/choice-runner.ts';
 import { resolveMaxTokens } from '../common/context-window.ts';
+import { type CompletionUsage, dropserveUsageOf } from '../common/dropserve-usage.ts';
 import { type ChatTokenLogprob, chatLogprobsOf } from '../common/logprobs.ts';
 import { routeVariant } from '../common/resolve-variant.ts';
 import {
@@ -94,13 +95,14 @@ export async function serveChatCompletion(ctx: ServingContext, body: ChatRequest
   const states = new Map<number, ChoiceState>(plans.map((p) => [p.index, { text: '', tokens: [] }]));
   const events = await startChoices(engine, plans, ctx.signal);
   const created = nowSeconds();
-  const usage = (): { prompt_tokens: number; completion_tokens: number; total_tokens: number } => {
+  const usage = (): CompletionUsage => {
     let completionTokens = 0;
     for (const s of states.values()) completionTokens += s.finish?.usage.completionTokens ?? 0;
     return {
       prompt_tokens: promptTokenIds.length,
       completion_tokens: completionTokens,
       total_tokens: promptTokenIds.length + completionTokens,
+      ...dropserveUsageOf([...states.values()].map((s) => ({ promptIndex: 0, finish: s.finish }))),
     };
   };
   const logprobsOf = (tokens: readonly TokenEvent[]): { content: ChatTokenLogprob[] } | null =>

@@ -3,6 +3,7 @@ import { checkPromptNotEmpty, checkTokenIds } from '../../../engine/request/vali
 import type { Tokenizer } from '../../../engine/tokenizer/tokenizer.ts';
 import { type ChoicePlan, startChoices } from '../common/choice-runner.ts';
 import { resolveMaxTokens } from '../common/context-window.ts';
+import { type CompletionUsage, dropserveUsageOf } from '../common/dropserve-usage.ts';
 import { type CompletionLogprobs, CompletionLogprobsBuilder, topOfDistribution } from '../common/logprobs.ts';
 import { routeVariant } from '../common/resolve-variant.ts';
 import {
@@ -117,7 +118,7 @@ export async function serveCompletion(ctx: ServingContext, body: CompletionReque
   }
   const events = await startChoices(engine, plans, ctx.signal);
   const created = nowSeconds();
-  const usage = (): { prompt_tokens: number; completion_tokens: number; total_tokens: number } => {
+  const usage = (): CompletionUsage => {
     const promptTokens = prompts.reduce((sum, p) => sum + p.ids.length, 0);
     let completionTokens = 0;
     for (const s of states.values()) completionTokens += s.finish?.usage.completionTokens ?? 0;
@@ -125,6 +126,7 @@ export async function serveCompletion(ctx: ServingContext, body: CompletionReque
       prompt_tokens: promptTokens,
       completion_tokens: completionTokens,
       total_tokens: promptTokens + completionTokens,
+      ...dropserveUsageOf(states.values(), prompts.length),
     };
   };
 

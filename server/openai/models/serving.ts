@@ -1,5 +1,6 @@
 import type { EngineClient, VariantInfo } from '../../../engine/client.ts';
 import type { BuiltInPlan } from '../../../engine/model/loaded-model.ts';
+import { type AdaptiveView, adaptiveView } from '../../admin/variants/variant-load.ts';
 import type { Experiment, ExperimentArm, ExperimentRouter } from '../../experiments/experiment-router.ts';
 
 /** One OpenAI model object; vLLM's `root` (where it came from) and `parent` (the base of a variant). */
@@ -36,6 +37,8 @@ export interface ModelCard {
     kv_cache_placement: string;
     /** `--kv-admission`: on-demand or worst-case. Live KV usage is in GET /v1/variants. */
     kv_admission: string;
+    /** Only on input-adaptive variants: sublayers each prompt drops, distinct drop sets so far. */
+    adaptive?: AdaptiveView;
   };
 }
 
@@ -72,6 +75,7 @@ export function modelCardOf(engine: EngineClient, variant: VariantInfo): ModelCa
       kv_block_tokens: variant.kvBlockTokens,
       kv_cache_placement: variant.kvCachePlacement,
       kv_admission: variant.kvAdmission,
+      ...(variant.adaptive ? { adaptive: adaptiveView(variant.adaptive) } : {}),
     },
   };
 }
