@@ -1,7 +1,8 @@
 /**
  * `prune plan --emulate bias|lowrank[:R]` with `--emulate-fit sequential` (the default): emulations
- * fitted inside the pruned network, one dropped sublayer at a time in depth order (Siddiqui et al.,
- * "A deeper look at depth pruning of LLMs", 2024, train their emulated updates this way).
+ * fitted inside the pruned network, one dropped sublayer at a time in depth order, in the spirit of
+ * Siddiqui et al. ("A deeper look at depth pruning of LLMs", 2024), who train the replacement to
+ * reproduce the block's effect inside the pruned network rather than in the full one.
  *
  * The calibration samples are split by sample (= by story for a document file): the first part fits,
  * the last part validates. For each dropped sublayer s, shallowest first:
@@ -10,17 +11,18 @@
  *   2. fit one candidate per ridge strength of a grid on those pairs;
  *   3. score every candidate, and the plain drop, by the validation NLL of the whole pruned network
  *      (all of the plan's drops, the emulations decided above s, s's candidate, plain drops below);
- *   4. keep the best candidate only if it beats the plain drop there — the gate; else s stays plain.
- * The gate guarantees the plan's validation loss never exceeds the plain plan's, sublayer by
- * sublayer. Whether that holds on unseen text is what docs/pruning-stories260K.md measures.
+ *   4. keep the best candidate only if it beats the plain drop there — the gate; else s stays plain;
+ *   5. refit a kept emulation on every sample with the chosen ridge (more data for the same
+ *      decision; on stories260K it moves held-out perplexity the right way, docs/pruning-stories260K.md).
+ * So a sublayer is emulated only where that lowered the validation loss at its point in the walk;
+ * whether it also does on unseen text is what docs/pruning-stories260K.md measures.
  *
  * What is fitted (`target`): by default s's own update on the inputs it receives in the pruned
- * network, f_s(x̃) = hidden_k − hidden_{k−1} with the drops above s in place. That is the block's
- * effect inside the pruned network, the quantity Siddiqui et al. regress; it is a function of the
- * token the emulation sees. The alternative 'stream' regresses the full model's residual stream
- * after s minus x̃, so the emulation also tries to undo the damage of the drops above it; that
- * damage comes from attention over other positions, which no per-token map can see, so most of it
- * is noise to the fit (the report compares both).
+ * network, f_s(x̃) = hidden_k − hidden_{k−1} with the drops above s in place — the block's effect
+ * inside the pruned network, a function of the token the emulation sees. The alternative 'stream'
+ * regresses the full model's residual stream after s minus x̃, so the emulation also tries to undo
+ * the damage of the drops above it; that damage comes from attention over other positions, which no
+ * per-token map can see, and on stories260K it fits worse on held-out text (the report compares both).
  */
 import type { Emulation, SublayerEmulation } from '../engine/graph/io.ts';
 import type { ModelSession } from '../engine/graph/model-session.ts';
@@ -78,7 +80,12 @@ export interface SequentialFit extends FittedEmulation {
   validationSamples: number;
   ridgeGrid: readonly number[];
   target: FitTarget;
-  /** Validation NLL of the full model, and of the plan with every drop plain / as decided. */
+  /** Whether kept emulations were refit on every calibration sample. */
+  refit: boolean;
+  /**
+   * Validation NLL of the full model, of the plan with every drop plain, and of the plan with the
+   * emulations returned (after a refit these have seen the validation samples too).
+   */
   validationNll: { full: number; plain: number; emulated: number };
 }
 
@@ -87,6 +94,12 @@ export interface SequentialFitOptions {
   validationSamples?: number;
   ridges?: readonly number[];
   target?: FitTarget;
+  /**
+   * Refit each kept emulation on every calibration sample (fit + validation) with the ridge the
+   * validation chose, before the next sublayer is fitted (default true). The gate's figures stay
+   * those of the fit-split model that earned the decision.
+   */
+  refit?: boolean;
   maxBatchTokens?: number;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
@@ -152,13 +165,20 @@ export async function fitEmulationSequentially(
   const grid = options.ridges ?? RIDGE_GRIDS[choice.kind];
   if (grid.length === 0) throw new RangeError('the ridge grid is empty');
   const target = options.target ?? 'block';
+  const refit = options.refit ?? true;
+  const gatherOptions: GatherOptions = {
+    withRegression: choice.kind === 'lowrank',
+    target,
+    maxBatchTokens: options.maxBatchTokens,
+    signal: options.signal,
+  };
   const order = removedSublayers(spec).sort((a, b) => hiddenIndexAfter(a) - hiddenIndexAfter(b));
   const allDrops = dropsOf(order);
   const validationLoss = new CalibrationLoss(session, validation, {
     maxBatchTokens: options.maxBatchTokens,
     signal: options.signal,
   });
-  const total = 1 + order.length * (2 + grid.length);
+  const total = 2 + order.length * (2 + grid.length + (refit ? 1 : 0));
   let done = 0;
   const step = () => options.onProgress?.(++done, total);
 
@@ -170,27 +190,14 @@ export async function fitEmulationSequentially(
   for (const [i, sublayer] of order.entries()) {
     // The drops above this sublayer, with what was kept for them: the inputs it will really get.
     const upstream: DropSpec = { ...dropsOf(order.slice(0, i)), emulation: decided };
-    const stats = await gatherUpdates(session, weights, fit, upstream, sublayer, {
-      withRegression: choice.kind === 'lowrank',
-      target,
-      maxBatchTokens: options.maxBatchTokens,
-      signal: options.signal,
-    });
+    const stats = await gatherUpdates(session, weights, fit, upstream, sublayer, gatherOptions);
     step();
     const plainNll = (await validationLoss.evaluate({ ...allDrops, emulation: decided })).meanNll;
     step();
     const candidates: RidgeCandidate[] = [];
     let best: { entry: SublayerEmulation; candidate: RidgeCandidate } | undefined;
     for (const ridge of grid) {
-      let entry: SublayerEmulation;
-      let candidateVariance: number | undefined;
-      if (choice.kind === 'bias') {
-        entry = { kind: 'bias', bias: fitBias(stats, ridge) };
-      } else {
-        const fitted = fitLowRank(stats, choice.rank, ridge);
-        entry = { kind: 'lowrank', bias: fitted.bias, down: fitted.down, up: fitted.up, rank: fitted.rank };
-        candidateVariance = fitted.explainedVariance;
-      }
+      const { entry, explainedVariance: candidateVariance } = fitEntry(stats, choice, ridge);
       const trial = { ...allDrops, emulation: withEntry(decided, sublayer, entry) };
       const candidate: RidgeCandidate = {
         ridge,
@@ -203,7 +210,13 @@ export async function fitEmulationSequentially(
     }
     const kept = best!.candidate.validationNll < plainNll;
     if (kept) {
-      decided = withEntry(decided, sublayer, best!.entry);
+      let entry = best!.entry;
+      if (refit) {
+        const allStats = await gatherUpdates(session, weights, samples, upstream, sublayer, gatherOptions);
+        entry = fitEntry(allStats, choice, best!.candidate.ridge).entry;
+      }
+      decided = withEntry(decided, sublayer, entry);
+      if (refit) step();
       if (best!.candidate.explainedVariance !== undefined)
         explainedVariance[sublayerName(sublayer)] = best!.candidate.explainedVariance;
     }
@@ -218,9 +231,8 @@ export async function fitEmulationSequentially(
     });
   }
   const plainPlanNll = decisions[0]?.validationNllPlain ?? fullNll;
-  const emulatedNll = decisions.length
-    ? Math.min(decisions.at(-1)!.validationNllPlain, decisions.at(-1)!.validationNllEmulated)
-    : fullNll;
+  const emulatedNll = (await validationLoss.evaluate({ ...allDrops, emulation: decided })).meanNll;
+  step();
   const file: EmulationFile = { schema: 'dropserve.emulation', version: 1, dim, entries: [] };
   for (const sublayer of order) {
     const entry = decided[sublayer.kind][sublayer.layer];
@@ -235,7 +247,21 @@ export async function fitEmulationSequentially(
     validationSamples: validation.length,
     ridgeGrid: grid,
     target,
+    refit,
     validationNll: { full: fullNll, plain: plainPlanNll, emulated: emulatedNll },
+  };
+}
+
+function fitEntry(
+  stats: UpdateStatistics,
+  choice: Exclude<EmulationChoice, { kind: 'none' }>,
+  ridge: number,
+): { entry: SublayerEmulation; explainedVariance?: number } {
+  if (choice.kind === 'bias') return { entry: { kind: 'bias', bias: fitBias(stats, ridge) } };
+  const fitted = fitLowRank(stats, choice.rank, ridge);
+  return {
+    entry: { kind: 'lowrank', bias: fitted.bias, down: fitted.down, up: fitted.up, rank: fitted.rank },
+    explainedVariance: fitted.explainedVariance,
   };
 }
 

@@ -285,6 +285,9 @@ function sequentialRecord(fit: SequentialFit, choice: EmulationChoice): Record<s
     target: fit.target === 'block' ? 'sublayer update on pruned-network inputs' : 'full-model stream',
     fit_samples: fit.fitSamples,
     validation_samples: fit.validationSamples,
+    refit: fit.refit
+      ? `kept emulations refit on all ${fit.fitSamples + fit.validationSamples} samples with the chosen ridge`
+      : false,
     ridge_grid: fit.ridgeGrid,
     validation_nll: fit.validationNll,
     sublayers: fit.decisions.map((d) => ({
@@ -306,7 +309,7 @@ function sequentialRecord(fit: SequentialFit, choice: EmulationChoice): Record<s
 
 function decisionLines(fit: SequentialFit, choice: EmulationChoice): string[] {
   const lines = [
-    `${describeEmulation(choice)} fitted sequentially on ${fit.fitSamples} samples, gated on ${fit.validationSamples} validation samples (NLL full ${fit.validationNll.full.toFixed(4)}):`,
+    `${describeEmulation(choice)} fitted sequentially on ${fit.fitSamples} samples, gated on ${fit.validationSamples} validation samples${fit.refit ? ', kept ones refit on all' : ''} (validation NLL full ${fit.validationNll.full.toFixed(4)}):`,
   ];
   for (const d of fit.decisions) {
     const figures = `validation NLL plain ${d.validationNllPlain.toFixed(4)}, emulated ${d.validationNllEmulated.toFixed(4)} (ridge ${d.ridge})`;
