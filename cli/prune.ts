@@ -7,6 +7,7 @@
  */
 
 import { DropserveError } from '../engine/errors.ts';
+import { DEFAULT_PROMPT_TOKENS, MAX_EXHAUSTIVE_PLANS } from '../pruning/adaptive-eval.ts';
 import { METRIC_DESCRIPTIONS, METRICS } from '../pruning/analyze.ts';
 import { runAnalyzeCommand } from '../pruning/commands/analyze-command.ts';
 import { runEvalCommand } from '../pruning/commands/eval-command.ts';
@@ -62,6 +63,7 @@ ${CALIBRATION_FLAGS}
   --out FILE         plan file to write (atomically)
   --json             print a JSON summary`,
   eval: `usage: dropserve prune eval --data FILE [--model M] [--plan plan.json | --drop-attention 1,3 --drop-mlp 2]
+       dropserve prune eval --data FILE --adaptive attn:K[,mlp:M] [--prompt-tokens N] [--plan … | --drop-attention …]
 ${COMMON_FLAGS}
   --plan FILE        plan file (and its emulation side file)
   --drop-attention L comma-separated attention layers to drop (instead of --plan)
@@ -69,6 +71,15 @@ ${COMMON_FLAGS}
   --skip-docs N      skip the first N documents (or windows)
   --max-docs N       score at most N documents (or windows)
   --tasks FILE       multiple-choice tasks, JSONL lines {context, choices[], label}
+  --adaptive SPEC    attn:K, mlp:M or attn:K,mlp:M: the continuation protocol instead of perplexity.
+                     Per document the first --prompt-tokens tokens are the prompt, the rest is
+                     scored teacher-forced against the full model (ΔNLL, top-1 agreement, KL) for
+                     the adaptive variant (as served: prompt through the full model, continuation
+                     without the K/M sublayers that prompt found least influential, over the kept
+                     layers' prompt KV) and for static plans dropping as many: every such plan
+                     (at most ${MAX_EXHAUSTIVE_PLANS}) or the one --plan / --drop-attention names.
+                     Needs a file of documents; prints the distinct drop sets and a verdict
+  --prompt-tokens N  with --adaptive: prompt length in tokens, BOS included (default ${DEFAULT_PROMPT_TOKENS})
   --weights W        fp32|fp16|int8|int4: storage of the linear layers (default fp32)
   --quant-block N    values per scale for int8/int4 (default 32)
   --quantize-lm-head also quantize lm_head

@@ -15,6 +15,7 @@ import { corpusPerplexity } from '../perplexity.ts';
 import type { Progress } from '../progress.ts';
 import type { TaskResults } from '../tasks.ts';
 import { evaluateTasks, readTasks } from '../tasks.ts';
+import { runAdaptiveEval } from './adaptive-eval-command.ts';
 import type { PruneIo } from './flags.ts';
 import { COMMON_OPTIONS, integerFlag, layerListFlag, modelInfo, parseFlags, requireFlag } from './flags.ts';
 
@@ -34,6 +35,8 @@ export async function runEvalCommand(
       tasks: { type: 'string' },
       'max-docs': { type: 'string' },
       'skip-docs': { type: 'string' },
+      adaptive: { type: 'string' },
+      'prompt-tokens': { type: 'string' },
       ...WEIGHT_FLAG_SPECS,
     },
     'eval',
@@ -47,7 +50,10 @@ export async function runEvalCommand(
     );
   }
   const corpus = readCorpus(requireFlag(flags.data as string | undefined, 'data', 'eval'));
-  const tasks = flags.tasks ? readTasks(flags.tasks as string) : undefined;
+  if (flags.adaptive === undefined && flags['prompt-tokens'] !== undefined) {
+    throw new DropserveError('DS_INVALID_ARGUMENT', 'prune eval: --prompt-tokens needs --adaptive');
+  }
+  const tasks = flags.tasks && flags.adaptive === undefined ? readTasks(flags.tasks as string) : undefined;
   const slice = {
     skipDocs: integerFlag(flags['skip-docs'] as string | undefined, 'skip-docs', 0),
     maxDocs:
@@ -77,6 +83,16 @@ export async function runEvalCommand(
     };
     validateDropSpec(spec, config.numLayers, 'prune eval');
     variant = spec.dropAttention.length + spec.dropMlp.length === 0 ? 'full model' : 'inline drop';
+  }
+  if (flags.adaptive !== undefined) {
+    const isStaticGiven =
+      planPath !== undefined || flags['drop-attention'] !== undefined || flags['drop-mlp'] !== undefined;
+    return runAdaptiveEval(
+      { flags, model, corpus, slice, ...(isStaticGiven ? { staticPlan: spec } : {}) },
+      io,
+      progress,
+      signal,
+    );
   }
   // An export (deci / gguf) carries its own plan: its sublayers have no weights to evaluate.
   spec = withBuiltInPlan(spec, model.builtInPlan);
