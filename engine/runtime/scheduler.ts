@@ -1,4 +1,5 @@
 import { kvShapeBytes } from '../../kv-cache/kv-layout.ts';
+import type { KvAdmission } from '../client.ts';
 
 /**
  * The scheduler: admission, preemption and the plan of one round, as a pure function of the
@@ -47,7 +48,7 @@ export interface WaitingJob {
   worstCaseTokens: number;
 }
 
-export type AdmissionPolicy = 'on-demand' | 'worst-case';
+export type AdmissionPolicy = KvAdmission;
 
 export interface SchedulerConfig {
   budgetBytes: number;

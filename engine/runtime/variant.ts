@@ -1,5 +1,6 @@
 import type { KvLayout } from '../../kv-cache/kv-layout.ts';
 import type { SublayerMask } from '../graph/io.ts';
+import { kvLayoutOf } from '../graph/kv-bytes.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { AdaptiveSpec } from '../plan/adaptive-mask.ts';
 import { type DropSpec, maskOf, validateDropSpec } from '../plan/plan.ts';
@@ -32,19 +33,13 @@ export function resolveVariant(definition: VariantDefinition, config: ModelConfi
   const mask = maskOf(definition.spec, config.numLayers);
   // An adaptive variant's sequences keep L − K attention layers' KV, whichever they are: the
   // layout stands for that size when memory is planned.
-  const keptLayers = definition.adaptive
-    ? Array.from({ length: config.numLayers - definition.adaptive.attention }, (_, i) => i)
-    : mask.attnKeep.flatMap((keep, layer) => (keep ? [layer] : []));
-  return {
-    ...definition,
-    mask,
-    kvLayout: {
-      keptLayers,
-      numKvHeads: config.numKvHeads,
-      headDim: config.headDim,
-      maxSeqLen: config.maxSeqLen,
-    },
-  };
+  const kvLayout = definition.adaptive
+    ? kvLayoutOf(
+        config,
+        Array.from({ length: definition.adaptive.attention }, (_, i) => i),
+      )
+    : kvLayoutOf(config, mask);
+  return { ...definition, mask, kvLayout };
 }
 
 /** "<model>:<name>" for pruned variants, the model name itself for the unpruned one. */
