@@ -2,8 +2,18 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { DropserveError } from '../engine/errors.ts';
 import { fetchExperimentReports } from '../loadtests/src/ab-report.ts';
-import { type CapacityReport, geometricLevels, runCapacity } from '../loadtests/src/capacity.ts';
+import {
+  type CapacityOptions,
+  type CapacityReport,
+  geometricLevels,
+  runCapacity,
+} from '../loadtests/src/capacity.ts';
 import { renderCapacityChart } from '../loadtests/src/capacity-chart.ts';
+import {
+  formatCapacityComparison,
+  mergedForChart,
+  runCapacityComparison,
+} from '../loadtests/src/capacity-compare.ts';
 import { type DatasetSpec, loadJsonlDataset } from '../loadtests/src/dataset.ts';
 import { type LoadtestReport, runLoadtest } from '../loadtests/src/loadtest.ts';
 import { fetchModelIds } from '../loadtests/src/models-client.ts';
@@ -52,7 +62,7 @@ load (closed loop unless --rate)
   --warmup N              requests sent first and left out of the stats (default 0)
   --users N               spread requests over N OpenAI "user" ids (A/B arms are assigned by user)
 prompts
-  --dataset random|FILE   random words (default) or JSONL lines {"prompt","max_tokens"?} / {"messages","max_tokens"?}
+  --dataset random|FILE   random words (default) or JSONL lines {"prompt","max_tokens"?,"stop"?} / {"messages",…}
   --input-len N           random: prompt words, about one token each in Llama vocabularies (default 128)
   --output-len N          max_tokens (random; default for FILE lines without one) (default 128)
   --len-spread F          random: lengths uniform in ±F of the mean (default 0)
@@ -75,7 +85,10 @@ For each model, raise closed-loop concurrency until the SLO breaks at --slo-perc
 or throughput stops growing; report the most users each one holds, its goodput, its KV bytes/token and
 the server's KV budget (from GET /v1/variants when the server has it), and compare with a baseline.
 
-  --url URL               server root (default http://127.0.0.1:8000)
+  --url URL[,URL...]      server root (default http://127.0.0.1:8000); with several, the same sweep runs on
+                          each server in turn and a last table puts users at the SLO side by side, e.g. one
+                          --kv-cache-bytes served with --kv-admission worst-case and with on-demand
+                          (--json then holds {servers: [{url, label, report}], warnings})
   --models A,B,...        served models / variants to compare (required)
   --baseline NAME         the model the others are compared with (default: the first)
   --slo SPEC              ttft_ms:500[,tpot_ms:50][,e2e_ms:8000] (required)
@@ -283,29 +296,34 @@ async function runCapacityCommand(argv: string[]): Promise<number> {
       : (values.levels as string).split(',').map((t) => positiveInt('levels', t.trim()));
   const isQuiet = values.quiet as boolean;
   const percentile = positiveInt('slo-percentile', values['slo-percentile'] as string);
+  const urls = (values.url as string)
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (urls.length === 0) usageError(`--url needs at least one server root\n\n${CAPACITY_HELP}`);
+  const sweep: Omit<CapacityOptions, 'baseUrl'> = {
+    models,
+    baseline: values.baseline as string | undefined,
+    apiKey: (values['api-key'] as string | undefined) ?? process.env.DROPSERVE_API_KEY,
+    endpoint: parseEndpoint(values.endpoint as string),
+    dataset: parseDataset(values),
+    slo: parseSlo(values.slo as string),
+    sloPercentile: percentile,
+    levels,
+    requestsPerLevel: optional(values['requests-per-level'], (t) => positiveInt('requests-per-level', t)),
+    warmup: nonNegativeInt('warmup', values.warmup as string),
+    seed: nonNegativeInt('seed', values.seed as string),
+    ignoreEos: !(values['respect-eos'] as boolean),
+    timeoutMs: parseDurationS('timeout', values.timeout as string) * 1000,
+    saturationGain: number('saturation-gain', values['saturation-gain'] as string),
+    maxErrorRate: nonNegative('max-error-rate', values['max-error-rate'] as string),
+    onLevel: (model, level) => {
+      if (!isQuiet) console.error(formatCapacityLevel(model, level, percentile));
+    },
+  };
+  if (urls.length > 1) return runCapacityComparisonCommand(urls, sweep, values, isQuiet);
   const report: CapacityReport = await withInterrupt((signal) =>
-    runCapacity({
-      baseUrl: values.url as string,
-      models,
-      baseline: values.baseline as string | undefined,
-      apiKey: (values['api-key'] as string | undefined) ?? process.env.DROPSERVE_API_KEY,
-      endpoint: parseEndpoint(values.endpoint as string),
-      dataset: parseDataset(values),
-      slo: parseSlo(values.slo as string),
-      sloPercentile: percentile,
-      levels,
-      requestsPerLevel: optional(values['requests-per-level'], (t) => positiveInt('requests-per-level', t)),
-      warmup: nonNegativeInt('warmup', values.warmup as string),
-      seed: nonNegativeInt('seed', values.seed as string),
-      ignoreEos: !(values['respect-eos'] as boolean),
-      timeoutMs: parseDurationS('timeout', values.timeout as string) * 1000,
-      saturationGain: number('saturation-gain', values['saturation-gain'] as string),
-      maxErrorRate: nonNegative('max-error-rate', values['max-error-rate'] as string),
-      signal,
-      onLevel: (model, level) => {
-        if (!isQuiet) console.error(formatCapacityLevel(model, level, percentile));
-      },
-    }),
+    runCapacity({ ...sweep, baseUrl: urls[0]!, signal }),
   );
   console.log(formatCapacityReport(report));
   if (values.chart) {
@@ -314,6 +332,41 @@ async function runCapacityCommand(argv: string[]): Promise<number> {
   }
   if (values.json) {
     await writeFile(values.json as string, `${JSON.stringify(report, jsonNumbers, 2)}\n`);
+    console.error(`wrote ${values.json}`);
+  }
+  return 0;
+}
+
+/** `loadtest capacity --url A,B,…`: the same sweep on every server, then users at the SLO side by side. */
+async function runCapacityComparisonCommand(
+  urls: string[],
+  sweep: Omit<CapacityOptions, 'baseUrl'>,
+  values: FlagValues,
+  isQuiet: boolean,
+): Promise<number> {
+  const comparison = await withInterrupt((signal) =>
+    runCapacityComparison({
+      ...sweep,
+      baseUrls: urls,
+      signal,
+      onServer: ({ url, label }) => {
+        if (!isQuiet) console.error(`server ${label} (${url})`);
+      },
+    }),
+  );
+  for (const server of comparison.servers) {
+    console.log(`server ${server.label}: ${server.url}`);
+    console.log(formatCapacityReport(server.report));
+    console.log('');
+  }
+  console.log(formatCapacityComparison(comparison));
+  const merged = mergedForChart(comparison);
+  if (values.chart && merged) {
+    await writeFile(values.chart as string, renderCapacityChart(merged));
+    console.error(`wrote ${values.chart}`);
+  }
+  if (values.json) {
+    await writeFile(values.json as string, `${JSON.stringify(comparison, jsonNumbers, 2)}\n`);
     console.error(`wrote ${values.json}`);
   }
   return 0;

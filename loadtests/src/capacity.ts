@@ -63,6 +63,8 @@ export interface LevelResult {
   maxRunning: number | null;
   maxWaiting: number | null;
   maxKvCacheUsagePerc: number | null;
+  /** Sequences of this model the server preempted during the level (null: the server does not say). */
+  preemptions: number | null;
   summary: LoadtestSummary;
 }
 
@@ -149,6 +151,7 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
     let stopReason: StopReason = 'max_level';
     let stoppedAt: number | null = null;
     for (const [i, concurrency] of options.levels.entries()) {
+      const before = await preemptionsOf(options.baseUrl, model, options.apiKey);
       const poller = pollVariants(options.baseUrl, options.pollIntervalMs ?? 100, { apiKey: options.apiKey });
       const loadOptions: LoadtestOptions = {
         baseUrl: options.baseUrl,
@@ -169,6 +172,8 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
       const peak = (await poller.stop()).get(model);
       datasetDescription = report.config.dataset;
       const level = evaluateLevel(concurrency, report.summary, options.slo, percentile, maxErrorRate, peak);
+      const after = await preemptionsOf(options.baseUrl, model, options.apiKey);
+      level.preemptions = before === null || after === null ? null : after - before;
       levels.push(level);
       options.onLevel?.(model, level);
 
@@ -223,6 +228,12 @@ export async function runCapacity(options: CapacityOptions): Promise<CapacityRep
   };
 }
 
+/** The server's cumulative preemption count for one model, or null when it does not report one. */
+async function preemptionsOf(baseUrl: string, model: string, apiKey?: string): Promise<number | null> {
+  const variants = await fetchVariants(baseUrl, { apiKey });
+  return variants?.find((v) => v.id === model)?.numPreemptions ?? null;
+}
+
 function validateCapacityOptions(options: CapacityOptions, percentile: number): void {
   if (options.models.length === 0) throw new RangeError('at least one model is needed');
   if (!hasSlo(options.slo)) throw new RangeError('capacity planning needs an SLO, e.g. ttft_ms:500');
@@ -274,6 +285,7 @@ export function evaluateLevel(
     maxRunning: peak?.maxRunning ?? null,
     maxWaiting: peak?.maxWaiting ?? null,
     maxKvCacheUsagePerc: peak?.maxKvCacheUsagePerc ?? null,
+    preemptions: null,
     summary,
   };
 }

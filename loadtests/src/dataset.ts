@@ -85,11 +85,14 @@ function randomPromptSource(
 }
 
 const chatMessageSchema = z.object({ role: z.string(), content: z.string() });
+// OpenAI's stop: up to 4 strings; a line's stop strings go with every request made from it.
+const stopSchema = z.union([z.string().min(1), z.array(z.string().min(1)).min(1).max(4)]).optional();
 const datasetLineSchema = z.union([
-  z.object({ prompt: z.string(), max_tokens: z.number().int().positive().optional() }),
+  z.object({ prompt: z.string(), max_tokens: z.number().int().positive().optional(), stop: stopSchema }),
   z.object({
     messages: z.array(chatMessageSchema).min(1),
     max_tokens: z.number().int().positive().optional(),
+    stop: stopSchema,
   }),
 ]);
 
@@ -97,9 +100,10 @@ export interface DatasetEntry {
   prompt?: string;
   messages?: { role: string; content: string }[];
   maxTokens?: number;
+  stop?: string | string[];
 }
 
-/** Reads JSONL lines `{prompt, max_tokens?}` or `{messages, max_tokens?}`; blank lines are skipped. */
+/** Reads JSONL lines `{prompt, max_tokens?, stop?}` or `{messages, max_tokens?, stop?}`; blank lines are skipped. */
 export async function loadJsonlDataset(path: string, endpoint: Endpoint): Promise<DatasetEntry[]> {
   let text: string;
   try {
@@ -126,7 +130,7 @@ export async function loadJsonlDataset(path: string, endpoint: Endpoint): Promis
     if (!parsed.success) {
       throw new DropserveError(
         'DS_INVALID_ARGUMENT',
-        `${where}: expected {"prompt": string, "max_tokens"?: int} or {"messages": [{role, content}], "max_tokens"?: int}`,
+        `${where}: expected {"prompt": string, "max_tokens"?: int, "stop"?: string | string[]} or {"messages": [{role, content}], "max_tokens"?: int, "stop"?: …}`,
       );
     }
     const value = parsed.data;
@@ -134,9 +138,9 @@ export async function loadJsonlDataset(path: string, endpoint: Endpoint): Promis
       if (endpoint !== 'chat') {
         throw new DropserveError('DS_INVALID_ARGUMENT', `${where}: a {messages} line needs --endpoint chat`);
       }
-      entries.push({ messages: value.messages, maxTokens: value.max_tokens });
+      entries.push({ messages: value.messages, maxTokens: value.max_tokens, stop: value.stop });
     } else {
-      entries.push({ prompt: value.prompt, maxTokens: value.max_tokens });
+      entries.push({ prompt: value.prompt, maxTokens: value.max_tokens, stop: value.stop });
     }
   }
   if (entries.length === 0)

@@ -19,6 +19,8 @@ export interface PromptSpec {
   prompt?: string;
   messages?: ChatMessage[];
   maxTokens: number;
+  /** OpenAI `stop` strings (a dataset line's). */
+  stop?: string | string[];
   /** OpenAI `user`: dropserve assigns A/B experiment arms by hashing it. */
   user?: string;
 }
@@ -89,6 +91,7 @@ export function buildRequestBody(target: StreamTarget, spec: PromptSpec): Record
   }
   if (target.ignoreEos) body.ignore_eos = true;
   if (spec.user !== undefined) body.user = spec.user;
+  if (spec.stop !== undefined) body.stop = spec.stop;
   return body;
 }
 

@@ -204,6 +204,10 @@ export function formatCapacityReport(report: CapacityReport): string {
     '',
   ];
   const sloMetrics = SLO_METRICS.filter((m) => c.slo[m] !== undefined);
+  // Servers that report preemptions (KV on demand) get a column; reports from older servers do not.
+  const showsPreemptions = report.variants.some((v) =>
+    v.levels.some((l) => (l.preemptions ?? null) !== null),
+  );
   for (const v of report.variants) {
     out.push(v.model);
     out.push(
@@ -216,6 +220,7 @@ export function formatCapacityReport(report: CapacityReport): string {
           ...sloMetrics.map((m) => `p${p} ${sloMetricLabel(m)} ms`),
           'failed',
           'running',
+          ...(showsPreemptions ? ['preempted'] : []),
           'SLO',
         ],
         v.levels.map((l) => [
@@ -226,9 +231,20 @@ export function formatCapacityReport(report: CapacityReport): string {
           ...sloMetrics.map((m) => num(statAtPercentile(l.summary[m], p), 1)),
           String(l.summary.failed),
           l.maxRunning === null ? '-' : String(l.maxRunning),
+          ...(showsPreemptions ? [l.preemptions === null ? '-' : String(l.preemptions)] : []),
           l.holdsSlo ? 'holds' : 'BREAKS',
         ]),
-        ['r', 'r', 'r', 'r', ...sloMetrics.map((): Align => 'r'), 'r', 'r', 'l'],
+        [
+          'r',
+          'r',
+          'r',
+          'r',
+          ...sloMetrics.map((): Align => 'r'),
+          'r',
+          'r',
+          ...(showsPreemptions ? ['r' as const] : []),
+          'l',
+        ],
       ),
     );
     out.push('');

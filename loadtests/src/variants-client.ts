@@ -23,6 +23,11 @@ export interface VariantInfo {
   agreement: number | null;
   /** Requests the agreement was measured on (0 when unscored). */
   agreementSamples: number;
+  /** How the server admits sequences against its KV budget: "on-demand" or "worst-case" (null: not said). */
+  kvAdmission: string | null;
+  kvBlockTokens: number | null;
+  /** Sequences preempted (KV freed, recomputed later) since the server started. */
+  numPreemptions: number | null;
 }
 
 const finite = z.number().finite();
@@ -38,6 +43,9 @@ const variantSchema = z.looseObject({
   requests_running: finite.optional(),
   requests_waiting: finite.optional(),
   fidelity: z.looseObject({ samples: finite, agreement: finite }).nullable().optional(),
+  kv_admission: z.string().optional(),
+  kv_block_tokens: finite.optional(),
+  num_preemptions: finite.optional(),
 });
 
 /** Accepts a bare array (dropserve) or an OpenAI-style `{data: [...]}` / `{variants: [...]}` wrapper. */
@@ -65,6 +73,9 @@ export function parseVariants(body: unknown): VariantInfo[] | null {
       requestsWaiting: v.requests_waiting ?? null,
       agreement: v.fidelity?.agreement ?? null,
       agreementSamples: v.fidelity?.samples ?? 0,
+      kvAdmission: v.kv_admission ?? null,
+      kvBlockTokens: v.kv_block_tokens ?? null,
+      numPreemptions: v.num_preemptions ?? null,
     });
   }
   return variants;
