@@ -3,6 +3,7 @@ import { DEFAULT_SAMPLING } from '../engine/client.ts';
 import { parseDevice } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import { loadModel } from '../engine/model/load-model.ts';
+import { parseAdaptiveFlag } from '../engine/plan/adaptive-flag.ts';
 import { type DropSpec, loadPlanFile, parseInlineSpec, validateDropSpec } from '../engine/plan/plan.ts';
 import {
   parseWeightFlags,
@@ -29,6 +30,8 @@ const HELP = `usage: dropserve generate --prompt TEXT [flags]
   --drop-attention 1,3    attention layers to drop
   --drop-mlp 2            MLP layers to drop
   --plan FILE             pruning plan (instead of --drop-*)
+  --adaptive attn:K[,mlp:M]  drop the K (M) sublayers this prompt's prefill finds least influential
+                          (instead of --drop-* / --plan); the choice is printed at the end
   --device cpu|cuda|webgpu   --threads N
 ${WEIGHT_FLAGS_HELP}
   --json                  print one JSON object instead of streaming text
@@ -50,6 +53,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       'drop-attention': { type: 'string', default: '' },
       'drop-mlp': { type: 'string', default: '' },
       plan: { type: 'string' },
+      adaptive: { type: 'string' },
       device: { type: 'string', default: 'cpu' },
       threads: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
@@ -91,14 +95,23 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   clock.lap('read model files (weights, tokenizer)');
   const { config, tokenizer } = model;
   let spec: DropSpec;
+  const adaptive =
+    values.adaptive === undefined ? null : parseAdaptiveFlag(values.adaptive, config.numLayers);
+  if (adaptive && (values.plan || values['drop-attention'] || values['drop-mlp'])) {
+    throw new DropserveError('DS_INVALID_ARGUMENT', 'give --adaptive or --plan / --drop-*, not both');
+  }
   if (values.plan) spec = loadPlanFile(values.plan, config).spec;
   else spec = parseInlineSpec(`attn:${values['drop-attention']};mlp:${values['drop-mlp']}`);
   validateDropSpec(spec, config.numLayers);
-  const isPruned = spec.dropAttention.length > 0 || spec.dropMlp.length > 0 || spec.emulation !== undefined;
+  const isPruned =
+    adaptive !== null ||
+    spec.dropAttention.length > 0 ||
+    spec.dropMlp.length > 0 ||
+    spec.emulation !== undefined;
   const engine = await createWorkerEngine({
     model,
     servedModelName: model.source.id,
-    variants: isPruned ? [{ name: 'cli', spec }] : [],
+    variants: isPruned ? [{ name: 'cli', spec, ...(adaptive ? { adaptive } : {}) }] : [],
     device: parseDevice(values.device),
     threads: number('threads', values.threads),
     kvCacheBytes: 2 ** 30,
@@ -166,6 +179,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
             completion_tokens: completion,
             prompt_tokens: promptTokenIds.length,
             finish_reason: event.reason,
+            ...(event.adaptiveDrops ? { adaptive_drops: event.adaptiveDrops } : {}),
             kv_bytes_per_token: kvBytesPerToken,
             weight_bytes_per_token: weightBytesPerToken,
             weight_format: weightOptions.format,
@@ -179,8 +193,11 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
         );
       } else {
         process.stdout.write(`${tail}\n`);
+        const drops = event.adaptiveDrops
+          ? ` adaptive, dropped attention [${event.adaptiveDrops.attention.join(',')}] mlp [${event.adaptiveDrops.mlp.join(',')}];`
+          : '';
         console.error(
-          `\n[${variant}] ${promptTokenIds.length} prompt + ${completion.length} generated tokens (${event.reason}); ` +
+          `\n[${variant}]${drops} ${promptTokenIds.length} prompt + ${completion.length} generated tokens (${event.reason}); ` +
             `load ${round(loadMs)} ms, prefill ${round(prefillMs)} ms, decode ${round(decodeTokensPerSecond)} tok/s; ` +
             `KV ${kvBytesPerToken} B/token, weights (${weightOptions.format}) ${weightBytesPerToken} B/token`,
         );

@@ -3,7 +3,8 @@ import { DropserveError } from '../../engine/errors.ts';
 import { kvBytesPerToken } from '../../engine/graph/kv-bytes.ts';
 import { ModelSession } from '../../engine/graph/model-session.ts';
 import type { LoadedModel } from '../../engine/model/loaded-model.ts';
-import { type AdaptiveSpec, parseAdaptiveSpec } from '../../engine/plan/adaptive-mask.ts';
+import { parseAdaptiveFlag } from '../../engine/plan/adaptive-flag.ts';
+import type { AdaptiveSpec } from '../../engine/plan/adaptive-mask.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
 import {
   type AdaptiveEvalReport,
@@ -26,18 +27,6 @@ export interface AdaptiveEvalInput {
   /** A static plan named with --plan or --drop-attention/--drop-mlp: the one to compare with. */
   staticPlan?: DropSpec;
   slice: { skipDocs: number; maxDocs?: number };
-}
-
-/** "attn:2", "mlp:1", "attn:2,mlp:1" (the serve flag's "adaptive:" prefix is optional here). */
-export function parseAdaptiveFlag(value: string, numLayers: number): AdaptiveSpec {
-  const text = value.startsWith('adaptive:') ? value : `adaptive:${value}`;
-  try {
-    return parseAdaptiveSpec(text, numLayers)!;
-  } catch (error) {
-    throw new DropserveError('DS_INVALID_ARGUMENT', `--adaptive: ${(error as Error).message}`, {
-      param: 'adaptive',
-    });
-  }
 }
 
 export async function runAdaptiveEval(
