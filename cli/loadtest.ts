@@ -86,7 +86,8 @@ or throughput stops growing; report the most users each one holds, its goodput, 
 the server's KV budget (from GET /v1/variants when the server has it), and compare with a baseline.
 
   --url URL[,URL...]      server root (default http://127.0.0.1:8000); with several, the same sweep runs on
-                          each server in turn and a last table puts users at the SLO side by side, e.g. one
+                          each server (model by model, servers in turn) and a last table puts users at the
+                          SLO side by side, e.g. one
                           --kv-cache-bytes served with --kv-admission worst-case and with on-demand
                           (--json then holds {servers: [{url, label, report}], warnings})
   --models A,B,...        served models / variants to compare (required)
@@ -349,8 +350,8 @@ async function runCapacityComparisonCommand(
       ...sweep,
       baseUrls: urls,
       signal,
-      onServer: ({ url, label }) => {
-        if (!isQuiet) console.error(`server ${label} (${url})`);
+      onServer: ({ url, label, model }) => {
+        if (!isQuiet) console.error(`${model} on server ${label} (${url})`);
       },
     }),
   );

@@ -1,4 +1,10 @@
-import { type CapacityOptions, type CapacityReport, formatUsers, runCapacity } from './capacity.ts';
+import {
+  type CapacityOptions,
+  type CapacityReport,
+  formatUsers,
+  runCapacity,
+  verdictLines,
+} from './capacity.ts';
 import { formatBytes, renderTable } from './report-format.ts';
 import { formatSlo } from './slo.ts';
 import { fetchVariants } from './variants-client.ts';
@@ -7,7 +13,7 @@ import { fetchVariants } from './variants-client.ts';
  * One capacity sweep against several servers in one run of the tool: typically the same model and
  * the same --kv-cache-bytes served with `--kv-admission worst-case` and with `on-demand`, so that the
  * users each variant holds at the SLO can be read side by side. Every server gets the same traffic,
- * SLO and levels; the servers are swept one after another, so they never compete for the machine.
+ * SLO and levels; one sweep runs at a time, so the servers never compete for the machine.
  */
 export interface ServerCapacity {
   url: string;
@@ -28,7 +34,8 @@ export interface CapacityComparison {
 export interface CapacityComparisonOptions extends Omit<CapacityOptions, 'baseUrl'> {
   /** Two or more server roots, in the order the table shows them (e.g. before, after). */
   baseUrls: string[];
-  onServer?: (server: { url: string; label: string }) => void;
+  /** Called before each sweep: one model on one server. */
+  onServer?: (sweep: { url: string; label: string; model: string }) => void;
 }
 
 export async function runCapacityComparison(options: CapacityComparisonOptions): Promise<CapacityComparison> {
@@ -47,14 +54,40 @@ export async function runCapacityComparison(options: CapacityComparisonOptions):
     }),
   );
   const labels = serverLabels(described);
-  const servers: ServerCapacity[] = [];
-  for (const [i, server] of described.entries()) {
-    if (options.signal?.aborted) break;
-    onServer?.({ url: server.url, label: labels[i]! });
-    const report = await runCapacity({ ...sweep, baseUrl: server.url });
-    servers.push({ ...server, label: labels[i]!, report });
+  // Model by model, every server in turn: a pair of sweeps that are compared runs within seconds of
+  // each other, so drifting load on a shared machine hits both sides alike.
+  const sweeps: CapacityReport[][] = described.map(() => []);
+  for (const model of sweep.models) {
+    for (const [i, server] of described.entries()) {
+      if (options.signal?.aborted) break;
+      onServer?.({ url: server.url, label: labels[i]!, model });
+      sweeps[i]!.push(await runCapacity({ ...sweep, baseUrl: server.url, models: [model], baseline: model }));
+    }
   }
+  const servers = described.flatMap((server, i) => {
+    const report = mergeReports(sweeps[i]!, sweep);
+    return report ? [{ ...server, label: labels[i]!, report }] : [];
+  });
   return { servers, warnings: comparisonWarnings(described) };
+}
+
+/** One server's per-model sweeps as the report a single `runCapacity` over all the models gives. */
+function mergeReports(
+  reports: CapacityReport[],
+  sweep: Omit<CapacityOptions, 'baseUrl'>,
+): CapacityReport | null {
+  const first = reports[0];
+  if (!first) return null;
+  const variants = reports.flatMap((r) => r.variants);
+  const baseline = sweep.baseline ?? sweep.models[0]!;
+  const { slo, sloPercentile, levels } = first.config;
+  return {
+    ...first,
+    config: { ...first.config, models: variants.map((v) => v.model), baseline },
+    variantsAvailable: reports.every((r) => r.variantsAvailable),
+    variants,
+    verdicts: verdictLines(variants, baseline, slo, sloPercentile, levels),
+  };
 }
 
 /** kv_admission names the servers when it tells them apart; otherwise their URLs do. */
