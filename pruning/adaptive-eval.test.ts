@@ -98,6 +98,11 @@ describe('prune eval --adaptive (continuation protocol)', () => {
     }
     expect(out.distinct_masks).toBe(out.masks.length);
     expect(out.masks.reduce((n: number, m: { documents: number }) => n + m.documents, 0)).toBe(3);
+    // Per mask, both sides are scored on that mask's documents: the positions add up to the total.
+    const positionsOf = (side: 'adaptive' | 'best_static'): number =>
+      out.masks.reduce((n: number, m: Record<string, Fidelity>) => n + m[side]!.positions, 0);
+    expect(positionsOf('adaptive')).toBe(continuation);
+    expect(positionsOf('best_static')).toBe(continuation);
     const adaptiveWins = out.adaptive_fidelity.delta_nll < out.static[0].delta_nll;
     expect(out.verdict).toMatch(adaptiveWins ? /^adaptive wins/ : /^static wins/);
     expect(out.kv_bytes_per_token).toBe((out.kv_bytes_per_token_full * 4) / 5);
@@ -122,13 +127,16 @@ describe('prune eval --adaptive (continuation protocol)', () => {
     const { metrics } = await residualPass(session, model.weights, [
       { tokens: tokens.slice(0, PROMPT_TOKENS), firstScored: 1 },
     ]);
-    expect(out.masks).toEqual([
-      {
-        drop_attention: lowestPerKind(metrics.cosine, { attention: 2, mlp: 0 }).dropAttention,
-        drop_mlp: [],
-        documents: 1,
-      },
-    ]);
+    expect(out.masks).toHaveLength(1);
+    expect(out.masks[0]).toMatchObject({
+      drop_attention: lowestPerKind(metrics.cosine, { attention: 2, mlp: 0 }).dropAttention,
+      drop_mlp: [],
+      documents: 1,
+    });
+    // One document: its mask's figures are the whole run's.
+    expect(out.masks[0].adaptive).toEqual(out.adaptive_fidelity);
+    const { drop_attention: _a, drop_mlp: _m, ...bestStatic } = out.static[0];
+    expect(out.masks[0].best_static).toEqual(bestStatic);
     // The plan named is the only static one, scored as pruning/scoring.ts scores a sequence.
     expect(out.static).toHaveLength(1);
     expect(out.static[0].drop_attention).toEqual([0, 1]);

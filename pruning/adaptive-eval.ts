@@ -37,8 +37,17 @@ export interface AdaptiveEvalReport {
   skippedShort: number;
   full: ContinuationFidelity;
   adaptiveFidelity: ContinuationFidelity;
-  /** Drop sets the prompts chose, most frequent first. */
-  masks: { drops: DropSpec; documents: number }[];
+  /**
+   * Drop sets the prompts chose, most frequent first; on each set's own documents, the adaptive
+   * variant's fidelity and that of the overall best static plan (does choosing per prompt pay where
+   * it departs from the static choice?).
+   */
+  masks: {
+    drops: DropSpec;
+    documents: number;
+    adaptive: ContinuationFidelity;
+    bestStatic: ContinuationFidelity;
+  }[];
   /** Static plans compared (same number of drops of each kind), lowest ΔNLL first. */
   static: { drops: DropSpec; fidelity: ContinuationFidelity }[];
 }
@@ -81,7 +90,13 @@ export async function evaluateAdaptive(
   const full = new FidelitySum();
   const adaptive = new FidelitySum();
   const statics = plans.map(() => new FidelitySum());
-  const masks = new Map<string, { drops: DropSpec; documents: number }>();
+  interface MaskGroup {
+    drops: DropSpec;
+    documents: number;
+    adaptive: FidelitySum;
+    statics: FidelitySum[];
+  }
+  const masks = new Map<string, MaskGroup>();
   let scored = 0;
   let skippedShort = 0;
   options.onStart?.(documents.length);
@@ -97,18 +112,28 @@ export async function evaluateAdaptive(
     const reference = rowsOf(await teacherForced(session, tokens, promptTokens, fullMask), config.vocabSize);
     full.add(reference, reference, targets);
     const run = await adaptiveContinuation(session, tokens, promptTokens, options.adaptive);
-    adaptive.add(reference, rowsOf(run.logits, config.vocabSize), targets);
+    const adaptiveRows = rowsOf(run.logits, config.vocabSize);
+    adaptive.add(reference, adaptiveRows, targets);
     const key = dropKey(run.drops);
-    const seen = masks.get(key) ?? { drops: run.drops, documents: 0 };
-    seen.documents++;
-    masks.set(key, seen);
+    const group = masks.get(key) ?? {
+      drops: run.drops,
+      documents: 0,
+      adaptive: new FidelitySum(),
+      statics: plans.map(() => new FidelitySum()),
+    };
+    masks.set(key, group);
+    group.documents++;
+    group.adaptive.add(reference, adaptiveRows, targets);
     for (const [p, mask] of staticMasks.entries()) {
-      const logits = await teacherForced(session, tokens, promptTokens, mask);
-      statics[p]!.add(reference, rowsOf(logits, config.vocabSize), targets);
+      const rows = rowsOf(await teacherForced(session, tokens, promptTokens, mask), config.vocabSize);
+      statics[p]!.add(reference, rows, targets);
+      group.statics[p]!.add(reference, rows, targets);
     }
     scored++;
     options.onProgress?.(i + 1);
   }
+  const staticMeans = statics.map((sum) => sum.mean());
+  const best = staticMeans.reduce((b, f, p) => (f.deltaNll < staticMeans[b]!.deltaNll ? p : b), 0);
   return {
     adaptive: options.adaptive,
     promptTokens,
@@ -116,9 +141,16 @@ export async function evaluateAdaptive(
     skippedShort,
     full: full.mean(),
     adaptiveFidelity: adaptive.mean(),
-    masks: [...masks.values()].sort((a, b) => b.documents - a.documents),
+    masks: [...masks.values()]
+      .sort((a, b) => b.documents - a.documents)
+      .map((g) => ({
+        drops: g.drops,
+        documents: g.documents,
+        adaptive: g.adaptive.mean(),
+        bestStatic: g.statics[best]?.mean() ?? g.adaptive.mean(),
+      })),
     static: plans
-      .map((drops, p) => ({ drops, fidelity: statics[p]!.mean() }))
+      .map((drops, p) => ({ drops, fidelity: staticMeans[p]! }))
       .sort((a, b) => a.fidelity.deltaNll - b.fidelity.deltaNll),
   };
 }

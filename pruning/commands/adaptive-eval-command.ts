@@ -186,6 +186,8 @@ function adaptiveJson({
       drop_attention: m.drops.dropAttention,
       drop_mlp: m.drops.dropMlp,
       documents: m.documents,
+      adaptive: fidelityJson(m.adaptive),
+      best_static: fidelityJson(m.bestStatic),
     })),
     static_choice: staticChoice,
     static: report.static.map((s) => ({
@@ -225,6 +227,18 @@ function adaptiveTable({ model, data, skipDocs, report, staticChoice, seconds }:
       'distinct masks',
       `${report.masks.length}: ${report.masks.map((m) => `${dropsText(m.drops)} ×${m.documents}`).join(', ')}`,
     ),
+    ...(best && report.masks.length > 1
+      ? [
+          '',
+          `on each mask's own documents: adaptive vs the best static plan (${dropsText(best.drops)})`,
+          `${'prompts chose'.padEnd(20)}${'documents'.padStart(10)}${'ΔNLL adaptive'.padStart(15)}${'ΔNLL static'.padStart(13)}${'top-1 adaptive'.padStart(16)}${'top-1 static'.padStart(14)}`,
+          ...report.masks.map(
+            (m) =>
+              `${dropsText(m.drops).padEnd(20)}${String(m.documents).padStart(10)}${m.adaptive.deltaNll.toFixed(4).padStart(15)}${m.bestStatic.deltaNll.toFixed(4).padStart(13)}${`${(100 * m.adaptive.agreement).toFixed(2)}%`.padStart(16)}${`${(100 * m.bestStatic.agreement).toFixed(2)}%`.padStart(14)}`,
+          ),
+          '',
+        ]
+      : []),
     row('verdict', verdictOf(report)),
     row('time', `${seconds.toFixed(1)} s`),
   ];
