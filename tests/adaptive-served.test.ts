@@ -154,6 +154,23 @@ describe('an experiment between a static and an adaptive variant, served live', 
     // The same prompt chooses the same drops.
     expect(dropsOf(streamedUsage)).toEqual(chatDrops);
 
+    // Prompt logprobs need a fixed network to score the prompt with: a clear 400, not a crash.
+    const echo = await fetch(`${server.httpUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: ADAPTIVE,
+        prompt: 'Tom had a ball.',
+        max_tokens: 2,
+        echo: true,
+        logprobs: 1,
+      }),
+    });
+    expect(echo.status).toBe(400);
+    const error = ((await echo.json()) as { error: { message: string; type: string } }).error;
+    expect(error.type).toBe('invalid_request_error');
+    expect(error.message).toMatch(/input-adaptive/);
+
     const grpc = new GrpcTestClient(server.grpcPort!);
     try {
       const prompt = OPENINGS[0]!;
