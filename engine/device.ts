@@ -2,8 +2,9 @@
  * `--device cpu|cuda|webgpu` → onnxruntime-node execution providers, and the one place that turns an
  * EP that cannot start into a DropserveError saying what is missing.
  */
-import type { InferenceSession } from 'onnxruntime-node';
+import ort, { type InferenceSession } from 'onnxruntime-node';
 import { DropserveError } from './errors.ts';
+import { ElemType, encodeModel, graph, node, tensorInfo } from './graph/onnx-helpers.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 
@@ -63,4 +64,34 @@ export function deviceUnavailableError(device: GpuDevice, cause: unknown): Drops
       cause,
     },
   );
+}
+
+let webGpuProbe: Promise<string | null> | undefined;
+
+/**
+ * Why onnxruntime's WebGPU EP cannot start here, or null when it can: one tiny session, once per
+ * process. Tests that need WebGPU skip with this reason (no Vulkan loader, no driver, Mesa too old).
+ */
+export function webGpuUnavailableReason(): Promise<string | null> {
+  webGpuProbe ??= (async () => {
+    const model = encodeModel(
+      graph({
+        name: 'webgpu_probe',
+        nodes: [node({ name: 'add', op: 'Add', inputs: ['x', 'x'], outputs: ['y'] })],
+        inputs: [tensorInfo('x', ElemType.float, [1])],
+        outputs: [tensorInfo('y', ElemType.float, [1])],
+      }),
+    );
+    try {
+      const session = await ort.InferenceSession.create(model, {
+        executionProviders: executionProvidersFor('webgpu'),
+        logSeverityLevel: 3,
+      });
+      await session.release();
+      return null;
+    } catch (e) {
+      return deviceUnavailableError('webgpu', e).message;
+    }
+  })();
+  return webGpuProbe;
 }

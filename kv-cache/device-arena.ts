@@ -206,6 +206,18 @@ export class DeviceKvArena {
     return this.#rowCapacity * this.#tokenCapacity * this.bytesPerToken;
   }
 
+  /**
+   * Bytes of the device tensors the arena holds now, from their shapes (each distinct tensor once):
+   * what the device actually allocated for K/V, to check allocatedBytes against.
+   */
+  get deviceTensorBytes(): number {
+    const tensors = new Set<ort.Tensor>();
+    for (const kv of this.#caches.values()) tensors.add(kv.key).add(kv.value);
+    let bytes = 0;
+    for (const t of tensors) bytes += t.dims.reduce((a, b) => a * b, 1) * Float32Array.BYTES_PER_ELEMENT;
+    return bytes;
+  }
+
   /** Bytes of the blocks the live tokens occupy. */
   get usedBytes(): number {
     return this.#lengths.reduce((sum, n) => sum + blockAligned(n, this.blockTokens), 0) * this.bytesPerToken;

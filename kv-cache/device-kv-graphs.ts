@@ -182,3 +182,26 @@ function intsAttr(name: string, ints: number[]) {
   // AttributeProto type 7 = INTS; onnx-helpers has no helper for it and this is its only user.
   return { name, type: 7, ints };
 }
+
+/** Output name of a resident copy of graph input `name`. */
+export const residentName = (name: string): string => `resident_${name}`;
+
+/**
+ * Identity per float input: run once with host tensors and 'gpu-buffer' outputs, it leaves device
+ * copies that later runs take as inputs — for feeds that are constant for a sequence's life (a
+ * mask's emulation biases and low-rank maps), which would otherwise go up again every step.
+ */
+export function residentCopyGraph(inputs: readonly { name: string; rank: number }[]): Uint8Array {
+  return encodeModel(
+    graph({
+      name: 'resident_copy',
+      nodes: inputs.map(({ name }) =>
+        node({ name: `copy.${name}`, op: 'Identity', inputs: [name], outputs: [residentName(name)] }),
+      ),
+      inputs: inputs.map(({ name, rank }) => tensorInfo(name, ElemType.float, Array(rank).fill(null))),
+      outputs: inputs.map(({ name, rank }) =>
+        tensorInfo(residentName(name), ElemType.float, Array(rank).fill(null)),
+      ),
+    }),
+  );
+}

@@ -11,6 +11,7 @@
  */
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { residentCopyGraph, residentName } from '../../kv-cache/device-kv-graphs.ts';
 import { TransferCounter, type TransferStats } from '../../kv-cache/device-transfers.ts';
 import type { Device } from '../device.ts';
 import { deviceUnavailableError, executionProvidersFor, isGpuDevice } from '../device.ts';
@@ -71,6 +72,7 @@ export class ModelSession {
   readonly hasHiddenStates: boolean;
   readonly #session: ort.InferenceSession;
   readonly #inputNames: ReadonlySet<string>;
+  readonly #outputNames: ReadonlySet<string>;
   /** Empty [B, kvH, 0, D] past of dropped layers, per batch size B. */
   readonly #emptyPast = new Map<number, ort.Tensor>();
   /**
@@ -81,6 +83,9 @@ export class ModelSession {
   readonly #noEmulationFeeds: Record<string, ort.Tensor>;
   readonly kvOnDevice: boolean;
   readonly #transfers: TransferCounter;
+  /** kvOnDevice on WebGPU: device copies of each mask's float emulation feeds, made once. */
+  readonly #residentEmulation = new WeakMap<object, Promise<Record<string, ort.Tensor>>>();
+  #residentCopier: Promise<ort.InferenceSession> | undefined;
 
   private constructor(
     config: ModelConfig,
@@ -96,6 +101,7 @@ export class ModelSession {
     this.#transfers = new TransferCounter(isGpuDevice(device));
     this.#session = session;
     this.#inputNames = new Set(session.inputNames);
+    this.#outputNames = new Set(session.outputNames);
     this.#noEmulationFeeds = emulationFeeds(config, undefined);
   }
 
@@ -112,6 +118,10 @@ export class ModelSession {
     const kvOnDevice = options.kvOnDevice ?? false;
     // On the CPU EP the same path runs with every tensor in JS memory (how CI checks its logic
     // without a GPU). CUDA's gpu-buffer outputs in Node are untried: refused rather than guessed.
+    if (kvOnDevice && hasHiddenStates) {
+      // Unfetched gpu-bound outputs go stale between runs (see runDeviceKv): hidden_<k> would be.
+      throw new DropserveError('DS_INVALID_ARGUMENT', 'kvOnDevice sessions are built without hidden states');
+    }
     if (kvOnDevice && device === 'cuda') {
       throw new DropserveError(
         'DS_INVALID_ARGUMENT',
@@ -219,7 +229,25 @@ export class ModelSession {
       pastFeeds[GRAPH_INPUT.pastKey(l)] = past?.key ?? this.#emptyPastFor(input.batchSize);
       pastFeeds[GRAPH_INPUT.pastValue(l)] = past?.value ?? this.#emptyPastFor(input.batchSize);
     });
-    const results = await this.#runCounted(this.#feeds(input, pastFeeds), this.#fetchNames(input));
+    const resident = await this.#residentEmulationFeeds(input.mask.emulation);
+    const feeds = this.#feeds(input, { ...resident, ...pastFeeds });
+    // Every layer's K/V is fetched, dropped ones too (empty): the binding keeps an unfetched
+    // gpu-buffer output bound from an earlier run and hands it to the next as a preallocated output,
+    // which fails once a layer's mask differs from that run's ("has shape {1,3,32} but the computed
+    // output shape for this run is {0,0,32}", onnxruntime-node 1.30 on WebGPU).
+    const fetches = [...this.#fetchNames(input)];
+    input.mask.attnKeep.forEach((isKept, l) => {
+      if (!isKept) fetches.push(GRAPH_OUTPUT.newKey(l), GRAPH_OUTPUT.newValue(l));
+    });
+    const results = await this.#runCounted(
+      feeds,
+      fetches.filter((name) => this.#outputNames.has(name)),
+    );
+    input.mask.attnKeep.forEach((isKept, l) => {
+      if (isKept) return;
+      results[GRAPH_OUTPUT.newKey(l)]?.dispose();
+      results[GRAPH_OUTPUT.newValue(l)]?.dispose();
+    });
     return {
       logits: results[GRAPH_OUTPUT.logits]!.data as Float32Array,
       newKv: input.mask.attnKeep.map((isKept, l) =>
@@ -230,15 +258,17 @@ export class ModelSession {
 
   async release(): Promise<void> {
     await this.#session.release();
+    if (this.#residentCopier) await (await this.#residentCopier).release();
   }
 
   async #runCounted(
     feeds: Record<string, ort.Tensor>,
     fetches: string[],
+    session: ort.InferenceSession = this.#session,
   ): Promise<ort.InferenceSession.ReturnType> {
     let results: ort.InferenceSession.ReturnType;
     try {
-      results = await this.#session.run(feeds, fetches);
+      results = await session.run(feeds, fetches);
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       throw new DropserveError('DS_ORT_RUN_FAILED', message, { cause: e });
@@ -263,9 +293,10 @@ export class ModelSession {
     });
   }
 
+  /** The feeds of one run; `overrides` (past, resident copies) replace same-named ones. */
   #feeds(
     input: Omit<ForwardInput, 'past'>,
-    pastFeeds: Record<string, ort.Tensor>,
+    overrides: Record<string, ort.Tensor>,
   ): Record<string, ort.Tensor> {
     const { batchSize: B, seqLen: S, mask, pastLengths } = input;
     const { numLayers } = this.config;
@@ -291,7 +322,7 @@ export class ModelSession {
         input.logitsIndex.length,
       ]),
     };
-    Object.assign(feeds, pastFeeds);
+    Object.assign(feeds, overrides);
     // A statically pruned graph declares fewer inputs; feed only what it has.
     for (const name of Object.keys(feeds)) if (!this.#inputNames.has(name)) delete feeds[name];
     return feeds;
@@ -328,6 +359,44 @@ export class ModelSession {
     return names;
   }
 
+  /**
+   * The float emulation feeds of a mask as device tensors (empty ones stay in JS: 0 bytes), so a
+   * decode step uploads none of them; {} off WebGPU. One upload per Emulation object.
+   */
+  #residentEmulationFeeds(emulation: Emulation | undefined): Promise<Record<string, ort.Tensor>> {
+    if (this.device !== 'webgpu') return Promise.resolve({});
+    const key = emulation ?? this.#noEmulationFeeds;
+    let resident = this.#residentEmulation.get(key);
+    if (!resident) {
+      resident = this.#copyToDevice(this.#emulationFeedsFor(emulation));
+      this.#residentEmulation.set(key, resident);
+    }
+    return resident;
+  }
+
+  async #copyToDevice(hostFeeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    const names = RESIDENT_EMULATION_INPUTS.filter(
+      ({ name }) => this.#inputNames.has(name) && (hostFeeds[name]?.size ?? 0) > 0,
+    );
+    if (names.length === 0) return {};
+    this.#residentCopier ??= ort.InferenceSession.create(residentCopyGraph(RESIDENT_EMULATION_INPUTS), {
+      executionProviders: executionProvidersFor(this.device),
+      logSeverityLevel: 3,
+      preferredOutputLocation: Object.fromEntries(
+        RESIDENT_EMULATION_INPUTS.map(({ name }) => [residentName(name), 'gpu-buffer' as const]),
+      ),
+    });
+    const copier = await this.#residentCopier;
+    // The copier declares every emulation input: empty ones go in too (0 bytes) and are not fetched.
+    const feeds = Object.fromEntries(RESIDENT_EMULATION_INPUTS.map(({ name }) => [name, hostFeeds[name]!]));
+    const out = await this.#runCounted(
+      feeds,
+      names.map(({ name }) => residentName(name)),
+      copier,
+    );
+    return Object.fromEntries(names.map(({ name }) => [name, out[residentName(name)]!]));
+  }
+
   #emulationFeedsFor(emulation: Emulation | undefined): Record<string, ort.Tensor> {
     if (!emulation) return this.#noEmulationFeeds;
     let feeds = this.#emulationFeeds.get(emulation);
@@ -352,6 +421,16 @@ export class ModelSession {
     return tensor;
   }
 }
+
+/** Float emulation inputs: constant per mask, so a device-resident session uploads them once. */
+const RESIDENT_EMULATION_INPUTS = [
+  { name: GRAPH_INPUT.attnEmulBias, rank: 2 },
+  { name: GRAPH_INPUT.mlpEmulBias, rank: 2 },
+  { name: GRAPH_INPUT.attnEmulDown, rank: 3 },
+  { name: GRAPH_INPUT.mlpEmulDown, rank: 3 },
+  { name: GRAPH_INPUT.attnEmulUp, rank: 3 },
+  { name: GRAPH_INPUT.mlpEmulUp, rank: 3 },
+] as const;
 
 /** Output locations of a kvOnDevice session: every layer's new K/V on the device, the rest in JS. */
 function deviceKvOutputLocations(config: ModelConfig): Record<string, ort.Tensor.DataLocation> {
