@@ -36,6 +36,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<BenchRunner
     summary: 'GGUF F32/F16/Q8_0/Q4_0: file size, load time vs the source checkpoint, logit differences',
     load: async () => (await import('./gguf.ts')).runGgufBench,
   },
+  gpu: {
+    summary:
+      'device-resident vs host KV on --device webgpu: decode tok/s, TTFT, host↔device bytes/step; sequences per KV budget',
+    load: async () => (await import('./gpu.ts')).runGpuBench,
+  },
   startup: {
     summary: 'cold start to the first token, tsx sources vs compiled dist/ (stories260K, 110M shape)',
     load: async () => (await import('./startup.ts')).runStartupBench,

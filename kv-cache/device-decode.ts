@@ -25,6 +25,8 @@ export interface StepTransfer {
   longestContext: number;
   hostToDeviceBytes: number;
   deviceToHostBytes: number;
+  /** Wall time of the step (model run + KV append), for benchmarks only. */
+  ms: number;
 }
 
 export interface DeviceDecodeResult {
@@ -32,6 +34,8 @@ export interface DeviceDecodeResult {
   steps: StepTransfer[];
   /** Arena bytes at its largest (device memory of K/V, padding included). */
   peakAllocatedBytes: number;
+  /** Per request, ms from the start of the call to its first token (prefill and queueing). */
+  firstTokenMs: Map<string, number>;
 }
 
 export async function deviceGreedyDecode(
@@ -48,6 +52,8 @@ export async function deviceGreedyDecode(
   const pending = [...requests].sort((a, b) => (a.joinAtStep ?? 0) - (b.joinAtStep ?? 0));
   const steps: StepTransfer[] = [];
   let peakAllocatedBytes = 0;
+  const started = performance.now();
+  const firstTokenMs = new Map<string, number>();
   const bytesNow = () => {
     const s = session.transfers;
     const g = graphs.transfers;
@@ -73,6 +79,7 @@ export async function deviceGreedyDecode(
       });
       await arena.append([row], request.prompt.length, out.newKv);
       tokens.get(request.id)!.push(argmax(out.logits, 0, vocabSize));
+      firstTokenMs.set(request.id, performance.now() - started);
       peakAllocatedBytes = Math.max(peakAllocatedBytes, arena.allocatedBytes);
     }
     // Leave: requests with every token they asked for.
@@ -89,6 +96,7 @@ export async function deviceGreedyDecode(
     await arena.reserveTokens(longestContext + 1);
     peakAllocatedBytes = Math.max(peakAllocatedBytes, arena.allocatedBytes);
     const before = bytesNow();
+    const stepStart = performance.now();
     const out = await session.runDeviceKv({
       batchSize: B,
       seqLen: 1,
@@ -108,10 +116,11 @@ export async function deviceGreedyDecode(
       longestContext,
       hostToDeviceBytes: after.up - before.up,
       deviceToHostBytes: after.down - before.down,
+      ms: performance.now() - stepStart,
     });
     for (const r of rows) tokens.get(arena.sequenceIdAt(r))!.push(argmax(out.logits, r, vocabSize));
   }
-  return { tokens, steps, peakAllocatedBytes };
+  return { tokens, steps, peakAllocatedBytes, firstTokenMs };
 }
 
 function argmax(logits: Float32Array, row: number, vocab: number): number {
