@@ -210,16 +210,19 @@ export async function fitEmulationSequentially(
     }
     const kept = best!.candidate.validationNll < plainNll;
     if (kept) {
-      let entry = best!.entry;
+      let chosen: FittedEntry = {
+        entry: best!.entry,
+        explainedVariance: best!.candidate.explainedVariance,
+      };
       if (refit) {
         const allStats = await gatherUpdates(session, weights, samples, upstream, sublayer, gatherOptions);
-        entry = fitEntry(allStats, choice, best!.candidate.ridge).entry;
+        chosen = fitEntry(allStats, choice, best!.candidate.ridge);
       }
-      decided = withEntry(decided, sublayer, entry);
-      if (refit) step();
-      if (best!.candidate.explainedVariance !== undefined)
-        explainedVariance[sublayerName(sublayer)] = best!.candidate.explainedVariance;
+      decided = withEntry(decided, sublayer, chosen.entry);
+      if (chosen.explainedVariance !== undefined)
+        explainedVariance[sublayerName(sublayer)] = chosen.explainedVariance;
     }
+    if (refit) step();
     decisions.push({
       sublayer,
       kept,
@@ -252,11 +255,17 @@ export async function fitEmulationSequentially(
   };
 }
 
+interface FittedEntry {
+  entry: SublayerEmulation;
+  /** Low-rank only: explained variance on the tokens it was fitted on. */
+  explainedVariance?: number;
+}
+
 function fitEntry(
   stats: UpdateStatistics,
   choice: Exclude<EmulationChoice, { kind: 'none' }>,
   ridge: number,
-): { entry: SublayerEmulation; explainedVariance?: number } {
+): FittedEntry {
   if (choice.kind === 'bias') return { entry: { kind: 'bias', bias: fitBias(stats, ridge) } };
   const fitted = fitLowRank(stats, choice.rank, ridge);
   return {

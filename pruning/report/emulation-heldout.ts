@@ -8,7 +8,8 @@
  *   npx tsx pruning/report/emulation-heldout.ts [--samples 64] [--seq-len 512] [--skip-docs 300] > table.md
  *
  * Prints markdown on stdout, progress on stderr. `--targets` adds the 'stream' fit target
- * (sequential-emulation.ts) as an extra column, for the comparison that chose 'block'.
+ * (sequential-emulation.ts) as an extra column, for the comparison that chose 'block';
+ * `--without-refit` keeps the emulations fitted on the fit split only.
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -38,9 +39,11 @@ const { values } = parseArgs({
     'skip-docs': { type: 'string', default: '300' },
     rank: { type: 'string', default: '8' },
     targets: { type: 'boolean', default: false },
+    'without-refit': { type: 'boolean', default: false },
   },
 });
 const skipDocs = Number(values['skip-docs']);
+const refit = !values['without-refit'];
 const log = (message: string): void => {
   process.stderr.write(`${message}\n`);
 };
@@ -98,7 +101,7 @@ const decisionText = (fit: SequentialFit): string =>
     .join('; ');
 
 const out: string[] = [
-  `Held-out perplexity on stories ${skipDocs}– (full model ${fmt(full)}). Full fit: all ${workspace.samples.length} calibration stories, full-model activations. Sequential: fitted inside the pruned network on stories 0–${workspace.samples.length - Math.max(1, Math.floor(workspace.samples.length / 4)) - 1}, ridge and gate chosen on stories ${workspace.samples.length - Math.max(1, Math.floor(workspace.samples.length / 4))}–${workspace.samples.length - 1}, each kept emulation then refit on all ${workspace.samples.length} with the chosen ridge before the next sublayer is fitted. Gate: per sublayer in depth order, validation NLL plain → best emulated (kept only if lower).`,
+  `Held-out perplexity on stories ${skipDocs}– (full model ${fmt(full)}). Full fit: all ${workspace.samples.length} calibration stories, full-model activations. Sequential: fitted inside the pruned network on stories 0–${workspace.samples.length - Math.max(1, Math.floor(workspace.samples.length / 4)) - 1}, ridge and gate chosen on stories ${workspace.samples.length - Math.max(1, Math.floor(workspace.samples.length / 4))}–${workspace.samples.length - 1}${refit ? `, each kept emulation then refit on all ${workspace.samples.length} with the chosen ridge before the next sublayer is fitted` : ' (no refit)'}. Gate: per sublayer in depth order, validation NLL plain → best emulated (kept only if lower).`,
   '',
   `| plan | chosen by | emulation | plain | full fit | sequential | seq. ≤ plain |${values.targets ? ' seq., stream target |' : ''} gate decisions |`,
   `|---|---|---|---:|---:|---:|:---:|${values.targets ? '---:|' : ''}---|`,
@@ -115,6 +118,7 @@ for (const [name, { spec, methods }] of plans) {
       workspace.samples,
       spec,
       choice,
+      { refit },
     );
     const seqPpl = await heldOut({ ...spec, emulation: seq.emulation });
     const holds = seqPpl <= plain;
@@ -129,6 +133,7 @@ for (const [name, { spec, methods }] of plans) {
         choice,
         {
           target: 'stream',
+          refit,
         },
       );
       streamCell = ` ${fmt(await heldOut({ ...spec, emulation: stream.emulation }))} |`;
