@@ -182,7 +182,12 @@ function medianSummary(xs: Summary[]): Summary {
   };
 }
 
-const ratio = (a: number, b: number): string => (b === 0 ? '—' : `${(a / b).toFixed(2)}×`);
+function ratio(a: number, b: number): string {
+  if (b === 0) return '—';
+  const r = a / b;
+  // Byte ratios are tiny: two significant digits instead of "0.00×".
+  return `${r < 0.1 ? r.toPrecision(2) : r.toFixed(2)}×`;
+}
 
 function bytes(n: number): string {
   return n >= 2 ** 20

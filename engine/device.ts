@@ -45,7 +45,8 @@ const MISSING: Record<GpuDevice, string> = {
     '(needs internet) so libonnxruntime_providers_cuda.so sits next to the onnxruntime binding.',
   webgpu:
     'the WebGPU execution provider found no GPU adapter. onnxruntime-node bundles WebGPU (Dawn over ' +
-    'Vulkan on Linux); it needs a GPU with a Vulkan driver and the Vulkan loader (libvulkan.so.1).',
+    'Vulkan on Linux); it needs a GPU with a Vulkan driver and the Vulkan loader (libvulkan.so.1), or, ' +
+    "without a GPU, Mesa ≥ 24's lavapipe (Debian 12: mesa-vulkan-drivers from bookworm-backports, as .ci/run does).",
 };
 
 type GpuDevice = Exclude<Device, 'cpu'>;

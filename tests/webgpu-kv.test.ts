@@ -214,6 +214,42 @@ describe('device-resident KV on the CPU EP (the bookkeeping and graphs, no GPU n
     }
   });
 
+  it('refuses device-KV sessions it cannot serve, with coded errors', async () => {
+    const m = await model;
+    const create = (options: Parameters<typeof ModelSession.create>[2]) =>
+      ModelSession.create(m.config, m.weights, options);
+    await expect(create({ device: 'cuda', kvOnDevice: true })).rejects.toMatchObject({
+      code: 'DS_INVALID_ARGUMENT',
+    });
+    await expect(create({ kvOnDevice: true, outputHiddenStates: true })).rejects.toMatchObject({
+      code: 'DS_INVALID_ARGUMENT',
+    });
+    const session = await create({ kvOnDevice: true });
+    const host = await create({});
+    try {
+      const input = {
+        batchSize: 1,
+        seqLen: 1,
+        inputIds: [1],
+        positionIds: [0],
+        mask: fullMask(L),
+        pastLengths: [0],
+        pastCapacity: 0,
+        logitsIndex: [0],
+      };
+      await expect(session.run({ ...input, past: Array(L).fill(null) })).rejects.toMatchObject({
+        code: 'DS_INVALID_ARGUMENT',
+        message: expect.stringMatching(/use runDeviceKv/),
+      });
+      await expect(host.runDeviceKv({ ...input, past: Array(L).fill(null) })).rejects.toMatchObject({
+        code: 'DS_INVALID_ARGUMENT',
+        message: expect.stringMatching(/kvOnDevice/),
+      });
+    } finally {
+      await Promise.all([session.release(), host.release()]);
+    }
+  });
+
   it('holds kept/total of the full model’s KV bytes per token, per variant', async () => {
     const m = await model;
     const perVariant = await Promise.all(
@@ -317,8 +353,10 @@ describe.skipIf(WEBGPU_REASON !== null)(
       expect(at16.hostToDeviceBytes).toBeGreaterThan(0);
       expect(at400.hostToDeviceBytes).toBe(at16.hostToDeviceBytes);
       expect(at400.deviceToHostBytes).toBe(at16.deviceToHostBytes);
-      // The logits row is all that comes down.
+      // The logits row is all that comes down; up go ids, positions and logits_index (int64), the
+      // four [L] masks, seqlens_k and the total length (int32), and the ScatterND indices (kvH × 3 int64).
       expect(at16.deviceToHostBytes).toBe(m.config.vocabSize * 4);
+      expect(at16.hostToDeviceBytes).toBe(3 * 8 + 4 * L + 4 + 4 + m.config.numKvHeads * 3 * 8);
 
       // The host-KV path on the same EP: every step uploads the whole past and fetches the new rows.
       const session = await ModelSession.create(m.config, m.weights, { device: 'webgpu' });
