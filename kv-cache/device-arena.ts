@@ -173,12 +173,25 @@ export class DeviceKvGraphs {
   }
 }
 
+/**
+ * The budget an arena's buffers live under (device-pool.ts). `reserve` is asked before every resize
+ * with the bytes the new buffers will hold, and throws when they do not fit.
+ */
+export interface DeviceArenaMemory {
+  reserve(arena: DeviceKvArena, nextBytes: number): void;
+  resized(deltaBytes: number): void;
+}
+
+const UNLIMITED: DeviceArenaMemory = { reserve: () => {}, resized: () => {} };
+
 /** One batch group's device-resident KV (see the file comment). */
 export class DeviceKvArena {
+  readonly id: string;
   readonly layout: KvLayout;
   readonly blockTokens: number;
   readonly bytesPerToken: number;
   readonly #graphs: DeviceKvGraphs;
+  readonly #memory: DeviceArenaMemory;
   /** Per kept layer; absent while the arena has no buffers. */
   #caches = new Map<number, DeviceKv>();
   #rowCapacity = 0;
@@ -186,7 +199,9 @@ export class DeviceKvArena {
   readonly #sequenceIds: string[] = [];
   readonly #lengths: number[] = [];
 
-  constructor(graphs: DeviceKvGraphs, blockTokens: number) {
+  constructor(graphs: DeviceKvGraphs, blockTokens: number, memory = UNLIMITED, id = 'arena') {
+    this.id = id;
+    this.#memory = memory;
     this.layout = graphs.layout;
     this.blockTokens = blockTokens;
     this.bytesPerToken = kvBytesPerToken(graphs.layout);
@@ -246,11 +261,12 @@ export class DeviceKvArena {
     if (this.hasRow(sequenceId)) throw new RangeError(`sequence ${sequenceId} already has a KV row`);
     const row = this.numRows;
     if (this.#caches.size === 0) {
-      this.#tokenCapacity = Math.max(this.#tokenCapacity, this.blockTokens);
+      const tokens = this.blockTokens;
+      this.#memory.reserve(this, tokens * this.bytesPerToken);
       // One zeros tensor is every layer's first buffer: appends replace, never write into, it.
-      const zeros = await this.#graphs.zeros(1, this.#tokenCapacity);
+      const zeros = await this.#graphs.zeros(1, tokens);
       this.#caches = new Map(this.layout.keptLayers.map((l) => [l, { key: zeros, value: zeros }]));
-      this.#rowCapacity = 1;
+      this.#resize(1, tokens);
     } else if (row >= this.#rowCapacity) {
       // Grow by copying row 0 into the new row: filler, never read.
       const rows = [...Array(this.#rowCapacity).keys(), 0];
@@ -272,8 +288,7 @@ export class DeviceKvArena {
     if (this.numRows === 0) {
       this.#dispose(this.#caches);
       this.#caches = new Map();
-      this.#rowCapacity = 0;
-      this.#tokenCapacity = 0;
+      this.#resize(0, 0);
       return;
     }
     const rows = [...Array(this.numRows).keys()];
@@ -342,12 +357,23 @@ export class DeviceKvArena {
     return Array.from({ length: numLayers }, (_, l) => this.#caches.get(l) ?? null);
   }
 
+  /**
+   * New buffers of rows.length × tokens. While the regather runs the old buffers still exist: the
+   * device briefly holds both, a transient the budget does not count (as the host pool's resize).
+   */
   async #replace(rows: number[], tokens: number): Promise<void> {
+    this.#memory.reserve(this, rows.length * tokens * this.bytesPerToken);
     const next = await this.#graphs.regather(this.#caches, rows, this.#tokenCapacity, tokens);
     this.#dispose(this.#caches);
     this.#caches = next;
-    this.#rowCapacity = rows.length;
-    this.#tokenCapacity = tokens;
+    this.#resize(rows.length, tokens);
+  }
+
+  #resize(rowCapacity: number, tokenCapacity: number): void {
+    const before = this.allocatedBytes;
+    this.#rowCapacity = rowCapacity;
+    this.#tokenCapacity = tokenCapacity;
+    this.#memory.resized(this.allocatedBytes - before);
   }
 
   #dispose(caches: ReadonlyMap<number, DeviceKv>): void {

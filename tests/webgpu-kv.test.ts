@@ -14,6 +14,7 @@ import type { LoadedModel } from '../engine/model/loaded-model.ts';
 import { dropMask, fullMask } from '../engine/reference/forward.ts';
 import { DeviceKvArena, DeviceKvGraphs } from '../kv-cache/device-arena.ts';
 import { deviceGreedyDecode, type GreedyRequest } from '../kv-cache/device-decode.ts';
+import { DeviceKvCachePool } from '../kv-cache/device-pool.ts';
 import type { KvLayout } from '../kv-cache/kv-layout.ts';
 import { kvBytesPerToken } from '../kv-cache/kv-layout.ts';
 import { missingAssets, STORIES_260K, TINYSTORIES_656K } from './support/shared-assets.ts';
@@ -247,6 +248,40 @@ describe('device-resident KV on the CPU EP (the bookkeeping and graphs, no GPU n
       });
     } finally {
       await Promise.all([session.release(), host.release()]);
+    }
+  });
+
+  it('keeps every arena of a pool within one device budget: growth past it fails with DS_KV_EXHAUSTED', async () => {
+    const m = await model;
+    const full = await DeviceKvGraphs.create(layoutOf(m, fullMask(L)), 'cpu');
+    const pruned = await DeviceKvGraphs.create(layoutOf(m, dropMask(L, [0, 1, 2, 3])), 'cpu');
+    try {
+      const perRowBlock = 16 * kvBytesPerToken(full.layout); // one row, one block, full model
+      const pool = new DeviceKvCachePool({ budgetBytes: 2 * perRowBlock, blockTokens: 16 });
+      const a = pool.addArena('full', full);
+      await a.addRow('x');
+      await a.addRow('y');
+      expect(pool.allocatedBytes).toBe(2 * perRowBlock);
+      await expect(a.addRow('z')).rejects.toMatchObject({ code: 'DS_KV_EXHAUSTED' });
+      await expect(a.reserveTokens(17)).rejects.toMatchObject({ code: 'DS_KV_EXHAUSTED' });
+      // A failed growth leaves the arena as it was.
+      expect([a.numRows, a.tokenCapacity, pool.allocatedBytes]).toEqual([2, 16, 2 * perRowBlock]);
+      // A row leaving gives its bytes back, and another variant's arena may take them: at a fifth of
+      // the bytes per token, five of its rows fit where one full-model row did.
+      await a.removeRow('x');
+      const b = pool.addArena('pruned', pruned);
+      for (const id of ['p0', 'p1', 'p2', 'p3', 'p4']) await b.addRow(id);
+      await expect(b.addRow('p5')).rejects.toMatchObject({ code: 'DS_KV_EXHAUSTED' });
+      expect(pool.allocatedBytes).toBe(2 * perRowBlock);
+      expect(pool.stats('pruned')).toEqual({
+        bytesPerToken: kvBytesPerToken(pruned.layout),
+        sequences: 5,
+        usedBytes: 0,
+        allocatedBytes: perRowBlock,
+      });
+      expect(pool.placement).toBe('device');
+    } finally {
+      await Promise.all([full.release(), pruned.release()]);
     }
   });
 

@@ -1,0 +1,87 @@
+import { DropserveError } from '../engine/errors.ts';
+import { type DeviceArenaMemory, DeviceKvArena, type DeviceKvGraphs } from './device-arena.ts';
+import { DEFAULT_KV_BLOCK_TOKENS } from './kv-layout.ts';
+import type { KvArenaStats } from './kv-pool.ts';
+
+export interface DeviceKvCachePoolOptions {
+  /** Bytes all arenas' device buffers may hold together. */
+  budgetBytes: number;
+  blockTokens?: number;
+}
+
+/**
+ * Device-resident KV memory for every batch group of one model under one byte budget: the
+ * accounting of KvCachePool (placement 'device', allocated vs used bytes, per-arena stats) over
+ * DeviceKvArena. Its arenas resize asynchronously, so it does not implement KvCachePool yet (see
+ * docs/gpu.md for the interface change). Arenas hold no spare capacity (rows and tokens shrink as
+ * sequences leave), so a growth that does not fit fails at once with DS_KV_EXHAUSTED, as on the host
+ * once spare capacity is given back; the scheduler is expected to have planned within the budget.
+ */
+export class DeviceKvCachePool {
+  readonly budgetBytes: number;
+  readonly blockTokens: number;
+  readonly placement = 'device';
+  readonly #arenas = new Map<string, DeviceKvArena>();
+  #allocatedBytes = 0;
+
+  constructor(options: DeviceKvCachePoolOptions) {
+    const { budgetBytes, blockTokens = DEFAULT_KV_BLOCK_TOKENS } = options;
+    if (!Number.isFinite(budgetBytes) || budgetBytes <= 0) {
+      throw new RangeError(`KV cache budget must be a positive number of bytes, got ${budgetBytes}`);
+    }
+    if (!Number.isInteger(blockTokens) || blockTokens <= 0) {
+      throw new RangeError(`KV block size must be a positive whole number of tokens, got ${blockTokens}`);
+    }
+    this.budgetBytes = budgetBytes;
+    this.blockTokens = blockTokens;
+  }
+
+  get allocatedBytes(): number {
+    return this.#allocatedBytes;
+  }
+
+  get usedBytes(): number {
+    let bytes = 0;
+    for (const arena of this.#arenas.values()) bytes += arena.usedBytes;
+    return bytes;
+  }
+
+  /** An arena for one batch group, on the KV graphs of its layout (one per variant). */
+  addArena(id: string, graphs: DeviceKvGraphs): DeviceKvArena {
+    if (this.#arenas.has(id)) throw new RangeError(`KV arena "${id}" already exists`);
+    const memory: DeviceArenaMemory = {
+      reserve: (arena, nextBytes) => {
+        const others = this.#allocatedBytes - arena.allocatedBytes;
+        if (others + nextBytes > this.budgetBytes) {
+          throw new DropserveError(
+            'DS_KV_EXHAUSTED',
+            `device KV arena "${arena.id}" needs ${nextBytes} bytes; other arenas hold ${others} of the ` +
+              `${this.budgetBytes}-byte budget`,
+          );
+        }
+      },
+      resized: (deltaBytes) => {
+        this.#allocatedBytes += deltaBytes;
+      },
+    };
+    const arena = new DeviceKvArena(graphs, this.blockTokens, memory, id);
+    this.#arenas.set(id, arena);
+    return arena;
+  }
+
+  arena(id: string): DeviceKvArena {
+    const arena = this.#arenas.get(id);
+    if (!arena) throw new DropserveError('DS_NOT_FOUND', `no KV arena "${id}"`);
+    return arena;
+  }
+
+  stats(id: string): KvArenaStats {
+    const arena = this.arena(id);
+    return {
+      bytesPerToken: arena.bytesPerToken,
+      sequences: arena.numRows,
+      usedBytes: arena.usedBytes,
+      allocatedBytes: arena.allocatedBytes,
+    };
+  }
+}
