@@ -78,6 +78,8 @@ describe('Generate and Complete on the real engine', () => {
       prompt_tokens: promptTokens,
       completion_tokens: 40,
       total_tokens: promptTokens + 40,
+      // Only an adaptive variant sets it; proto-loader (defaults on) shows an absent message as null.
+      adaptive_drops: null,
     });
     expect(last.timings!.e2e_ms).toBeGreaterThan(0);
     expect(last.timings!.ttft_ms).toBeLessThanOrEqual(last.timings!.e2e_ms);
