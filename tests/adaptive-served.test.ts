@@ -154,6 +154,23 @@ describe('an experiment between a static and an adaptive variant, served live', 
     // The same prompt chooses the same drops.
     expect(dropsOf(streamedUsage)).toEqual(chatDrops);
 
+    // Several prompts in one completions request: each prompt's own choice, in prompt order.
+    const [tom, cat] = [OPENINGS[0]!, OPENINGS[1]!];
+    const one = async (prompt: string) =>
+      dropsOf((await client.completions.create({ model: ADAPTIVE, prompt, max_tokens: 2 })).usage);
+    const [tomDrops, catDrops] = [await one(tom), await one(cat)];
+    expect(tomDrops).not.toEqual(catDrops);
+    const both = await client.completions.create({
+      model: ADAPTIVE,
+      prompt: [cat, tom],
+      max_tokens: 2,
+      n: 2,
+    });
+    expect((both.usage as unknown as { dropserve: unknown }).dropserve).toEqual({
+      adaptive_drops: catDrops,
+      adaptive_drops_by_prompt: [catDrops, tomDrops],
+    });
+
     // Prompt logprobs need a fixed network to score the prompt with: a clear 400, not a crash.
     const echo = await fetch(`${server.httpUrl}/v1/completions`, {
       method: 'POST',
