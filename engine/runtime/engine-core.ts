@@ -78,6 +78,16 @@ const BACKGROUND_SHARE = 0.1;
 /** Tokens a background score feeds per model run. */
 const SCORE_CHUNK_TOKENS = 32;
 
+/**
+ * What a variant's decode steps drop: its spec, or for an adaptive variant K attention and M MLP
+ * sublayers — every layer of a Llama-family model is the same size, so which ones does not matter.
+ */
+function decodedSpec(v: VariantState): DropSpec {
+  if (!v.adaptive) return v.def.spec;
+  const first = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+  return { dropAttention: first(v.adaptive.attention), dropMlp: first(v.adaptive.mlp) };
+}
+
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 const scoreArenaId = (variant: string): string => `${variant}#score`;
 
@@ -209,7 +219,7 @@ export class EngineCore {
         kvBytesPerToken: decode.bytesPerToken,
         ...(this.#weightBytes
           ? {
-              weightBytesPerToken: weightBytesPerToken(this.#weightBytes, v.def.spec),
+              weightBytesPerToken: weightBytesPerToken(this.#weightBytes, decodedSpec(v)),
               weightFormat: this.#weightBytes.format,
             }
           : {}),
