@@ -27,6 +27,11 @@ export function blockAligned(tokens: number, blockTokens: number): number {
  * Bytes of a batch-major arena of `rows` rows padded to the longest, `tokens` positions: what the GQA
  * op's one past tensor per batch costs. The scheduler plans with it; pools allocate by it.
  */
-export function kvShapeBytes(bytesPerToken: number, rows: number, tokens: number, blockTokens: number): number {
+export function kvShapeBytes(
+  bytesPerToken: number,
+  rows: number,
+  tokens: number,
+  blockTokens: number,
+): number {
   return rows * blockAligned(tokens, blockTokens) * bytesPerToken;
 }
