@@ -64,27 +64,26 @@ export class Executor {
     // The graph's past is rows 0..B-1 of the arena: a batch of every row is the normal case.
     const isWholeArena = rows.length === arena.numRows && new Set(rows).size === rows.length;
     if (!isWholeArena) return this.#decodeOneByOne(arena, mask, sequenceIds, tokens);
-    const byRow = rows.map((row, i) => ({ row, i })).sort((a, b) => a.row - b.row);
+    const isInRowOrder = rows.every((row, b) => row === b);
+    const byRow = isInRowOrder ? rows : [...rows].sort((a, b) => a - b);
+    const tokenAt = isInRowOrder ? tokens : byRow.map((row) => tokens[rows.indexOf(row)]!);
     const input = forwardInput(
       mask,
       {
-        tokens: byRow.map(({ i }) => [tokens[i]!]),
-        pastLengths: byRow.map(({ row }) => arena.length(row)),
+        tokens: tokenAt.map((t) => [t]),
+        pastLengths: byRow.map((row) => arena.length(row)),
         past: { arena, views: arena.pastViews() },
       },
-      byRow.map(({ row }) => row),
+      byRow,
     );
     const output = await this.#runner.run(input);
-    this.#writeKv(
-      arena,
-      byRow.map(({ row }) => row),
-      1,
-      output,
-    );
+    this.#writeKv(arena, byRow, 1, output);
+    if (isInRowOrder) return output.logits;
+    // Back to the caller's order.
     const vocab = output.logits.length / rows.length;
     const logits = new Float32Array(output.logits.length);
-    byRow.forEach(({ i }, b) => {
-      logits.set(output.logits.subarray(b * vocab, (b + 1) * vocab), i * vocab);
+    rows.forEach((row, i) => {
+      logits.set(output.logits.subarray(row * vocab, (row + 1) * vocab), i * vocab);
     });
     return logits;
   }

@@ -160,9 +160,15 @@ export function planRound(state: SchedulerState, config: SchedulerConfig): Round
   };
 
   const preempt: string[] = [];
-  const victims = [...state.running].sort(evictionOrder);
+  // Sorted only when someone has to go: most rounds preempt nothing.
+  let sortedVictims: RunningJob[] | null = null;
+  const victimsInOrder = (): RunningJob[] => {
+    sortedVictims ??= [...state.running].sort(evictionOrder);
+    return sortedVictims;
+  };
   // Only physical memory forces a preemption: worst-case reservations were checked at admission.
   while (plannedBytes(occupants.values(), groups, config.blockTokens) > config.budgetBytes) {
+    const victims = victimsInOrder();
     const victim = victims.shift();
     if (!victim) break;
     occupants.delete(victim.id);
@@ -185,7 +191,8 @@ export function planRound(state: SchedulerState, config: SchedulerConfig): Round
     const watermark = (): number =>
       config.admission === 'on-demand' && occupants.size > 1 ? config.watermarkBytes : 0;
     // Background jobs hold KV only while nothing interactive needs it.
-    while (!fits(watermark()) && job.priority === 'interactive') {
+    while (job.priority === 'interactive' && !fits(watermark())) {
+      const victims = victimsInOrder();
       const victim = victims.find((v) => v.priority === 'background' && occupants.has(v.id));
       if (!victim) break;
       victims.splice(victims.indexOf(victim), 1);
