@@ -29,7 +29,7 @@ type KvViews = { key: Float32Array; value: Float32Array }[];
  * removeRow or reserveTokens on ANY arena of the pool (growth may give back this arena's spare
  * capacity, which reallocates it).
  */
-export class HostKvArena implements KvArena {
+export class HostKvArena implements KvArena<Float32Array> {
   readonly id: string;
   readonly layout: KvLayout;
   readonly bytesPerToken: number;
@@ -162,7 +162,7 @@ export class HostKvArena implements KvArena {
 
   append(
     layerIndex: number,
-    rows: number[],
+    rows: readonly number[],
     seqLen: number,
     newKey: Float32Array,
     newValue: Float32Array,
@@ -206,7 +206,27 @@ export class HostKvArena implements KvArena {
     }
   }
 
-  advance(rows: number[], seqLen: number): void {
+  appendAll(
+    rows: readonly number[],
+    seqLen: number,
+    newKeys: readonly (Float32Array | null)[],
+    newValues: readonly (Float32Array | null)[],
+  ): void {
+    this.layout.keptLayers.forEach((layer, i) => {
+      const key = newKeys[layer];
+      const value = newValues[layer];
+      if (!key || !value) {
+        throw new DropserveError(
+          'DS_INTERNAL',
+          `appendAll: layer ${layer} is kept in ${this.id} but the run gave no K/V`,
+        );
+      }
+      this.append(i, rows, seqLen, key, value);
+    });
+    this.advance(rows, seqLen);
+  }
+
+  advance(rows: readonly number[], seqLen: number): void {
     for (const row of rows) {
       this.#checkRow(row, 'advance');
       const length = this.#lengths[row]! + seqLen;

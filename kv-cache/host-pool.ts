@@ -17,7 +17,7 @@ export interface HostKvCachePoolOptions {
  * and take spare capacity only while the budget has room; when an arena's exact need does not fit,
  * every other arena first gives its spare capacity back.
  */
-export class HostKvCachePool implements KvCachePool {
+export class HostKvCachePool implements KvCachePool<Float32Array> {
   readonly budgetBytes: number;
   readonly blockTokens: number;
   readonly placement = 'host';

@@ -1,4 +1,14 @@
+import type { Tensor } from 'onnxruntime-node';
 import type { KvLayout } from './kv-layout.ts';
+
+/** K/V as a pool holds it: JS memory fed zero-copy (host), or tensors that stay on the device. */
+export type KvData = Float32Array | Tensor;
+
+/** One kept layer's past K and V. */
+export interface KvPair<T extends KvData = KvData> {
+  key: T;
+  value: T;
+}
 
 /**
  * KV memory for every batch group of one model (a variant's running sequences, its background
@@ -10,7 +20,7 @@ import type { KvLayout } from './kv-layout.ts';
  * kv-layout.ts); the pool owns placement and memory and never decides which sequence runs. A host
  * (JS-memory) pool implements this today; a device-resident pool implements the same interface.
  */
-export interface KvCachePool {
+export interface KvCachePool<T extends KvData = KvData> {
   readonly budgetBytes: number;
   /** Tokens per block: the unit in which arenas grow and usage is counted. */
   readonly blockTokens: number;
@@ -21,8 +31,8 @@ export interface KvCachePool {
   /** Bytes of the blocks that live tokens occupy, all arenas: Σ rows ⌈length / block⌉ × block × bytes/token. */
   readonly usedBytes: number;
   /** Creates the arena of one batch group (e.g. a variant's decode batch, or its background scores). */
-  addArena(id: string, layout: KvLayout): KvArena;
-  arena(id: string): KvArena;
+  addArena(id: string, layout: KvLayout): KvArena<T>;
+  arena(id: string): KvArena<T>;
   stats(id: string): KvArenaStats;
 }
 
@@ -48,8 +58,13 @@ export interface KvArenaStats {
  * into the hole, so live rows stay contiguous. Growth that the pool's budget cannot take — after it
  * has given back every arena's spare capacity — throws DS_KV_EXHAUSTED: the scheduler is expected to
  * have planned within the budget.
+ *
+ * Row bookkeeping (addRow, removeRow, rowOf, length) is synchronous. Moving K/V may not be: a device
+ * arena runs a small graph for it, so those methods may return a promise, and a device arena carries
+ * out its changes in the order they were asked for (a row removed before an append is gone when the
+ * append runs). Callers await every method that may return one.
  */
-export interface KvArena {
+export interface KvArena<T extends KvData = KvData> {
   readonly id: string;
   readonly layout: KvLayout;
   readonly bytesPerToken: number;
@@ -65,28 +80,27 @@ export interface KvArena {
   /** Tokens currently cached for a row. */
   length(row: number): number;
   /** Makes every row able to hold `tokens` positions (capacity rounded up to whole blocks). */
-  reserveTokens(tokens: number): void;
+  reserveTokens(tokens: number): void | Promise<void>;
   /**
-   * Writes freshly computed K/V rows: newKey/newValue are a graph output [B, S, kvH*D]; batch row b of
-   * it goes to arena row rows[b] at positions length(rows[b]).. (capacity must already be reserved).
+   * Writes one run's K/V and advances the rows: newKeys/newValues are indexed by model layer (the
+   * graph's new_key_<l> [B, S, kvH*D]; null for dropped layers) and the arena takes the layers its
+   * layout keeps. Batch row b goes to arena row rows[b] at positions length(rows[b]).., each row's
+   * length grows by S. Capacity must already be reserved.
    */
-  append(
-    layerIndex: number,
-    rows: number[],
+  appendAll(
+    rows: readonly number[],
     seqLen: number,
-    newKey: Float32Array,
-    newValue: Float32Array,
-  ): void;
-  /** Marks S tokens appended to each row (after every kept layer was written). */
-  advance(rows: number[], seqLen: number): void;
+    newKeys: readonly (T | null)[],
+    newValues: readonly (T | null)[],
+  ): void | Promise<void>;
   /**
    * Prefix reuse: copies positions 0..tokens-1 of every kept layer's K and V from one row to another
    * (fromRow ≠ toRow) and sets toRow's length to tokens. toRow must be empty and fromRow must hold at
    * least that many tokens; capacity must already be reserved. Afterwards the rows share nothing.
    */
-  copyPrefix(fromRow: number, toRow: number, tokens: number): void;
-  /** Row `row` alone, as a batch of one: [1, kvH, tokenCapacity, D] per kept layer (zero-copy). */
-  rowViews(row: number): { key: Float32Array; value: Float32Array }[];
-  /** Views of the first numRows rows of each kept layer, in layout.keptLayers order (zero-copy). */
-  pastViews(): { key: Float32Array; value: Float32Array }[];
+  copyPrefix(fromRow: number, toRow: number, tokens: number): void | Promise<void>;
+  /** Row `row` alone, as a batch of one: [1, kvH, tokenCapacity, D] per kept layer. */
+  rowViews(row: number): KvPair<T>[] | Promise<KvPair<T>[]>;
+  /** The first numRows rows of each kept layer, in layout.keptLayers order (zero-copy on the host). */
+  pastViews(): KvPair<T>[] | Promise<KvPair<T>[]>;
 }

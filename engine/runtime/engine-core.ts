@@ -132,7 +132,6 @@ export class EngineCore {
 
   constructor(options: EngineCoreOptions) {
     this.config = options.config;
-    this.#executor = new Executor(options.runner);
     if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) {
       throw new RangeError(`maxQueue must be a non-negative integer, got ${options.maxQueue}`);
     }
@@ -153,6 +152,7 @@ export class EngineCore {
         budgetBytes: options.kvCacheBytes,
         blockTokens: options.kvBlockTokens ?? DEFAULT_KV_BLOCK_TOKENS,
       });
+    this.#executor = new Executor(options.runner, this.#pool.placement);
     this.#admission = options.kvAdmission ?? 'on-demand';
     this.#schedulerConfig = {
       budgetBytes: this.#pool.budgetBytes,
@@ -617,7 +617,7 @@ export class EngineCore {
       return;
     }
     const tokens = tokensToRecompute(job);
-    const reused = this.#reusePrefix(job, tokens);
+    const reused = await this.#reusePrefix(job, tokens);
     const logits = await this.#executor.extend(
       variant.decodeArena,
       variant.def.mask,
@@ -653,7 +653,7 @@ export class EngineCore {
     }
     const group = job.maskGroup!;
     group.arena.addRow(job.id);
-    this.#executor.writeRow(group.arena, job.id, output, prompt.length);
+    await this.#executor.writeRow(group.arena, job.id, output, prompt.length);
     if (job.output.length > 1) {
       await this.#executor.extend(group.arena, group.mask, job.id, job.output.slice(0, -1), [0]);
     }
@@ -684,7 +684,7 @@ export class EngineCore {
    * Copies the longest prompt prefix shared with a running sequence of the same variant; returns its
    * length (0 = none). At most n−1 tokens, so the last position is computed: its logits are needed.
    */
-  #reusePrefix(job: GenerationJob, tokens: number[]): number {
+  async #reusePrefix(job: GenerationJob, tokens: number[]): Promise<number> {
     if (!this.#prefixReuse || job.variant.adaptive) return 0;
     const arena = job.variant.decodeArena;
     const donors = [...this.#running.values()].flatMap((d) =>
@@ -694,7 +694,7 @@ export class EngineCore {
     );
     const shared = findSharedPrefix(tokens, donors);
     if (!shared || shared.tokens < this.#prefixReuse.minPrefixTokens) return 0;
-    this.#executor.copyPrefix(arena, shared.donorId, job.id, shared.tokens);
+    await this.#executor.copyPrefix(arena, shared.donorId, job.id, shared.tokens);
     job.variant.prefixReusedTokens += shared.tokens;
     return shared.tokens;
   }

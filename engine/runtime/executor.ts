@@ -1,21 +1,37 @@
-import type { KvArena } from '../../kv-cache/kv-pool.ts';
+import type { Tensor } from 'onnxruntime-node';
+import type { KvArena, KvData, KvPair } from '../../kv-cache/kv-pool.ts';
+import { DropserveError } from '../errors.ts';
 import type { ForwardOutput, SublayerMask } from '../graph/io.ts';
-import { forwardInput } from './forward-input.ts';
+import { forwardInput, type RunInput, type RunRows } from './forward-input.ts';
 import type { ForwardRunner } from './forward-runner.ts';
+
+const EMPTY_HOST_PAST = (): KvPair<Float32Array> => ({
+  key: new Float32Array(0),
+  value: new Float32Array(0),
+});
 
 /**
  * Turns the scheduler's plan into model runs: reserves the arena room a run writes into, builds the
- * ForwardInput, runs it and writes the new K/V rows. It knows rows and buffers, nothing about
- * sampling, stops or which sequence deserves to run.
+ * input, runs it and writes the new K/V rows. It knows rows and buffers, nothing about sampling, stops
+ * or which sequence deserves to run. With a device pool the past goes in and the new rows come out as
+ * device tensors (runDeviceKv); only token ids, positions and the sampled logits cross to the host.
  *
- * A run reads the arena in place (zero-copy), so nothing may add or remove rows until it returns:
- * the engine loop is the only writer and awaits every run.
+ * A run reads the arena in place, so nothing may add or remove rows until it returns: the engine loop
+ * is the only writer and awaits every run.
  */
 export class Executor {
   readonly #runner: ForwardRunner;
+  readonly #placement: 'host' | 'device';
 
-  constructor(runner: ForwardRunner) {
+  constructor(runner: ForwardRunner, placement: 'host' | 'device' = 'host') {
+    if (placement === 'device' && !runner.runDeviceKv) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        'a device KV pool needs a model session built with kvOnDevice (runDeviceKv)',
+      );
+    }
     this.#runner = runner;
+    this.#placement = placement;
   }
 
   /**
@@ -30,21 +46,19 @@ export class Executor {
     logitsAt: number[],
   ): Promise<Float32Array> {
     const pastLength = arena.length(arena.rowOf(sequenceId));
-    arena.reserveTokens(pastLength + tokens.length);
+    await arena.reserveTokens(pastLength + tokens.length);
     // Rows may have moved while capacity grew: resolve the row after reserving.
-    const row = arena.rowOf(sequenceId);
-    const input = forwardInput(
+    const past =
+      pastLength > 0
+        ? { views: await arena.rowViews(arena.rowOf(sequenceId)), tokenCapacity: arena.tokenCapacity }
+        : null;
+    return this.#runAndWrite(
+      arena,
       mask,
-      {
-        tokens: [tokens],
-        pastLengths: [pastLength],
-        past: pastLength > 0 ? { arena, views: arena.rowViews(row) } : null,
-      },
+      { tokens: [tokens], pastLengths: [pastLength], past },
       logitsAt,
+      () => [arena.rowOf(sequenceId)],
     );
-    const output = await this.#runner.run(input);
-    this.#writeKv(arena, [arena.rowOf(sequenceId)], tokens.length, output);
-    return output.logits;
   }
 
   /**
@@ -59,7 +73,7 @@ export class Executor {
   ): Promise<Float32Array> {
     let longest = 0;
     for (const id of sequenceIds) longest = Math.max(longest, arena.length(arena.rowOf(id)));
-    arena.reserveTokens(longest + 1);
+    await arena.reserveTokens(longest + 1);
     const rows = sequenceIds.map((id) => arena.rowOf(id));
     // The graph's past is rows 0..B-1 of the arena: a batch of every row is the normal case.
     const isWholeArena = rows.length === arena.numRows && new Set(rows).size === rows.length;
@@ -67,30 +81,31 @@ export class Executor {
     const isInRowOrder = rows.every((row, b) => row === b);
     const byRow = isInRowOrder ? rows : [...rows].sort((a, b) => a - b);
     const tokenAt = isInRowOrder ? tokens : byRow.map((row) => tokens[rows.indexOf(row)]!);
-    const input = forwardInput(
+    const logits = await this.#runAndWrite(
+      arena,
       mask,
       {
         tokens: tokenAt.map((t) => [t]),
         pastLengths: byRow.map((row) => arena.length(row)),
-        past: { arena, views: arena.pastViews() },
+        past: { views: await arena.pastViews(), tokenCapacity: arena.tokenCapacity },
       },
       byRow,
+      () => byRow,
     );
-    const output = await this.#runner.run(input);
-    this.#writeKv(arena, byRow, 1, output);
-    if (isInRowOrder) return output.logits;
+    if (isInRowOrder) return logits;
     // Back to the caller's order.
-    const vocab = output.logits.length / rows.length;
-    const logits = new Float32Array(output.logits.length);
+    const vocab = logits.length / rows.length;
+    const ordered = new Float32Array(logits.length);
     rows.forEach((row, i) => {
-      logits.set(output.logits.subarray(row * vocab, (row + 1) * vocab), i * vocab);
+      ordered.set(logits.subarray(row * vocab, (row + 1) * vocab), i * vocab);
     });
-    return logits;
+    return ordered;
   }
 
   /**
-   * Runs `tokens` from position 0 with no cache, writing nothing: an adaptive variant's prompt goes
-   * through the full model first, and only then is it known which arena keeps which layers.
+   * Runs `tokens` from position 0 with no cache and keeps the output: an adaptive variant's prompt
+   * goes through the full model first, and only then is it known which arena keeps which layers.
+   * Host KV only (an adaptive variant needs hidden states, which a kvOnDevice session does not give).
    */
   async runDetached(
     mask: SublayerMask,
@@ -98,27 +113,55 @@ export class Executor {
     logitsAt: number[],
     wantHiddenStates: boolean,
   ): Promise<ForwardOutput> {
-    const input = forwardInput(mask, { tokens: [tokens], pastLengths: [0], past: null }, logitsAt);
-    return this.#runner.run({ ...input, wantHiddenStates });
+    const input = forwardInput(
+      mask,
+      { tokens: [tokens], pastLengths: [0], past: null },
+      logitsAt,
+      EMPTY_HOST_PAST,
+    );
+    return this.#runner.run({ ...(input as RunInput<Float32Array>), wantHiddenStates });
   }
 
-  /**
-   * Writes a detached run's K/V into a sequence's empty row: the arena's layout picks the layers it
-   * keeps, so a dropped layer's KV is never stored.
-   */
-  writeRow(arena: KvArena, sequenceId: string, output: ForwardOutput, seqLen: number): void {
-    arena.reserveTokens(seqLen);
-    this.#writeKv(arena, [arena.rowOf(sequenceId)], seqLen, output);
+  /** Writes a detached run's K/V into a sequence's empty row: the arena keeps the layers of its layout. */
+  async writeRow(arena: KvArena, sequenceId: string, output: ForwardOutput, seqLen: number): Promise<void> {
+    await arena.reserveTokens(seqLen);
+    await arena.appendAll([arena.rowOf(sequenceId)], seqLen, output.newKeys, output.newValues);
   }
 
-  /** Bytes of one row's K/V copied from a donor row (prefix reuse). */
-  copyPrefix(arena: KvArena, fromId: string, toId: string, tokens: number): void {
-    arena.reserveTokens(tokens);
-    arena.copyPrefix(arena.rowOf(fromId), arena.rowOf(toId), tokens);
+  /** One row's K/V copied from a donor row (prefix reuse). */
+  async copyPrefix(arena: KvArena, fromId: string, toId: string, tokens: number): Promise<void> {
+    await arena.reserveTokens(tokens);
+    await arena.copyPrefix(arena.rowOf(fromId), arena.rowOf(toId), tokens);
   }
 
   release(): Promise<void> {
     return this.#runner.release();
+  }
+
+  /** Runs one input on the session of the pool's placement and writes its new K/V into `rows()`. */
+  async #runAndWrite(
+    arena: KvArena,
+    mask: SublayerMask,
+    rows: RunRows<KvData>,
+    logitsIndex: number[],
+    targetRows: () => number[],
+  ): Promise<Float32Array> {
+    const seqLen = rows.tokens[0]!.length;
+    if (this.#placement === 'device') {
+      const input = forwardInput(mask, rows as RunRows<Tensor>, logitsIndex, () => null);
+      const output = await this.#runner.runDeviceKv!(input);
+      await arena.appendAll(
+        targetRows(),
+        seqLen,
+        output.newKv.map((kv) => kv?.key ?? null),
+        output.newKv.map((kv) => kv?.value ?? null),
+      );
+      return output.logits;
+    }
+    const input = forwardInput(mask, rows as RunRows<Float32Array>, logitsIndex, EMPTY_HOST_PAST);
+    const output = await this.#runner.run(input);
+    await arena.appendAll(targetRows(), seqLen, output.newKeys, output.newValues);
+    return output.logits;
   }
 
   /**
@@ -142,12 +185,5 @@ export class Executor {
       logits.set(row, b * vocab);
     });
     return logits;
-  }
-
-  #writeKv(arena: KvArena, rows: number[], seqLen: number, output: ForwardOutput): void {
-    arena.layout.keptLayers.forEach((layer, i) => {
-      arena.append(i, rows, seqLen, output.newKeys[layer]!, output.newValues[layer]!);
-    });
-    arena.advance(rows, seqLen);
   }
 }
