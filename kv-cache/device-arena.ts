@@ -5,9 +5,9 @@
  * many tokens each row holds) and never the data: what goes up per step is indices, never K/V.
  *
  * Same semantics as the host arena (kv-pool.ts KvArena): rows are live sequences, contiguous from 0;
- * removing a row moves the last row into its hole; capacity grows in whole blocks. The calls that
- * touch device memory are async (each is one onnxruntime run), so this is not a KvArena yet: see
- * docs/gpu.md for the interface change that would make it one.
+ * removing a row moves the last row into its hole; capacity grows in whole blocks. Bookkeeping is
+ * synchronous; each change of device memory is one onnxruntime run, queued behind the earlier ones,
+ * and the methods that make one return its promise (KvArena allows that).
  *
  * On the CPU EP the same code runs with JS-memory tensors, which is how CI checks its logic without
  * a GPU; on WebGPU every K/V tensor stays a 'gpu-buffer' and is never read back (getData() on one
@@ -30,6 +30,7 @@ import {
 } from './device-kv-graphs.ts';
 import { TransferCounter, type TransferStats } from './device-transfers.ts';
 import { blockAligned, type KvLayout, kvBytesPerToken } from './kv-layout.ts';
+import type { KvArena, KvPair } from './kv-pool.ts';
 
 /** The three KV graphs of one layout as sessions on the model's execution provider. */
 export class DeviceKvGraphs {
@@ -185,7 +186,7 @@ export interface DeviceArenaMemory {
 const UNLIMITED: DeviceArenaMemory = { reserve: () => {}, resized: () => {} };
 
 /** One batch group's device-resident KV (see the file comment). */
-export class DeviceKvArena {
+export class DeviceKvArena implements KvArena<ort.Tensor> {
   readonly id: string;
   readonly layout: KvLayout;
   readonly blockTokens: number;
@@ -197,6 +198,12 @@ export class DeviceKvArena {
   #rowCapacity = 0;
   #tokenCapacity = 0;
   readonly #sequenceIds: string[] = [];
+  /** Device changes run one after another, in the order asked for: the latest one, never rejecting. */
+  #tail: Promise<void> = Promise.resolve();
+  /** The error of a failed change, after which the arena refuses further ones. */
+  #failure: unknown = null;
+  /** Single-row gathers handed to a run, disposed before the next change. */
+  #temporaries: ort.Tensor[] = [];
   readonly #lengths: number[] = [];
 
   constructor(graphs: DeviceKvGraphs, blockTokens: number, memory = UNLIMITED, id = 'arena') {
@@ -256,29 +263,36 @@ export class DeviceKvArena {
     return this.#lengths[row]!;
   }
 
-  /** Adds an empty row (its buffer rows are whatever was there: GQA reads none of them at length 0). */
-  async addRow(sequenceId: string): Promise<number> {
+  /**
+   * Adds an empty row (its buffer rows are whatever was there: GQA reads none of them at length 0).
+   * The row exists at once; growing the buffers is queued behind earlier changes.
+   */
+  addRow(sequenceId: string): number {
     if (this.hasRow(sequenceId)) throw new RangeError(`sequence ${sequenceId} already has a KV row`);
     const row = this.numRows;
-    if (this.#caches.size === 0) {
+    if (this.#rowCapacity === 0) {
       const tokens = this.blockTokens;
       this.#memory.reserve(this, tokens * this.bytesPerToken);
-      // One zeros tensor is every layer's first buffer: appends replace, never write into, it.
-      const zeros = await this.#graphs.zeros(1, tokens);
-      this.#caches = new Map(this.layout.keptLayers.map((l) => [l, { key: zeros, value: zeros }]));
       this.#resize(1, tokens);
+      this.#enqueue(async () => {
+        // One zeros tensor is every layer's first buffer: appends replace, never write into, it.
+        const zeros = await this.#graphs.zeros(1, tokens);
+        this.#caches = new Map(this.layout.keptLayers.map((l) => [l, { key: zeros, value: zeros }]));
+      });
     } else if (row >= this.#rowCapacity) {
       // Grow by copying row 0 into the new row: filler, never read.
-      const rows = [...Array(this.#rowCapacity).keys(), 0];
-      await this.#replace(rows, this.#tokenCapacity);
+      this.#replace([...Array(this.#rowCapacity).keys(), 0], this.#tokenCapacity);
     }
     this.#sequenceIds.push(sequenceId);
     this.#lengths.push(0);
     return row;
   }
 
-  /** Moves the last row into the hole and shrinks the buffers to the live rows. */
-  async removeRow(sequenceId: string): Promise<void> {
+  /**
+   * Moves the last row into the hole and shrinks the buffers to the live rows. The engine does not
+   * wait for it (the next change waits its turn); the promise is for callers that want to.
+   */
+  removeRow(sequenceId: string): Promise<void> {
     const row = this.rowOf(sequenceId);
     const last = this.numRows - 1;
     this.#sequenceIds[row] = this.#sequenceIds[last]!;
@@ -286,20 +300,36 @@ export class DeviceKvArena {
     this.#sequenceIds.pop();
     this.#lengths.pop();
     if (this.numRows === 0) {
-      this.#dispose(this.#caches);
-      this.#caches = new Map();
       this.#resize(0, 0);
-      return;
+      return this.#enqueue(async () => {
+        this.#dispose(this.#caches);
+        this.#caches = new Map();
+      });
     }
     const rows = [...Array(this.numRows).keys()];
     if (row !== last) rows[row] = last;
     const longest = Math.max(...this.#lengths);
-    await this.#replace(rows, blockAligned(Math.max(longest, 1), this.blockTokens));
+    return this.#replace(rows, blockAligned(Math.max(longest, 1), this.blockTokens));
+  }
+
+  /** Every change asked for so far made on the device; rejects if one of them failed. */
+  async #ready(): Promise<void> {
+    await this.#tail;
+    if (this.#failure !== null) {
+      throw new DropserveError('DS_ORT_RUN_FAILED', `device KV arena ${this.id} failed earlier`, {
+        cause: this.#failure,
+      });
+    }
+  }
+
+  /** Resolves once every change asked for so far has been made on the device (or has failed). */
+  async settled(): Promise<void> {
+    await this.#tail;
   }
 
   /** Makes every row able to hold `tokens` positions (whole blocks). */
-  async reserveTokens(tokens: number): Promise<void> {
-    if (tokens <= this.#tokenCapacity) return;
+  reserveTokens(tokens: number): Promise<void> {
+    if (tokens <= this.#tokenCapacity) return this.#ready();
     if (tokens > this.layout.maxSeqLen) {
       throw new DropserveError(
         'DS_CONTEXT_OVERFLOW',
@@ -307,14 +337,20 @@ export class DeviceKvArena {
       );
     }
     const capacity = Math.min(blockAligned(tokens, this.blockTokens), blockAligned(this.layout.maxSeqLen, 1));
-    await this.#replace([...Array(this.#rowCapacity).keys()], capacity);
+    return this.#replace([...Array(this.#rowCapacity).keys()], capacity);
   }
 
   /**
-   * Writes one run's K/V rows (the model session's device outputs, batch row b → arena row rows[b])
-   * at each row's length, then advances those lengths by seqLen. The rows' tensors are disposed.
+   * Writes one run's K/V rows (the model session's device outputs per model layer, batch row b →
+   * arena row rows[b]) at each row's length, then advances those lengths by seqLen. The rows'
+   * tensors are disposed once written.
    */
-  async append(rows: readonly number[], seqLen: number, fresh: readonly (DeviceKv | null)[]): Promise<void> {
+  appendAll(
+    rows: readonly number[],
+    seqLen: number,
+    newKeys: readonly (ort.Tensor | null)[],
+    newValues: readonly (ort.Tensor | null)[],
+  ): Promise<void> {
     const positions = rows.map((r) => this.length(r));
     const needed = Math.max(...positions) + seqLen;
     if (needed > this.#tokenCapacity) {
@@ -324,19 +360,32 @@ export class DeviceKvArena {
     }
     const freshByLayer = new Map<number, DeviceKv>();
     for (const l of this.layout.keptLayers) {
-      const kv = fresh[l];
-      if (!kv) throw new RangeError(`layer ${l} is kept but the run returned no K/V for it`);
-      freshByLayer.set(l, kv);
+      const key = newKeys[l];
+      const value = newValues[l];
+      if (!key || !value) throw new RangeError(`layer ${l} is kept but the run returned no K/V for it`);
+      freshByLayer.set(l, { key, value });
     }
-    const next = await this.#graphs.append(this.#caches, freshByLayer, rows, positions, seqLen);
-    this.#dispose(this.#caches);
-    this.#dispose(freshByLayer);
-    this.#caches = next;
     for (const r of rows) this.#lengths[r]! += seqLen;
+    return this.#enqueue(async () => {
+      const next = await this.#graphs.append(this.#caches, freshByLayer, rows, positions, seqLen);
+      this.#dispose(this.#caches);
+      this.#dispose(freshByLayer);
+      this.#caches = next;
+    });
+  }
+
+  /** appendAll with the session's per-layer output pairs. */
+  append(rows: readonly number[], seqLen: number, fresh: readonly (DeviceKv | null)[]): Promise<void> {
+    return this.appendAll(
+      rows,
+      seqLen,
+      fresh.map((kv) => kv?.key ?? null),
+      fresh.map((kv) => kv?.value ?? null),
+    );
   }
 
   /** Prefix reuse: row toRow (empty) gets fromRow's first `tokens` positions, on the device. */
-  async copyPrefix(fromRow: number, toRow: number, tokens: number): Promise<void> {
+  copyPrefix(fromRow: number, toRow: number, tokens: number): Promise<void> {
     if (fromRow === toRow || this.length(toRow) !== 0 || this.length(fromRow) < tokens) {
       throw new RangeError(
         `copyPrefix(${fromRow} → ${toRow}, ${tokens}) needs an empty target and a long enough source`,
@@ -344,29 +393,78 @@ export class DeviceKvArena {
     }
     const rows = [...Array(this.#rowCapacity).keys()];
     rows[toRow] = fromRow;
-    await this.#replace(rows, this.#tokenCapacity);
     this.#lengths[toRow] = tokens;
+    return this.#replace(rows, this.#tokenCapacity);
   }
 
   /**
    * The past of the first numRows rows, per model layer (null for layers the layout drops), for
-   * ModelSession.runDeviceKv with pastCapacity = tokenCapacity. Valid until the next call that
-   * changes the arena.
+   * ModelSession.runDeviceKv with pastCapacity = tokenCapacity. Valid once every change asked for
+   * has been awaited, until the next change.
    */
   past(numLayers: number): (DeviceKv | null)[] {
     return Array.from({ length: numLayers }, (_, l) => this.#caches.get(l) ?? null);
   }
 
+  /** Every row's past in keptLayers order, once the queued changes are done (KvArena). */
+  async pastViews(): Promise<KvPair<ort.Tensor>[]> {
+    await this.#ready();
+    return this.layout.keptLayers.map((l) => mustGet(this.#caches, l));
+  }
+
   /**
-   * New buffers of rows.length × tokens. While the regather runs the old buffers still exist: the
-   * device briefly holds both, a transient the budget does not count (as the host pool's resize).
+   * One row as a batch of one. Row 0 of a one-row arena is the arena itself; any other row is
+   * gathered into temporary tensors, disposed by the next change (the run using them is over by then).
    */
-  async #replace(rows: number[], tokens: number): Promise<void> {
+  async rowViews(row: number): Promise<KvPair<ort.Tensor>[]> {
+    await this.#ready();
+    if (this.numRows === 1 && row === 0) return this.pastViews();
+    const single = await this.#graphs.regather(this.#caches, [row], this.#tokenCapacity, this.#tokenCapacity);
+    for (const kv of single.values()) this.#temporaries.push(kv.key, kv.value);
+    return this.layout.keptLayers.map((l) => mustGet(single, l));
+  }
+
+  /**
+   * Runs device work after everything asked before it. Bookkeeping has already changed when a method
+   * returns, so the arena answers rowOf/length for the state its queued changes will produce.
+   */
+  #enqueue(op: () => Promise<void>): Promise<void> {
+    const run = async (): Promise<void> => {
+      // After a failed change the buffers no longer match the bookkeeping: nothing more is run.
+      if (this.#failure !== null) {
+        throw new DropserveError('DS_ORT_RUN_FAILED', `device KV arena ${this.id} failed earlier`, {
+          cause: this.#failure,
+        });
+      }
+      for (const t of this.#temporaries.splice(0)) t.dispose();
+      try {
+        await op();
+      } catch (error) {
+        this.#failure = error;
+        throw error;
+      }
+    };
+    const done = this.#tail.then(run);
+    // A change nobody awaits (a row removed as a sequence finishes) must not be an unhandled
+    // rejection: its failure is kept and reported by every later change.
+    this.#tail = done.catch(() => {});
+    return done;
+  }
+
+  /**
+   * New buffers of rows.length × tokens, queued. The budget is checked (and capacity set) now; while
+   * the regather runs the old buffers still exist: the device briefly holds both, a transient the
+   * budget does not count (as the host pool's resize).
+   */
+  #replace(rows: number[], tokens: number): Promise<void> {
     this.#memory.reserve(this, rows.length * tokens * this.bytesPerToken);
-    const next = await this.#graphs.regather(this.#caches, rows, this.#tokenCapacity, tokens);
-    this.#dispose(this.#caches);
-    this.#caches = next;
+    const fromTokens = this.#tokenCapacity;
     this.#resize(rows.length, tokens);
+    return this.#enqueue(async () => {
+      const next = await this.#graphs.regather(this.#caches, rows, fromTokens, tokens);
+      this.#dispose(this.#caches);
+      this.#caches = next;
+    });
   }
 
   #resize(rowCapacity: number, tokenCapacity: number): void {

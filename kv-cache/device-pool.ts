@@ -1,7 +1,9 @@
+import type { Tensor } from 'onnxruntime-node';
+import type { Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
-import { type DeviceArenaMemory, DeviceKvArena, type DeviceKvGraphs } from './device-arena.ts';
-import { DEFAULT_KV_BLOCK_TOKENS } from './kv-layout.ts';
-import type { KvArenaStats } from './kv-pool.ts';
+import { type DeviceArenaMemory, DeviceKvArena, DeviceKvGraphs } from './device-arena.ts';
+import { DEFAULT_KV_BLOCK_TOKENS, type KvLayout } from './kv-layout.ts';
+import type { KvArenaStats, KvCachePool } from './kv-pool.ts';
 
 export interface DeviceKvCachePoolOptions {
   /** Bytes all arenas' device buffers may hold together. */
@@ -12,16 +14,35 @@ export interface DeviceKvCachePoolOptions {
 /**
  * Device-resident KV memory for every batch group of one model under one byte budget: the
  * accounting of KvCachePool (placement 'device', allocated vs used bytes, per-arena stats) over
- * DeviceKvArena. Its arenas resize asynchronously, so it does not implement KvCachePool yet (see
- * docs/gpu.md for the interface change). Arenas hold no spare capacity (rows and tokens shrink as
+ * DeviceKvArena. Arenas hold no spare capacity (rows and tokens shrink as
  * sequences leave), so a growth that does not fit fails at once with DS_KV_EXHAUSTED, as on the host
  * once spare capacity is given back; the scheduler is expected to have planned within the budget.
  */
-export class DeviceKvCachePool {
+export class DeviceKvCachePool implements KvCachePool<Tensor> {
   readonly budgetBytes: number;
   readonly blockTokens: number;
   readonly placement = 'device';
   readonly #arenas = new Map<string, DeviceKvArena>();
+  /** KV graphs per layout (keyed by kept layers), made before serving: creating a session is async. */
+  readonly #graphs = new Map<string, DeviceKvGraphs>();
+
+  /** A pool whose arenas can take any of `layouts`, with their KV graphs built on `device`. */
+  static async create(
+    options: DeviceKvCachePoolOptions & { device: Device; layouts: readonly KvLayout[] },
+  ): Promise<DeviceKvCachePool> {
+    const pool = new DeviceKvCachePool(options);
+    for (const layout of options.layouts) {
+      const key = layoutKey(layout);
+      if (!pool.#graphs.has(key)) pool.#graphs.set(key, await DeviceKvGraphs.create(layout, options.device));
+    }
+    return pool;
+  }
+
+  /** Releases the KV graph sessions once no arena has a change in flight. */
+  async release(): Promise<void> {
+    await Promise.all([...this.#arenas.values()].map((a) => a.settled()));
+    await Promise.all([...this.#graphs.values()].map((g) => g.release()));
+  }
   #allocatedBytes = 0;
 
   constructor(options: DeviceKvCachePoolOptions) {
@@ -46,9 +67,20 @@ export class DeviceKvCachePool {
     return bytes;
   }
 
-  /** An arena for one batch group, on the KV graphs of its layout (one per variant). */
-  addArena(id: string, graphs: DeviceKvGraphs): DeviceKvArena {
+  /**
+   * An arena for one batch group, on the KV graphs of its layout (given, or made by create() for
+   * that layout).
+   */
+  addArena(id: string, layoutOrGraphs: KvLayout | DeviceKvGraphs): DeviceKvArena {
     if (this.#arenas.has(id)) throw new RangeError(`KV arena "${id}" already exists`);
+    const graphs =
+      layoutOrGraphs instanceof DeviceKvGraphs ? layoutOrGraphs : this.#graphs.get(layoutKey(layoutOrGraphs));
+    if (!graphs) {
+      throw new DropserveError(
+        'DS_INTERNAL',
+        `no device KV graphs for a layout keeping attention layers [${(layoutOrGraphs as KvLayout).keptLayers}]`,
+      );
+    }
     const memory: DeviceArenaMemory = {
       reserve: (arena, nextBytes) => {
         const others = this.#allocatedBytes - arena.allocatedBytes;
@@ -85,3 +117,5 @@ export class DeviceKvCachePool {
     };
   }
 }
+
+const layoutKey = (layout: KvLayout): string => layout.keptLayers.join(',');
