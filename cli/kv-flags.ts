@@ -1,4 +1,4 @@
-/** `--kv-block-tokens`, `--kv-admission`, `--kv-watermark`: how the engine takes KV memory. */
+/** `--kv-block-tokens`, `--kv-admission`, `--kv-watermark`, `--kv-placement`: how the engine takes KV memory. */
 import { KV_ADMISSIONS, type KvAdmission } from '../engine/client.ts';
 import type { KvMemoryOptions } from '../engine/engine.ts';
 import { DropserveError } from '../engine/errors.ts';
@@ -15,6 +15,7 @@ export const KV_FLAG_SPECS = {
   'kv-block-tokens': { type: 'string' },
   'kv-admission': { type: 'string' },
   'kv-watermark': { type: 'string' },
+  'kv-placement': { type: 'string' },
 } as const;
 
 export const KV_FLAGS_HELP = `  --kv-block-tokens N        tokens per KV block: sequences take KV memory in blocks as they grow
@@ -25,12 +26,16 @@ export const KV_FLAGS_HELP = `  --kv-block-tokens N        tokens per KV block: 
                              worst-case: admit only when prompt + max_tokens fits, reserved until
                              the end (default on-demand)
   --kv-watermark F           share of the KV budget kept free when admitting, so running sequences
-                             can grow before anyone is preempted (0 ≤ F < ${MAX_KV_WATERMARK}, default ${DEFAULT_KV_WATERMARK})`;
+                             can grow before anyone is preempted (0 ≤ F < ${MAX_KV_WATERMARK}, default ${DEFAULT_KV_WATERMARK})
+  --kv-placement host|device where the KV cache lives: device keeps it in device memory from step to
+                             step (only ids, positions and sampled logits cross); default device
+                             with --device webgpu, host otherwise`;
 
 export interface KvFlagValues {
   'kv-block-tokens'?: string;
   'kv-admission'?: string;
   'kv-watermark'?: string;
+  'kv-placement'?: string;
 }
 
 const invalid = (message: string): DropserveError => new DropserveError('DS_INVALID_ARGUMENT', message);
@@ -62,6 +67,13 @@ export function parseKvFlags(values: KvFlagValues): KvMemoryOptions {
       );
     }
     options.kvWatermark = watermark;
+  }
+  const placement = values['kv-placement'];
+  if (placement !== undefined) {
+    if (placement !== 'host' && placement !== 'device') {
+      throw invalid(`--kv-placement must be one of host, device, got "${placement}"`);
+    }
+    options.kvPlacement = placement;
   }
   return options;
 }

@@ -197,6 +197,12 @@ export interface VariantInfo {
    * how many distinct drop sets its prompts have produced so far (sequences with one set batch together).
    */
   adaptive?: { attention: number; mlp: number; distinctMasks: number };
+  /**
+   * Decode steps of this variant and the bytes they moved between JS memory and the device (model
+   * runs and KV updates; all 0 on the CPU EP): with KV on the device, per step is ids, positions and
+   * the sampled logits, whatever the context length.
+   */
+  deviceTransfer?: { decodeSteps: number; hostToDeviceBytes: number; deviceToHostBytes: number };
 }
 
 /** Prompt tokens reused across all variants (0 when prefix reuse is off). */

@@ -4,6 +4,7 @@ import type {
   GenerateEvent,
   GenerateRequest,
   KvAdmission,
+  KvCachePlacement,
   ScoreRequest,
   ScoreResult,
   ServedModelInfo,
@@ -12,6 +13,7 @@ import type {
 import type { Device } from './device.ts';
 import { DropserveError } from './errors.ts';
 import { ModelSession } from './graph/model-session.ts';
+import { createKvPool, resolveKvPlacement } from './kv-placement.ts';
 import type { BuiltInPlan, LoadedModel } from './model/loaded-model.ts';
 import type { AdaptiveSpec } from './plan/adaptive-mask.ts';
 import { withBuiltInPlan } from './plan/built-in-plan.ts';
@@ -49,6 +51,8 @@ export interface EngineOptions {
   kvAdmission?: KvAdmission;
   /** `--kv-watermark`: share of the KV budget kept free when admitting (default 0.01, as vLLM). */
   kvWatermark?: number;
+  /** `--kv-placement host|device` (default: device on WebGPU, host otherwise; engine/kv-placement.ts). */
+  kvPlacement?: KvCachePlacement;
 }
 
 export const DEFAULT_MAX_QUEUE = 1024;
@@ -154,7 +158,10 @@ export function servedModelInfo(options: EngineOptions): ServedModelInfo {
 }
 
 /** The KV-memory options the engine core takes as given (they cross the worker boundary as they are). */
-export type KvMemoryOptions = Pick<EngineOptions, 'kvBlockTokens' | 'kvAdmission' | 'kvWatermark'>;
+export type KvMemoryOptions = Pick<
+  EngineOptions,
+  'kvBlockTokens' | 'kvAdmission' | 'kvWatermark' | 'kvPlacement'
+>;
 
 /** Picks them out of the engine options (the worker's init message carries them as they are). */
 export function kvMemoryOptions(options: KvMemoryOptions): KvMemoryOptions {
@@ -162,6 +169,7 @@ export function kvMemoryOptions(options: KvMemoryOptions): KvMemoryOptions {
     kvBlockTokens: options.kvBlockTokens,
     kvAdmission: options.kvAdmission,
     kvWatermark: options.kvWatermark,
+    kvPlacement: options.kvPlacement,
   };
 }
 
@@ -180,23 +188,34 @@ export function engineCoreOptions(
     maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE,
     prefixReuse: options.prefixReuse,
     weightBytes: weightByteTable(model.config, model.weights),
-    ...kvMemoryOptions(options),
+    kvBlockTokens: options.kvBlockTokens,
+    kvAdmission: options.kvAdmission,
+    kvWatermark: options.kvWatermark,
   };
 }
 
 export async function createEngine(options: EngineOptions): Promise<InProcessEngine> {
   const { model } = options;
+  const info = servedModelInfo(options);
+  const device = options.device ?? 'cpu';
+  const variants = variantDefinitions(info.name, options.variants, model.builtInPlan);
+  const placement = resolveKvPlacement(device, options.kvPlacement, variants);
   const runner = await ModelSession.create(model.config, model.weights, {
-    device: options.device ?? 'cpu',
+    kvOnDevice: placement === 'device',
+    device,
     threads: options.threads ?? 1,
     weightFile: model.weightFile,
     accuracyLevel: options.accuracyLevel,
     outputHiddenStates: needsHiddenStates(options.variants),
   });
-  const info = servedModelInfo(options);
-  return new InProcessEngine(
-    new EngineCore(engineCoreOptions(options, info.name, runner)),
-    info,
-    model.tokenizer,
-  );
+  const core = engineCoreOptions(options, info.name, runner);
+  const kvPool = await createKvPool({
+    placement,
+    device,
+    config: model.config,
+    variants,
+    budgetBytes: core.kvCacheBytes,
+    blockTokens: options.kvBlockTokens,
+  });
+  return new InProcessEngine(new EngineCore({ ...core, kvPool }), info, model.tokenizer);
 }

@@ -2,6 +2,7 @@ import type { Tensor } from 'onnxruntime-node';
 import type { Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import { type DeviceArenaMemory, DeviceKvArena, DeviceKvGraphs } from './device-arena.ts';
+import type { TransferStats } from './device-transfers.ts';
 import { DEFAULT_KV_BLOCK_TOKENS, type KvLayout } from './kv-layout.ts';
 import type { KvArenaStats, KvCachePool } from './kv-pool.ts';
 
@@ -36,6 +37,23 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
       if (!pool.#graphs.has(key)) pool.#graphs.set(key, await DeviceKvGraphs.create(layout, options.device));
     }
     return pool;
+  }
+
+  /** Host↔device bytes of every arena's KV graphs (indices up; nothing comes down). */
+  get transfers(): TransferStats {
+    const total: TransferStats = {
+      runs: 0,
+      hostToDeviceBytes: 0,
+      deviceToHostBytes: 0,
+      lastRun: { hostToDeviceBytes: 0, deviceToHostBytes: 0 },
+    };
+    for (const graphs of this.#graphs.values()) {
+      const t = graphs.transfers;
+      total.runs += t.runs;
+      total.hostToDeviceBytes += t.hostToDeviceBytes;
+      total.deviceToHostBytes += t.deviceToHostBytes;
+    }
+    return total;
   }
 
   /** Releases the KV graph sessions once no arena has a change in flight. */

@@ -1,4 +1,5 @@
 import type { Tensor } from 'onnxruntime-node';
+import type { TransferStats } from './device-transfers.ts';
 import type { KvLayout } from './kv-layout.ts';
 
 /** K/V as a pool holds it: JS memory fed zero-copy (host), or tensors that stay on the device. */
@@ -34,6 +35,10 @@ export interface KvCachePool<T extends KvData = KvData> {
   addArena(id: string, layout: KvLayout): KvArena<T>;
   arena(id: string): KvArena<T>;
   stats(id: string): KvArenaStats;
+  /** Bytes its own graphs moved between host and device (a device pool's KV updates). */
+  readonly transfers?: TransferStats;
+  /** Frees what the pool holds beyond its buffers (a device pool's graph sessions). */
+  release?(): Promise<void>;
 }
 
 export interface KvArenaStats {

@@ -152,7 +152,7 @@ export class EngineCore {
         budgetBytes: options.kvCacheBytes,
         blockTokens: options.kvBlockTokens ?? DEFAULT_KV_BLOCK_TOKENS,
       });
-    this.#executor = new Executor(options.runner, this.#pool.placement);
+    this.#executor = new Executor(options.runner, this.#pool.placement, () => this.#pool.transfers);
     this.#admission = options.kvAdmission ?? 'on-demand';
     this.#schedulerConfig = {
       budgetBytes: this.#pool.budgetBytes,
@@ -176,6 +176,7 @@ export class EngineCore {
         preemptions: 0,
         adaptive: def.adaptive ?? null,
         maskGroups: new Map(),
+        decodeTransfer: { decodeSteps: 0, hostToDeviceBytes: 0, deviceToHostBytes: 0 },
       });
     }
   }
@@ -235,6 +236,7 @@ export class EngineCore {
         requestsWaiting: v.waiting,
         ...(this.#prefixReuse ? { prefixReusedTokens: v.prefixReusedTokens } : {}),
         ...(v.adaptive ? { adaptive: { ...v.adaptive, distinctMasks: v.maskGroups.size } } : {}),
+        deviceTransfer: { ...v.decodeTransfer },
       };
     });
   }
@@ -358,6 +360,7 @@ export class EngineCore {
     this.#wakeLoop();
     await this.#loopDone;
     await this.#executor.release();
+    await this.#pool.release?.();
   }
 
   #variantOf(id: string): VariantState {
@@ -726,6 +729,10 @@ export class EngineCore {
       for (const job of batch) this.#finishGeneration(job, 'error', undefined, error);
       return;
     }
+    const counted = batch[0]!.variant.decodeTransfer;
+    counted.decodeSteps++;
+    counted.hostToDeviceBytes += this.#executor.lastDecodeTransfer.hostToDeviceBytes;
+    counted.deviceToHostBytes += this.#executor.lastDecodeTransfer.deviceToHostBytes;
     const vocab = this.config.vocabSize;
     batch.forEach((job, b) => {
       if (!job.isAborted) {

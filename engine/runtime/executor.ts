@@ -1,4 +1,5 @@
 import type { Tensor } from 'onnxruntime-node';
+import type { TransferStats } from '../../kv-cache/device-transfers.ts';
 import type { KvArena, KvData, KvPair } from '../../kv-cache/kv-pool.ts';
 import { DropserveError } from '../errors.ts';
 import type { ForwardOutput, SublayerMask } from '../graph/io.ts';
@@ -19,11 +20,25 @@ const EMPTY_HOST_PAST = (): KvPair<Float32Array> => ({
  * A run reads the arena in place, so nothing may add or remove rows until it returns: the engine loop
  * is the only writer and awaits every run.
  */
+/** Host↔device bytes of one decode step: the model run and the KV update it caused. */
+export interface StepTransfer {
+  hostToDeviceBytes: number;
+  deviceToHostBytes: number;
+}
+
 export class Executor {
   readonly #runner: ForwardRunner;
   readonly #placement: 'host' | 'device';
+  readonly #poolTransfers: () => TransferStats | undefined;
+  /** Bytes the latest decode() moved between host and device (zeros on the CPU EP). */
+  lastDecodeTransfer: StepTransfer = { hostToDeviceBytes: 0, deviceToHostBytes: 0 };
 
-  constructor(runner: ForwardRunner, placement: 'host' | 'device' = 'host') {
+  constructor(
+    runner: ForwardRunner,
+    placement: 'host' | 'device' = 'host',
+    poolTransfers: () => TransferStats | undefined = () => undefined,
+  ) {
+    this.#poolTransfers = poolTransfers;
     if (placement === 'device' && !runner.runDeviceKv) {
       throw new DropserveError(
         'DS_INVALID_ARGUMENT',
@@ -78,6 +93,7 @@ export class Executor {
     // The graph's past is rows 0..B-1 of the arena: a batch of every row is the normal case.
     const isWholeArena = rows.length === arena.numRows && new Set(rows).size === rows.length;
     if (!isWholeArena) return this.#decodeOneByOne(arena, mask, sequenceIds, tokens);
+    const before = this.#transferTotals();
     const isInRowOrder = rows.every((row, b) => row === b);
     const byRow = isInRowOrder ? rows : [...rows].sort((a, b) => a - b);
     const tokenAt = isInRowOrder ? tokens : byRow.map((row) => tokens[rows.indexOf(row)]!);
@@ -92,6 +108,11 @@ export class Executor {
       byRow,
       () => byRow,
     );
+    const after = this.#transferTotals();
+    this.lastDecodeTransfer = {
+      hostToDeviceBytes: after.hostToDeviceBytes - before.hostToDeviceBytes,
+      deviceToHostBytes: after.deviceToHostBytes - before.deviceToHostBytes,
+    };
     if (isInRowOrder) return logits;
     // Back to the caller's order.
     const vocab = logits.length / rows.length;
@@ -136,6 +157,15 @@ export class Executor {
 
   release(): Promise<void> {
     return this.#runner.release();
+  }
+
+  #transferTotals(): StepTransfer {
+    const run = this.#runner.transfers;
+    const pool = this.#poolTransfers();
+    return {
+      hostToDeviceBytes: (run?.hostToDeviceBytes ?? 0) + (pool?.hostToDeviceBytes ?? 0),
+      deviceToHostBytes: (run?.deviceToHostBytes ?? 0) + (pool?.deviceToHostBytes ?? 0),
+    };
   }
 
   /** Runs one input on the session of the pool's placement and writes its new K/V into `rows()`. */

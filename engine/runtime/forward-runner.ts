@@ -1,3 +1,4 @@
+import type { TransferStats } from '../../kv-cache/device-transfers.ts';
 import type { ForwardInput, ForwardOutput } from '../graph/io.ts';
 import type { DeviceKvForwardInput, DeviceKvForwardOutput } from '../graph/model-session.ts';
 
@@ -10,4 +11,6 @@ export interface ForwardRunner {
    */
   runDeviceKv?(input: DeviceKvForwardInput): Promise<DeviceKvForwardOutput>;
   release(): Promise<void>;
+  /** Bytes its runs moved between JS memory and a device (0 on the CPU EP); absent if not counted. */
+  readonly transfers?: TransferStats;
 }

@@ -26,6 +26,8 @@ export interface VariantState {
   /** Input-adaptive variants: what each prompt drops, and the batch group of every drop set chosen so far. */
   adaptive: AdaptiveSpec | null;
   maskGroups: Map<string, MaskGroup>;
+  /** Decode steps run and the bytes they moved between host and device (all 0 on the CPU EP). */
+  decodeTransfer: { decodeSteps: number; hostToDeviceBytes: number; deviceToHostBytes: number };
 }
 
 /** The sequences of an adaptive variant that chose the same drops: one decode batch, one arena. */

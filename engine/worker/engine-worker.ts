@@ -2,6 +2,7 @@ import { parentPort } from 'node:worker_threads';
 import type { GenerateEvent } from '../client.ts';
 import { toDropserveError } from '../errors.ts';
 import { ModelSession } from '../graph/model-session.ts';
+import { createKvPool, resolveKvPlacement } from '../kv-placement.ts';
 import { weightByteTable } from '../quant/weight-bytes.ts';
 import { EngineCore } from '../runtime/engine-core.ts';
 import { epochMs, PhaseClock } from '../startup-phases.ts';
@@ -36,7 +37,10 @@ port.on('message', async (message: ToWorker) => {
       const receivedInitAtEpochMs = epochMs();
       const clock = new PhaseClock();
       try {
+        const { kvPlacement, ...kvMemory } = message.kvMemory;
+        const placement = resolveKvPlacement(message.device, kvPlacement, message.variants);
         const runner = await ModelSession.create(message.config, message.weights, {
+          kvOnDevice: placement === 'device',
           device: message.device,
           threads: message.threads,
           clock,
@@ -46,15 +50,24 @@ port.on('message', async (message: ToWorker) => {
             ? { path: message.weightFilePath, image: message.weights.tokenEmbedding.buffer as ArrayBuffer }
             : undefined,
         });
+        const kvPool = await createKvPool({
+          placement,
+          device: message.device,
+          config: message.config,
+          variants: message.variants,
+          budgetBytes: message.kvCacheBytes,
+          blockTokens: kvMemory.kvBlockTokens,
+        });
         core = new EngineCore({
           config: message.config,
           runner,
           variants: message.variants,
           kvCacheBytes: message.kvCacheBytes,
+          kvPool,
           maxQueue: message.maxQueue,
           prefixReuse: message.prefixReuse,
           weightBytes: weightByteTable(message.config, message.weights),
-          ...message.kvMemory,
+          ...kvMemory,
         });
         core.onStepEnd = flush;
         post({ type: 'ready', variants: core.variants(), receivedInitAtEpochMs, phases: clock.phases });
