@@ -16,6 +16,7 @@ import { formatPhases, PhaseClock, type StartupPhase } from '../engine/startup-p
 import { IncrementalDetokenizer } from '../engine/tokenizer/incremental-detokenizer.ts';
 import { createWorkerEngine } from '../engine/worker/worker-engine.ts';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../server/logger.ts';
+import { parseKvFlags } from './kv-flags.ts';
 
 const HELP = `usage: dropserve generate --prompt TEXT [flags]
 
@@ -33,6 +34,7 @@ const HELP = `usage: dropserve generate --prompt TEXT [flags]
   --adaptive attn:K[,mlp:M]  drop the K (M) sublayers this prompt's prefill finds least influential
                           (instead of --drop-* / --plan); the choice is printed at the end
   --device cpu|cuda|webgpu   --threads N
+  --kv-placement host|device   KV cache in JS memory or on the device (default: device on webgpu)
 ${WEIGHT_FLAGS_HELP}
   --json                  print one JSON object instead of streaming text
   --log-level LEVEL       ${LOG_LEVELS.join('|')} (default warn; JSON lines on stderr); debug adds the start-up breakdown`;
@@ -55,6 +57,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       plan: { type: 'string' },
       adaptive: { type: 'string' },
       device: { type: 'string', default: 'cpu' },
+      'kv-placement': { type: 'string' },
       threads: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'warn' },
@@ -115,6 +118,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     device: parseDevice(values.device),
     threads: number('threads', values.threads),
     kvCacheBytes: 2 ** 30,
+    ...parseKvFlags({ 'kv-placement': values['kv-placement'] }),
   });
   const loadMs = performance.now() - loadStart;
   clock.lap('engine start (worker)');
@@ -172,6 +176,10 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       const info = engine.variants().find((v) => v.id === variant)!;
       const { kvBytesPerToken } = info;
       const weightBytesPerToken = info.weightBytesPerToken ?? 0;
+      // Bytes between JS memory and the device per decode step (model run + KV update; 0 on the CPU).
+      const transfer = info.deviceTransfer;
+      const perStep = (bytes: number): number =>
+        transfer && transfer.decodeSteps > 0 ? round(bytes / transfer.decodeSteps) : 0;
       if (values.json) {
         console.log(
           JSON.stringify({
@@ -188,7 +196,10 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
               prefill_ms: round(prefillMs),
               decode_ms: round(decodeMs),
               decode_tokens_per_second: round(decodeTokensPerSecond),
+              host_to_device_bytes_per_decode_step: perStep(transfer?.hostToDeviceBytes ?? 0),
+              device_to_host_bytes_per_decode_step: perStep(transfer?.deviceToHostBytes ?? 0),
             },
+            kv_cache_placement: info.kvCachePlacement,
           }),
         );
       } else {

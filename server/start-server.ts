@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import type { EngineClient, KvAdmission } from '../engine/client.ts';
+import type { EngineClient, KvAdmission, KvCachePlacement } from '../engine/client.ts';
 import type { Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import type { LoadedModel } from '../engine/model/loaded-model.ts';
@@ -80,6 +80,8 @@ export interface StartServerOptions {
   kvAdmission?: KvAdmission;
   /** `--kv-watermark`: share of the KV budget kept free at admission (default 0.01). */
   kvWatermark?: number;
+  /** `--kv-placement host|device` (default: device on WebGPU, host otherwise). */
+  kvPlacement?: KvCachePlacement;
   maxQueue?: number;
   device?: Device;
   threads?: number;
@@ -379,6 +381,7 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     kvBlockTokens: options.kvBlockTokens,
     kvAdmission: options.kvAdmission,
     kvWatermark: options.kvWatermark,
+    kvPlacement: options.kvPlacement,
     maxQueue: options.maxQueue,
     device: options.device,
     threads: options.threads,
