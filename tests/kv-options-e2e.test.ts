@@ -3,8 +3,9 @@ import { type RunningServer, startServer } from '../server/start-server.ts';
 import { e2eServerOptions, scrapeMetrics, TEST_MODEL_NAME } from './support/test-server.ts';
 
 /**
- * `--kv-block-tokens`, `--kv-admission` and `--kv-watermark` reach the engine in its worker thread,
- * and the KV it keeps is reported the same way on /v1/variants, /v1/models and /metrics.
+ * `--kv-block-tokens`, `--kv-admission`, `--kv-watermark` and `--kv-placement` reach the engine in
+ * its worker thread, and the KV it keeps is reported the same way on /v1/variants, /v1/models and
+ * /metrics.
  */
 describe('KV options through the worker engine', () => {
   const budgetBytes = 4 * 1024 * 1024;
@@ -17,6 +18,8 @@ describe('KV options through the worker engine', () => {
         kvBlockTokens: 8,
         kvAdmission: 'worst-case',
         kvWatermark: 0.05,
+        // The device pool on the CPU EP: tensors in JS memory, nothing crosses to a device.
+        kvPlacement: 'device',
       }),
     );
     const response = await fetch(`${server.httpUrl}/v1/completions`, {
@@ -33,14 +36,14 @@ describe('KV options through the worker engine', () => {
   });
   afterAll(() => server.close(0));
 
-  it('GET /v1/variants shows the block size, the admission policy and host placement', async () => {
+  it('GET /v1/variants shows the block size, the admission policy and device placement', async () => {
     const views = (await (await fetch(`${server.httpUrl}/v1/variants`)).json()) as Record<string, unknown>[];
     expect(views).toHaveLength(2);
     for (const v of views) {
       expect(v).toMatchObject({
         kv_block_tokens: 8,
         kv_admission: 'worst-case',
-        kv_cache_placement: 'host',
+        kv_cache_placement: 'device',
         kv_cache_budget_bytes: budgetBytes,
         num_preemptions: 0,
         // Nothing runs: no live blocks.
@@ -60,7 +63,7 @@ describe('KV options through the worker engine', () => {
       expect(card.dropserve_variant).toMatchObject({
         kv_block_tokens: 8,
         kv_admission: 'worst-case',
-        kv_cache_placement: 'host',
+        kv_cache_placement: 'device',
       });
     }
   });
@@ -73,6 +76,15 @@ describe('KV options through the worker engine', () => {
       expect(allocated).toBeGreaterThanOrEqual(0);
       expect(allocated).toBeLessThanOrEqual(budgetBytes);
       expect(samples.get(`dropserve:kv_cache_usage_perc{variant="${variant}"}`)).toBe(0);
+      expect(
+        samples.get(`dropserve:device_transfer_bytes_total{variant="${variant}",direction="host_to_device"}`),
+      ).toBe(0);
+      expect(
+        samples.get(`dropserve:device_transfer_bytes_total{variant="${variant}",direction="device_to_host"}`),
+      ).toBe(0);
     }
+    // The one request (5 tokens: the first from the prefill) decoded 4 steps on the pruned variant.
+    expect(samples.get(`dropserve:decode_steps_total{variant="${TEST_MODEL_NAME}:attn-1"}`)).toBe(4);
+    expect(samples.get(`dropserve:decode_steps_total{variant="${TEST_MODEL_NAME}"}`)).toBe(0);
   });
 });

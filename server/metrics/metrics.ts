@@ -419,6 +419,32 @@ export class ServerMetrics {
         for (const v of engine()?.variants() ?? []) this.inc({ variant: v.id }, v.numPreemptions);
       },
     });
+    new Counter({
+      name: `${PREFIX}decode_steps_total`,
+      help: 'Decode steps (batched model runs that sample one token per running sequence) per variant.',
+      labelNames: ['variant'],
+      registers,
+      collect(this: Counter<'variant'>) {
+        this.reset();
+        for (const v of engine()?.variants() ?? [])
+          this.inc({ variant: v.id }, v.deviceTransfer?.decodeSteps ?? 0);
+      },
+    });
+    // "No KV traffic" measured: with the KV cache on the device, bytes per decode step stay flat as
+    // contexts grow (ids, positions, sampled logits); with host KV the whole past goes up each step.
+    new Counter({
+      name: `${PREFIX}device_transfer_bytes_total`,
+      help: 'Bytes decode steps moved between host memory and the device (model runs and KV updates; 0 on the CPU EP).',
+      labelNames: ['variant', 'direction'],
+      registers,
+      collect(this: Counter<'variant' | 'direction'>) {
+        this.reset();
+        for (const v of engine()?.variants() ?? []) {
+          this.inc({ variant: v.id, direction: 'host_to_device' }, v.deviceTransfer?.hostToDeviceBytes ?? 0);
+          this.inc({ variant: v.id, direction: 'device_to_host' }, v.deviceTransfer?.deviceToHostBytes ?? 0);
+        }
+      },
+    });
     // The label is the variant name, never the mask: the number of distinct masks is the value.
     new Gauge({
       name: `${PREFIX}adaptive_distinct_masks`,

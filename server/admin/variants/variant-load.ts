@@ -19,6 +19,8 @@ export interface VariantLoadView {
   kv_cache_budget_bytes: number;
   kv_block_tokens: number;
   kv_cache_placement: string;
+  /** Decode steps and the bytes they moved between host and device (0 on the CPU EP). */
+  device_transfer?: { decode_steps: number; host_to_device_bytes: number; device_to_host_bytes: number };
   kv_admission: string;
   /** Sequences preempted (KV freed, recomputed later) since start. */
   num_preemptions: number;
@@ -55,6 +57,15 @@ export function variantLoadView(v: VariantInfo): VariantLoadView {
     kv_cache_placement: v.kvCachePlacement,
     kv_admission: v.kvAdmission,
     num_preemptions: v.numPreemptions,
+    ...(v.deviceTransfer
+      ? {
+          device_transfer: {
+            decode_steps: v.deviceTransfer.decodeSteps,
+            host_to_device_bytes: v.deviceTransfer.hostToDeviceBytes,
+            device_to_host_bytes: v.deviceTransfer.deviceToHostBytes,
+          },
+        }
+      : {}),
     requests_running: v.requestsRunning,
     requests_waiting: v.requestsWaiting,
     ...(v.adaptive ? { adaptive: adaptiveView(v.adaptive) } : {}),
