@@ -35,6 +35,7 @@ const HELP = `usage: dropserve generate --prompt TEXT [flags]
                           (instead of --drop-* / --plan); the choice is printed at the end
   --device cpu|cuda|webgpu   --threads N
   --kv-placement host|device   KV cache in JS memory or on the device (default: device on webgpu)
+  --kv-dtype fp32|fp16    element type of the device KV cache (fp16: half the bytes)
 ${WEIGHT_FLAGS_HELP}
   --json                  print one JSON object instead of streaming text
   --log-level LEVEL       ${LOG_LEVELS.join('|')} (default warn; JSON lines on stderr); debug adds the start-up breakdown`;
@@ -58,6 +59,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       adaptive: { type: 'string' },
       device: { type: 'string', default: 'cpu' },
       'kv-placement': { type: 'string' },
+      'kv-dtype': { type: 'string' },
       threads: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'warn' },
@@ -118,7 +120,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     device: parseDevice(values.device),
     threads: number('threads', values.threads),
     kvCacheBytes: 2 ** 30,
-    ...parseKvFlags({ 'kv-placement': values['kv-placement'] }),
+    ...parseKvFlags({ 'kv-placement': values['kv-placement'], 'kv-dtype': values['kv-dtype'] }),
   });
   const loadMs = performance.now() - loadStart;
   clock.lap('engine start (worker)');

@@ -17,6 +17,10 @@ describe('serve KV memory flags', () => {
       kvBlockTokens: 1024,
       kvWatermark: 0,
     });
+    expect(serverOptions(['--kv-placement', 'device', '--kv-dtype', 'fp16'])).toMatchObject({
+      kvPlacement: 'device',
+      kvDtype: 'fp16',
+    });
   });
 
   it('stay unset when not given: the engine applies its defaults', () => {
@@ -37,12 +41,20 @@ describe('serve KV memory flags', () => {
     [['--kv-watermark=-0.1'], '--kv-watermark must be a number with 0 ≤ F < 0.5'],
     [['--kv-watermark', ''], '--kv-watermark must be a number'],
     [['--kv-watermark', 'NaN'], '--kv-watermark must be a number'],
+    [['--kv-placement', 'gpu'], '--kv-placement must be one of host, device, got "gpu"'],
+    [['--kv-dtype', 'bf16'], '--kv-dtype must be one of fp32, fp16, got "bf16"'],
   ])('rejects %j with a message naming the flag', (argv, message) => {
     expect(() => parseServeArgs(argv, {})).toThrow(message);
   });
 
   it('are documented in --help', () => {
-    for (const flag of ['--kv-block-tokens N', '--kv-admission on-demand|worst-case', '--kv-watermark F']) {
+    for (const flag of [
+      '--kv-block-tokens N',
+      '--kv-admission on-demand|worst-case',
+      '--kv-watermark F',
+      '--kv-placement host|device',
+      '--kv-dtype fp32|fp16',
+    ]) {
       expect(SERVE_USAGE).toContain(flag);
     }
   });

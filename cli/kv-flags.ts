@@ -16,6 +16,7 @@ export const KV_FLAG_SPECS = {
   'kv-admission': { type: 'string' },
   'kv-watermark': { type: 'string' },
   'kv-placement': { type: 'string' },
+  'kv-dtype': { type: 'string' },
 } as const;
 
 export const KV_FLAGS_HELP = `  --kv-block-tokens N        tokens per KV block: sequences take KV memory in blocks as they grow
@@ -29,13 +30,16 @@ export const KV_FLAGS_HELP = `  --kv-block-tokens N        tokens per KV block: 
                              can grow before anyone is preempted (0 ≤ F < ${MAX_KV_WATERMARK}, default ${DEFAULT_KV_WATERMARK})
   --kv-placement host|device where the KV cache lives: device keeps it in device memory from step to
                              step (only ids, positions and sampled logits cross); default device
-                             with --device webgpu, host otherwise`;
+                             with --device webgpu, host otherwise
+  --kv-dtype fp32|fp16       element type of the device KV cache: fp16 halves its bytes per token
+                             (needs --kv-placement device; default fp32)`;
 
 export interface KvFlagValues {
   'kv-block-tokens'?: string;
   'kv-admission'?: string;
   'kv-watermark'?: string;
   'kv-placement'?: string;
+  'kv-dtype'?: string;
 }
 
 const invalid = (message: string): DropserveError => new DropserveError('DS_INVALID_ARGUMENT', message);
@@ -74,6 +78,13 @@ export function parseKvFlags(values: KvFlagValues): KvMemoryOptions {
       throw invalid(`--kv-placement must be one of host, device, got "${placement}"`);
     }
     options.kvPlacement = placement;
+  }
+  const dtype = values['kv-dtype'];
+  if (dtype !== undefined) {
+    if (dtype !== 'fp32' && dtype !== 'fp16') {
+      throw invalid(`--kv-dtype must be one of fp32, fp16, got "${dtype}"`);
+    }
+    options.kvDtype = dtype;
   }
   return options;
 }

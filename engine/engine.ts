@@ -12,6 +12,7 @@ import type {
 } from './client.ts';
 import type { Device } from './device.ts';
 import { DropserveError } from './errors.ts';
+import type { KvDtype } from './graph/kv-dtype.ts';
 import { ModelSession } from './graph/model-session.ts';
 import { createKvPool, resolveKvPlacement } from './kv-placement.ts';
 import type { BuiltInPlan, LoadedModel } from './model/loaded-model.ts';
@@ -53,6 +54,8 @@ export interface EngineOptions {
   kvWatermark?: number;
   /** `--kv-placement host|device` (default: device on WebGPU, host otherwise; engine/kv-placement.ts). */
   kvPlacement?: KvCachePlacement;
+  /** `--kv-dtype fp32|fp16`: fp16 halves the device KV cache (device placement only). */
+  kvDtype?: KvDtype;
 }
 
 export const DEFAULT_MAX_QUEUE = 1024;
@@ -160,7 +163,7 @@ export function servedModelInfo(options: EngineOptions): ServedModelInfo {
 /** The KV-memory options the engine core takes as given (they cross the worker boundary as they are). */
 export type KvMemoryOptions = Pick<
   EngineOptions,
-  'kvBlockTokens' | 'kvAdmission' | 'kvWatermark' | 'kvPlacement'
+  'kvBlockTokens' | 'kvAdmission' | 'kvWatermark' | 'kvPlacement' | 'kvDtype'
 >;
 
 /** Picks them out of the engine options (the worker's init message carries them as they are). */
@@ -170,6 +173,7 @@ export function kvMemoryOptions(options: KvMemoryOptions): KvMemoryOptions {
     kvAdmission: options.kvAdmission,
     kvWatermark: options.kvWatermark,
     kvPlacement: options.kvPlacement,
+    kvDtype: options.kvDtype,
   };
 }
 
@@ -191,6 +195,7 @@ export function engineCoreOptions(
     kvBlockTokens: options.kvBlockTokens,
     kvAdmission: options.kvAdmission,
     kvWatermark: options.kvWatermark,
+    kvDtype: options.kvDtype,
   };
 }
 
@@ -202,6 +207,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
   const placement = resolveKvPlacement(device, options.kvPlacement, variants);
   const runner = await ModelSession.create(model.config, model.weights, {
     kvOnDevice: placement === 'device',
+    kvDtype: options.kvDtype,
     device,
     threads: options.threads ?? 1,
     weightFile: model.weightFile,
@@ -216,6 +222,7 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
     variants,
     budgetBytes: core.kvCacheBytes,
     blockTokens: options.kvBlockTokens,
+    kvDtype: options.kvDtype,
   });
   return new InProcessEngine(new EngineCore({ ...core, kvPool }), info, model.tokenizer);
 }

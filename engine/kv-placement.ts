@@ -5,6 +5,7 @@ import type { KvCachePool } from '../kv-cache/kv-pool.ts';
 import type { KvCachePlacement } from './client.ts';
 import type { Device } from './device.ts';
 import { DropserveError } from './errors.ts';
+import type { KvDtype } from './graph/kv-dtype.ts';
 import type { ModelConfig } from './model/config.ts';
 import { resolveVariant, type VariantDefinition } from './runtime/variant.ts';
 
@@ -49,14 +50,23 @@ export async function createKvPool(options: {
   variants: readonly VariantDefinition[];
   budgetBytes: number;
   blockTokens?: number;
+  kvDtype?: KvDtype;
 }): Promise<KvCachePool> {
   const blockTokens = options.blockTokens ?? DEFAULT_KV_BLOCK_TOKENS;
-  if (options.placement === 'host')
+  if (options.placement === 'host') {
+    if (options.kvDtype === 'fp16') {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        '--kv-dtype fp16 keeps the KV cache in fp16 on the device; the host KV cache is fp32 (use --kv-placement device)',
+        { param: 'kv-dtype' },
+      );
+    }
     return new HostKvCachePool({ budgetBytes: options.budgetBytes, blockTokens });
+  }
   return DeviceKvCachePool.create({
     budgetBytes: options.budgetBytes,
     blockTokens,
     device: options.device,
-    layouts: options.variants.map((v) => resolveVariant(v, options.config).kvLayout),
+    layouts: options.variants.map((v) => resolveVariant(v, options.config, options.kvDtype).kvLayout),
   });
 }

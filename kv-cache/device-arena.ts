@@ -75,7 +75,7 @@ export class DeviceKvGraphs {
     const sessions = await Promise.all([
       ort.InferenceSession.create(appendGraph(layout), options(cacheOutputs)),
       ort.InferenceSession.create(regatherGraph(layout), options(cacheOutputs)),
-      ort.InferenceSession.create(zerosGraph(), options([DEVICE_KV_OUTPUT.zeros])),
+      ort.InferenceSession.create(zerosGraph(layout), options([DEVICE_KV_OUTPUT.zeros])),
     ]);
     return new DeviceKvGraphs(layout, device, sessions);
   }
@@ -236,7 +236,7 @@ export class DeviceKvArena implements KvArena<ort.Tensor> {
     const tensors = new Set<ort.Tensor>();
     for (const kv of this.#caches.values()) tensors.add(kv.key).add(kv.value);
     let bytes = 0;
-    for (const t of tensors) bytes += t.dims.reduce((a, b) => a * b, 1) * Float32Array.BYTES_PER_ELEMENT;
+    for (const t of tensors) bytes += t.dims.reduce((a, b) => a * b, 1) * (t.type === 'float16' ? 2 : 4);
     return bytes;
   }
 

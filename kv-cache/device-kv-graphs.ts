@@ -42,8 +42,11 @@ export const DEVICE_KV_OUTPUT = {
 export type KvKind = 'key' | 'value';
 export const KV_KINDS: readonly KvKind[] = ['key', 'value'];
 
-const cacheInfo = (name: string) =>
-  tensorInfo(name, ElemType.float, ['rows', 'kv_heads', 'tokens', 'head_dim']);
+/** The cache's element type: float32, or float16 with `--kv-dtype fp16`. */
+const kvElem = (layout: KvLayout): ElemType => (layout.dtype === 'fp16' ? ElemType.float16 : ElemType.float);
+
+const cacheInfo = (name: string, layout: KvLayout) =>
+  tensorInfo(name, kvElem(layout), ['rows', 'kv_heads', 'tokens', 'head_dim']);
 
 function forEachCache(layout: KvLayout, each: (kind: KvKind, layer: number) => void): void {
   for (const layer of layout.keptLayers) for (const kind of KV_KINDS) each(kind, layer);
@@ -73,8 +76,11 @@ export function appendGraph(layout: KvLayout): Uint8Array {
     const past = DEVICE_KV_INPUT.past(kind, layer);
     const fresh = DEVICE_KV_INPUT.new(kind, layer);
     const p = `${kind}_${layer}`;
-    inputs.push(cacheInfo(past), tensorInfo(fresh, ElemType.float, ['batch', 'seq', numKvHeads * headDim]));
-    outputs.push(cacheInfo(DEVICE_KV_OUTPUT.next(kind, layer)));
+    inputs.push(
+      cacheInfo(past, layout),
+      tensorInfo(fresh, kvElem(layout), ['batch', 'seq', numKvHeads * headDim]),
+    );
+    outputs.push(cacheInfo(DEVICE_KV_OUTPUT.next(kind, layer), layout));
     nodes.push(
       node({ name: `${p}.split`, op: 'Reshape', inputs: [fresh, splitHeads], outputs: [`${p}.bshd`] }),
       node({
@@ -136,8 +142,8 @@ export function regatherGraph(layout: KvLayout): Uint8Array {
   forEachCache(layout, (kind, layer) => {
     const past = DEVICE_KV_INPUT.past(kind, layer);
     const p = `${kind}_${layer}`;
-    inputs.push(cacheInfo(past));
-    outputs.push(cacheInfo(DEVICE_KV_OUTPUT.next(kind, layer)));
+    inputs.push(cacheInfo(past, layout));
+    outputs.push(cacheInfo(DEVICE_KV_OUTPUT.next(kind, layer), layout));
     nodes.push(
       node({
         name: `${p}.gather_rows`,
@@ -163,7 +169,7 @@ export function tokenPads(fromTokens: number, toTokens: number): BigInt64Array {
 }
 
 /** zeros: Expand of a scalar zero to `shape` [4], made on the device (only 32 bytes of shape go up). */
-export function zerosGraph(): Uint8Array {
+export function zerosGraph(layout: KvLayout): Uint8Array {
   const zero = 'zero';
   return encodeModel(
     graph({
@@ -172,8 +178,12 @@ export function zerosGraph(): Uint8Array {
         node({ name: 'expand', op: 'Expand', inputs: [zero, DEVICE_KV_INPUT.shape], outputs: ['zeros'] }),
       ],
       inputs: [tensorInfo(DEVICE_KV_INPUT.shape, ElemType.int64, [4])],
-      outputs: [cacheInfo(DEVICE_KV_OUTPUT.zeros)],
-      initializers: [floatTensor(zero, [1, 1, 1, 1], new Float32Array(1))],
+      outputs: [cacheInfo(DEVICE_KV_OUTPUT.zeros, layout)],
+      initializers: [
+        layout.dtype === 'fp16'
+          ? { name: zero, dims: [1, 1, 1, 1], dataType: ElemType.float16, rawData: new Uint8Array(2) }
+          : floatTensor(zero, [1, 1, 1, 1], new Float32Array(1)),
+      ],
     }),
   );
 }

@@ -6,6 +6,8 @@ export interface KvLayout {
   headDim: number;
   /** Longest sequence (prompt + generated) the model supports. */
   maxSeqLen: number;
+  /** Element type of the stored K/V (fp16 only on the device, `--kv-dtype fp16`); fp32 when absent. */
+  dtype?: 'fp32' | 'fp16';
 }
 
 export const BYTES_PER_ELEMENT = Float32Array.BYTES_PER_ELEMENT;
@@ -13,9 +15,10 @@ export const BYTES_PER_ELEMENT = Float32Array.BYTES_PER_ELEMENT;
 /** Tokens per KV block unless `--kv-block-tokens` says otherwise (vLLM's default too). */
 export const DEFAULT_KV_BLOCK_TOKENS = 16;
 
-/** 2 (K and V) × kept layers × kv heads × head dim × bytes per element. */
+/** 2 (K and V) × kept layers × kv heads × head dim × bytes per element (4, or 2 for fp16). */
 export function kvBytesPerToken(layout: KvLayout): number {
-  return 2 * layout.keptLayers.length * layout.numKvHeads * layout.headDim * BYTES_PER_ELEMENT;
+  const bytesPerElement = layout.dtype === 'fp16' ? 2 : BYTES_PER_ELEMENT;
+  return 2 * layout.keptLayers.length * layout.numKvHeads * layout.headDim * bytesPerElement;
 }
 
 /** Tokens rounded up to whole blocks. */

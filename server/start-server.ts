@@ -82,6 +82,8 @@ export interface StartServerOptions {
   kvWatermark?: number;
   /** `--kv-placement host|device` (default: device on WebGPU, host otherwise). */
   kvPlacement?: KvCachePlacement;
+  /** `--kv-dtype fp32|fp16` (fp16 only with device placement). */
+  kvDtype?: 'fp32' | 'fp16';
   maxQueue?: number;
   device?: Device;
   threads?: number;
@@ -382,6 +384,7 @@ async function createDefaultEngine(options: StartServerOptions, logger: Logger):
     kvAdmission: options.kvAdmission,
     kvWatermark: options.kvWatermark,
     kvPlacement: options.kvPlacement,
+    kvDtype: options.kvDtype,
     maxQueue: options.maxQueue,
     device: options.device,
     threads: options.threads,

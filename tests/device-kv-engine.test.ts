@@ -29,17 +29,25 @@ const request = (id: string, variant: string, prompt: number[], maxTokens: numbe
   sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
 });
 
-async function tokens(engine: InProcessEngine, req: GenerateRequest): Promise<number[]> {
+type Alternatives = { tokenId: number; logprob: number }[];
+
+async function tokens(
+  engine: InProcessEngine,
+  req: GenerateRequest,
+  alternatives?: Alternatives[],
+): Promise<number[]> {
   const out: number[] = [];
   for await (const event of engine.generate(req)) {
-    if (event.type === 'token') out.push(event.tokenId);
-    else expect(event.reason, event.error?.message).toBe('length');
+    if (event.type === 'token') {
+      out.push(event.tokenId);
+      alternatives?.push(event.topLogprobs ?? []);
+    } else expect(event.reason, event.error?.message).toBe('length');
   }
   return out;
 }
 
 /** Every prompt on the full model and on attn-2, all at once (batches of 4 per variant). */
-async function batchedRun(options: Partial<EngineOptions>, maxTokens: number) {
+async function batchedRun(options: Partial<EngineOptions>, maxTokens: number, topLogprobs = 0) {
   const engine = await createEngine({
     model: await loadModel({ model: STORIES_260K }),
     servedModelName: 'stories260K',
@@ -50,8 +58,11 @@ async function batchedRun(options: Partial<EngineOptions>, maxTokens: number) {
     const requests = ['stories260K', 'stories260K:attn-2'].flatMap((variant) =>
       PROMPTS.map((prompt, i) => request(`${variant}-${i}`, variant, prompt, maxTokens)),
     );
-    const outputs = await Promise.all(requests.map((r) => tokens(engine, r)));
-    return { outputs, variants: engine.variants() };
+    const alternatives = requests.map((): Alternatives[] => []);
+    const outputs = await Promise.all(
+      requests.map((r, i) => tokens(engine, { ...r, topLogprobs }, alternatives[i])),
+    );
+    return { outputs, alternatives, variants: engine.variants() };
   } finally {
     await engine.close();
   }
@@ -84,6 +95,29 @@ describe('engine core on a device KV pool (CPU EP)', () => {
     expect(tight.variants.reduce((sum, v) => sum + v.numPreemptions, 0)).toBeGreaterThan(0);
   });
 
+  it('--kv-dtype fp16 halves bytes per token; greedy tokens leave fp32 only at a near-tie', async () => {
+    const fp32 = await batchedRun({ kvPlacement: 'host' }, 40, 2);
+    const fp16 = await batchedRun({ kvPlacement: 'device', kvDtype: 'fp16' }, 40);
+    expect(fp16.variants.map((v) => v.kvBytesPerToken)).toEqual(
+      fp32.variants.map((v) => v.kvBytesPerToken / 2),
+    );
+    let identical = 0;
+    fp16.outputs.forEach((output, i) => {
+      const first = output.findIndex((t, k) => t !== fp32.outputs[i]![k]);
+      if (first < 0) {
+        identical++;
+        return;
+      }
+      // Where fp16 rounding of K/V changes the choice, fp32 had the two candidates within a hair.
+      const [best, second] = fp32.alternatives[i]![first]!;
+      expect(output[first], `request ${i}: fp16 took fp32's runner-up at token ${first}`).toBe(
+        second!.tokenId,
+      );
+      expect(best!.logprob - second!.logprob, `request ${i}: logit gap at token ${first}`).toBeLessThan(0.05);
+    });
+    expect(identical).toBeGreaterThanOrEqual(6);
+  });
+
   it('refuses device placement where it cannot serve, saying why', async () => {
     const model = await loadModel({ model: STORIES_260K });
     await expect(
@@ -95,6 +129,10 @@ describe('engine core on a device KV pool (CPU EP)', () => {
         kvPlacement: 'device',
       }),
     ).rejects.toMatchObject({ code: 'DS_UNSUPPORTED', message: expect.stringContaining('adaptive') });
+    await expect(createEngine({ model, kvPlacement: 'host', kvDtype: 'fp16' })).rejects.toMatchObject({
+      code: 'DS_INVALID_ARGUMENT',
+      message: expect.stringContaining('--kv-placement device'),
+    });
   });
 });
 
@@ -106,6 +144,18 @@ describe.skipIf(WEBGPU_REASON !== null)(
       const cpu = await batchedRun({ device: 'cpu' }, 26);
       const gpu = await batchedRun({ device: 'webgpu' }, 26);
       expect(gpu.variants.map((v) => v.kvCachePlacement)).toEqual(['device', 'device']);
+      gpu.outputs.forEach((output, i) => {
+        const first = output.findIndex((t, k) => t !== cpu.outputs[i]![k]);
+        expect(first, `request ${i}: first divergence at token ${first}`).toBe(-1);
+      });
+    });
+
+    it('fp16 KV on the device: half the bytes per token, the CPU’s greedy tokens', async () => {
+      const cpu = await batchedRun({ device: 'cpu' }, 26);
+      const gpu = await batchedRun({ device: 'webgpu', kvDtype: 'fp16' }, 26);
+      expect(gpu.variants.map((v) => v.kvBytesPerToken)).toEqual(
+        cpu.variants.map((v) => v.kvBytesPerToken / 2),
+      );
       gpu.outputs.forEach((output, i) => {
         const first = output.findIndex((t, k) => t !== cpu.outputs[i]![k]);
         expect(first, `request ${i}: first divergence at token ${first}`).toBe(-1);

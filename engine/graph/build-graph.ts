@@ -23,6 +23,7 @@ import {
 } from './decoder-layer.ts';
 import type { SublayerMask } from './io.ts';
 import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
+import { type KvDtype, withFp16Kv } from './kv-dtype.ts';
 import {
   DEFAULT_ACCURACY_LEVEL,
   layerLinearStorage,
@@ -67,6 +68,8 @@ export interface BuildGraphOptions {
   weightFile?: WeightFileImage;
   /** MatMulNBits accuracy_level for quantized linears (linear-weights.ts); benches compare levels. */
   accuracyLevel?: number;
+  /** Element type of past_* inputs and new_* outputs (kv-dtype.ts); fp32 unless `--kv-dtype fp16`. */
+  kvDtype?: KvDtype;
 }
 
 const EMBEDDING = 'embed_tokens.weight'; // [vocab, dim]
@@ -95,7 +98,8 @@ export function buildModelGraphWithExternalWeights(
   weights: ModelWeights,
   options: BuildGraphOptions = {},
 ): { model: Uint8Array; externalData: ExternalWeightFile[] } {
-  const mainGraph = buildMainGraph(config, weights, options);
+  const built = buildMainGraph(config, weights, options);
+  const mainGraph = options.kvDtype === 'fp16' ? withFp16Kv(built, config.numLayers) : built;
   options.clock?.lap('graph build');
   const { weightFile } = options;
   let externalData: ExternalWeightFile[] = [];

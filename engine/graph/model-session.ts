@@ -25,6 +25,7 @@ import { buildModelGraphWithExternalWeights } from './build-graph.ts';
 import { emulationFeeds } from './emulation-feeds.ts';
 import type { Emulation, ForwardInput, ForwardOutput } from './io.ts';
 import { GRAPH_INPUT, GRAPH_OUTPUT } from './io.ts';
+import type { KvDtype } from './kv-dtype.ts';
 import { checkForwardInput } from './validate-input.ts';
 
 export interface ModelSessionOptions {
@@ -47,6 +48,11 @@ export interface ModelSessionOptions {
    * getData() on a gpu-buffer tensor aborts the process.
    */
   kvOnDevice?: boolean;
+  /**
+   * fp16: past inputs and new K/V outputs are float16 (`--kv-dtype fp16`), the cache half the bytes.
+   * Only with kvOnDevice: the host KV cache is Float32Array.
+   */
+  kvDtype?: KvDtype;
 }
 
 /** A kept layer's past K and V as device tensors [B, kvH, P, D]. */
@@ -82,6 +88,7 @@ export class ModelSession {
   readonly #emulationFeeds = new WeakMap<Emulation, Record<string, ort.Tensor>>();
   readonly #noEmulationFeeds: Record<string, ort.Tensor>;
   readonly kvOnDevice: boolean;
+  readonly kvDtype: KvDtype;
   readonly #transfers: TransferCounter;
   /** kvOnDevice on WebGPU: device copies of each mask's float emulation feeds, made once. */
   readonly #residentEmulation = new WeakMap<object, Promise<Record<string, ort.Tensor>>>();
@@ -93,11 +100,13 @@ export class ModelSession {
     device: Device,
     hasHiddenStates: boolean,
     kvOnDevice: boolean,
+    kvDtype: KvDtype,
   ) {
     this.config = config;
     this.device = device;
     this.hasHiddenStates = hasHiddenStates;
     this.kvOnDevice = kvOnDevice;
+    this.kvDtype = kvDtype;
     this.#transfers = new TransferCounter(isGpuDevice(device));
     this.#session = session;
     this.#inputNames = new Set(session.inputNames);
@@ -122,6 +131,14 @@ export class ModelSession {
       // Unfetched gpu-bound outputs go stale between runs (see runDeviceKv): hidden_<k> would be.
       throw new DropserveError('DS_INVALID_ARGUMENT', 'kvOnDevice sessions are built without hidden states');
     }
+    const kvDtype = options.kvDtype ?? 'fp32';
+    if (kvDtype === 'fp16' && !kvOnDevice) {
+      throw new DropserveError(
+        'DS_INVALID_ARGUMENT',
+        '--kv-dtype fp16 keeps the KV cache in fp16 on the device; the host KV cache is fp32 (use --kv-placement device)',
+        { param: 'kv-dtype' },
+      );
+    }
     if (kvOnDevice && device === 'cuda') {
       throw new DropserveError(
         'DS_INVALID_ARGUMENT',
@@ -135,6 +152,7 @@ export class ModelSession {
       clock: options.clock,
       weightFile: options.weightFile,
       accuracyLevel: options.accuracyLevel,
+      kvDtype,
     });
     const sessionConfig: Record<string, string | Record<string, string>> = {};
     // Spinning intra-op threads made 2-thread decode bimodal (2.7 vs 8 ms) on a shared 2-vCPU VM.
@@ -162,7 +180,7 @@ export class ModelSession {
     try {
       const session = await ort.InferenceSession.create(model, sessionOptions);
       options.clock?.lap('ORT session create');
-      return new ModelSession(config, session, device, hasHiddenStates, kvOnDevice);
+      return new ModelSession(config, session, device, hasHiddenStates, kvOnDevice, kvDtype);
     } catch (e) {
       if (isGpuDevice(device)) throw deviceUnavailableError(device, e);
       const message = e instanceof Error ? e.message : String(e);
@@ -410,12 +428,11 @@ export class ModelSession {
   #emptyPastFor(batchSize: number): ort.Tensor {
     let tensor = this.#emptyPast.get(batchSize);
     if (!tensor) {
-      tensor = new ort.Tensor('float32', new Float32Array(0), [
-        batchSize,
-        this.config.numKvHeads,
-        0,
-        this.config.headDim,
-      ]);
+      const dims = [batchSize, this.config.numKvHeads, 0, this.config.headDim];
+      tensor =
+        this.kvDtype === 'fp16'
+          ? new ort.Tensor('float16', new Uint16Array(0), dims)
+          : new ort.Tensor('float32', new Float32Array(0), dims);
       this.#emptyPast.set(batchSize, tensor);
     }
     return tensor;

@@ -13,7 +13,7 @@ export type GraphProto = onnxProto.onnx.IGraphProto;
 export type AttributeProto = onnxProto.onnx.IAttributeProto;
 
 /** TensorProto.DataType values used here. */
-export const ElemType = { float: 1, int32: 6, int64: 7, bool: 9 } as const;
+export const ElemType = { float: 1, int32: 6, int64: 7, bool: 9, float16: 10 } as const;
 export type ElemType = (typeof ElemType)[keyof typeof ElemType];
 
 /** AttributeProto.AttributeType values used here. */

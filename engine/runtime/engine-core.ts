@@ -4,6 +4,7 @@ import type { KvArena, KvCachePool } from '../../kv-cache/kv-pool.ts';
 import type { GenerateRequest, ScoreRequest, ScoreResult, VariantInfo } from '../client.ts';
 import { DropserveError } from '../errors.ts';
 import type { SublayerMask } from '../graph/io.ts';
+import type { KvDtype } from '../graph/kv-dtype.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { chooseAdaptiveDrops, dropKey, sublayerInfluence } from '../plan/adaptive-mask.ts';
 import { type DropSpec, maskOf } from '../plan/plan.ts';
@@ -51,6 +52,8 @@ export interface EngineCoreOptions {
   kvAdmission?: AdmissionPolicy;
   /** Share of the budget kept free when admitting (default 0.01). */
   kvWatermark?: number;
+  /** Element type of the stored K/V: fp16 halves bytes per token (device pools only). */
+  kvDtype?: KvDtype;
   /** Requests waiting for their prefill beyond this are rejected with DS_OVERLOADED. */
   maxQueue: number;
   /** Prompt tokens prefilled per scheduling round (at least one sequence), bounding decode stalls. */
@@ -165,7 +168,7 @@ export class EngineCore {
       if (this.#variants.has(definition.id)) {
         throw new DropserveError('DS_INVALID_ARGUMENT', `variant "${definition.id}" is defined twice`);
       }
-      const def = resolveVariant(definition, options.config);
+      const def = resolveVariant(definition, options.config, options.kvDtype);
       this.#variants.set(def.id, {
         def,
         decodeArena: this.#pool.addArena(def.id, def.kvLayout),

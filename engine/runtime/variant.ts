@@ -1,6 +1,7 @@
 import type { KvLayout } from '../../kv-cache/kv-layout.ts';
 import type { SublayerMask } from '../graph/io.ts';
 import { kvLayoutOf } from '../graph/kv-bytes.ts';
+import type { KvDtype } from '../graph/kv-dtype.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { AdaptiveSpec } from '../plan/adaptive-mask.ts';
 import { type DropSpec, maskOf, validateDropSpec } from '../plan/plan.ts';
@@ -22,7 +23,11 @@ export interface ResolvedVariant extends VariantDefinition {
   kvLayout: KvLayout;
 }
 
-export function resolveVariant(definition: VariantDefinition, config: ModelConfig): ResolvedVariant {
+export function resolveVariant(
+  definition: VariantDefinition,
+  config: ModelConfig,
+  kvDtype: KvDtype = 'fp32',
+): ResolvedVariant {
   validateDropSpec(definition.spec, config.numLayers, `variant ${definition.id}`);
   if (
     definition.adaptive &&
@@ -39,7 +44,7 @@ export function resolveVariant(definition: VariantDefinition, config: ModelConfi
         Array.from({ length: definition.adaptive.attention }, (_, i) => i),
       )
     : kvLayoutOf(config, mask);
-  return { ...definition, mask, kvLayout };
+  return { ...definition, mask, kvLayout: kvDtype === 'fp16' ? { ...kvLayout, dtype: 'fp16' } : kvLayout };
 }
 
 /** "<model>:<name>" for pruned variants, the model name itself for the unpruned one. */

@@ -41,6 +41,7 @@ port.on('message', async (message: ToWorker) => {
         const placement = resolveKvPlacement(message.device, kvPlacement, message.variants);
         const runner = await ModelSession.create(message.config, message.weights, {
           kvOnDevice: placement === 'device',
+          kvDtype: kvMemory.kvDtype,
           device: message.device,
           threads: message.threads,
           clock,
@@ -57,6 +58,7 @@ port.on('message', async (message: ToWorker) => {
           variants: message.variants,
           budgetBytes: message.kvCacheBytes,
           blockTokens: kvMemory.kvBlockTokens,
+          kvDtype: kvMemory.kvDtype,
         });
         core = new EngineCore({
           config: message.config,
