@@ -3,14 +3,11 @@ import type { Device } from '../engine/device.ts';
 import { DropserveError } from '../engine/errors.ts';
 import { type DeviceArenaMemory, DeviceKvArena, DeviceKvGraphs } from './device-arena.ts';
 import type { TransferStats } from './device-transfers.ts';
-import { DEFAULT_KV_BLOCK_TOKENS, type KvLayout } from './kv-layout.ts';
+import type { KvLayout } from './kv-layout.ts';
 import type { KvArenaStats, KvCachePool } from './kv-pool.ts';
+import { checkPoolOptions, type KvPoolOptions } from './pool-options.ts';
 
-export interface DeviceKvCachePoolOptions {
-  /** Bytes all arenas' device buffers may hold together. */
-  budgetBytes: number;
-  blockTokens?: number;
-}
+export type DeviceKvCachePoolOptions = KvPoolOptions;
 
 /**
  * Device-resident KV memory for every batch group of one model under one byte budget: the
@@ -26,6 +23,7 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
   readonly #arenas = new Map<string, DeviceKvArena>();
   /** KV graphs per layout (keyed by kept layers), made before serving: creating a session is async. */
   readonly #graphs = new Map<string, DeviceKvGraphs>();
+  #allocatedBytes = 0;
 
   /** A pool whose arenas can take any of `layouts`, with their KV graphs built on `device`. */
   static async create(
@@ -61,18 +59,9 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
     await Promise.all([...this.#arenas.values()].map((a) => a.settled()));
     await Promise.all([...this.#graphs.values()].map((g) => g.release()));
   }
-  #allocatedBytes = 0;
 
   constructor(options: DeviceKvCachePoolOptions) {
-    const { budgetBytes, blockTokens = DEFAULT_KV_BLOCK_TOKENS } = options;
-    if (!Number.isFinite(budgetBytes) || budgetBytes <= 0) {
-      throw new RangeError(`KV cache budget must be a positive number of bytes, got ${budgetBytes}`);
-    }
-    if (!Number.isInteger(blockTokens) || blockTokens <= 0) {
-      throw new RangeError(`KV block size must be a positive whole number of tokens, got ${blockTokens}`);
-    }
-    this.budgetBytes = budgetBytes;
-    this.blockTokens = blockTokens;
+    ({ budgetBytes: this.budgetBytes, blockTokens: this.blockTokens } = checkPoolOptions(options));
   }
 
   get allocatedBytes(): number {

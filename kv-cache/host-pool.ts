@@ -1,16 +1,12 @@
 import { DropserveError } from '../engine/errors.ts';
 import { type ArenaMemory, HostKvArena, type KvShape } from './host-arena.ts';
-import { DEFAULT_KV_BLOCK_TOKENS, type KvLayout } from './kv-layout.ts';
+import type { KvLayout } from './kv-layout.ts';
 import type { KvArenaStats, KvCachePool } from './kv-pool.ts';
+import { checkPoolOptions, type KvPoolOptions } from './pool-options.ts';
 
 export { HostKvArena } from './host-arena.ts';
 
-export interface HostKvCachePoolOptions {
-  /** Bytes all arenas' buffers may hold together (`--kv-cache-bytes`). */
-  budgetBytes: number;
-  /** Tokens per block (`--kv-block-tokens`). */
-  blockTokens?: number;
-}
+export type HostKvCachePoolOptions = KvPoolOptions;
 
 /**
  * KV memory in JS memory for every batch group of one model, under one budget. Arenas grow on demand
@@ -25,15 +21,7 @@ export class HostKvCachePool implements KvCachePool<Float32Array> {
   #allocatedBytes = 0;
 
   constructor(options: HostKvCachePoolOptions) {
-    const { budgetBytes, blockTokens = DEFAULT_KV_BLOCK_TOKENS } = options;
-    if (!Number.isFinite(budgetBytes) || budgetBytes <= 0) {
-      throw new RangeError(`KV cache budget must be a positive number of bytes, got ${budgetBytes}`);
-    }
-    if (!Number.isInteger(blockTokens) || blockTokens <= 0) {
-      throw new RangeError(`KV block size must be a positive whole number of tokens, got ${blockTokens}`);
-    }
-    this.budgetBytes = budgetBytes;
-    this.blockTokens = blockTokens;
+    ({ budgetBytes: this.budgetBytes, blockTokens: this.blockTokens } = checkPoolOptions(options));
   }
 
   get allocatedBytes(): number {
