@@ -28,6 +28,7 @@ import { findSharedPrefix } from './prefix-reuse.ts';
 import {
   type AdmissionPolicy,
   planRound,
+  type RoundPlan,
   type RunningJob,
   type SchedulerConfig,
   type SchedulerState,
@@ -531,7 +532,7 @@ export class EngineCore {
 
   /** One scheduler round; false when nothing could run (only background work, not due yet). */
   async #runRound(): Promise<boolean> {
-    const plan = planRound(this.#schedulerState(), this.#schedulerConfig);
+    const plan = this.#steadyDecodePlan() ?? planRound(this.#schedulerState(), this.#schedulerConfig);
     for (const id of plan.preempt) this.#preempt(this.#running.get(id)!);
     let ran = false;
     for (const id of plan.admit) {
@@ -562,6 +563,32 @@ export class EngineCore {
       this.onStepEnd?.();
     }
     return ran || plan.preempt.length > 0;
+  }
+
+  /**
+   * The scheduler's plan when there is nothing to decide: nobody waits, only generations run, and
+   * every arena already has room for one more token per row (so the plan fits what is allocated,
+   * which fits the budget). Then every variant decodes all its sequences; null otherwise. Saves
+   * building the scheduler's state on most decode steps, which a tiny model's step can feel.
+   */
+  #steadyDecodePlan(): RoundPlan | null {
+    if (this.#waiting.length > 0) return null;
+    const byGroup = new Map<string, string[]>();
+    for (const job of this.#running.values()) {
+      if (job.kind !== 'generate') return null;
+      const arena = this.#arenaOf(job);
+      if (!arena || arena.length(arena.rowOf(job.id)) + 1 > arena.tokenCapacity) return null;
+      const group = this.#groupOf(job);
+      const jobs = byGroup.get(group);
+      if (jobs) jobs.push(job.id);
+      else byGroup.set(group, [job.id]);
+    }
+    const decode: RoundPlan['decode'] = [];
+    for (const id of this.#variants.keys()) {
+      const jobs = byGroup.get(id);
+      if (jobs) decode.push({ group: id, jobs });
+    }
+    return { preempt: [], admit: [], decode, scoreChunks: [] };
   }
 
   /**
