@@ -69,10 +69,35 @@ class HashingRunner implements ForwardRunner {
         if (i !== undefined) logits[i * config.vocabSize + 2 + (hash % (config.vocabSize - 2))] = 10;
       }
     }
-    return { logits, newKeys, newValues };
+    return {
+      logits,
+      newKeys,
+      newValues,
+      ...(input.wantHiddenStates ? { hiddenStates: hiddenStates(input) } : {}),
+    };
   }
 
   async release(): Promise<void> {}
+}
+
+/**
+ * Residual streams whose change across each sublayer depends on the row's first token, so different
+ * prompts find different sublayers least influential (an adaptive variant's choice).
+ */
+function hiddenStates(input: ForwardInput): Float32Array[] {
+  const { batchSize: B, seqLen: S } = input;
+  return Array.from({ length: 2 * config.numLayers + 1 }, (_, k) => {
+    const h = new Float32Array(B * S * config.dim);
+    for (let b = 0; b < B; b++) {
+      const first = Number(input.inputIds[b * S]);
+      for (let s = 0; s < S; s++) {
+        const at = (b * S + s) * config.dim;
+        h[at] = 1;
+        h[at + 1] = ((k * (first + 3)) % 7) / 3;
+      }
+    }
+    return h;
+  });
 }
 
 const bytesPerToken = (keptLayers: number): number => 2 * keptLayers * 1 * 2 * 4;
@@ -150,6 +175,33 @@ describe('EngineCore: KV on demand', () => {
       const indices = events.flatMap((e) => (e.type === 'token' ? [e.index] : []));
       expect(indices).toEqual(indices.map((_, k) => k));
       expect(events.at(-1)).toMatchObject({ type: 'finish', reason: 'length' });
+    });
+  });
+
+  it('an adaptive variant preempted under a tight budget recomputes under the drops it chose, same tokens', async () => {
+    const adaptiveVariants = [
+      { id: 'm', spec: { dropAttention: [], dropMlp: [] } },
+      { id: 'm:auto', spec: { dropAttention: [], dropMlp: [] }, adaptive: { attention: 1, mlp: 0 } },
+    ];
+    const run = async (kvCacheBytes: number) => {
+      const { core } = makeCore({ variants: adaptiveVariants, kvCacheBytes, kvBlockTokens: 8 });
+      const events = await Promise.all(
+        workload().map((r, i) => generate(core, { ...r, variant: i % 2 === 0 ? 'm:auto' : 'm' })),
+      );
+      const info = core.variants().find((v) => v.id === 'm:auto')!;
+      await core.close();
+      return { events, info };
+    };
+    const free = await run(1 << 20);
+    const tight = await run(4 * 80 * bytesPerToken(3));
+    expect(tight.info.numPreemptions).toBeGreaterThan(0);
+    expect(free.info.adaptive?.distinctMasks).toBeGreaterThan(1);
+    tight.events.forEach((events, i) => {
+      expect(tokensOf(events), `request r${i}`).toEqual(tokensOf(free.events[i]!));
+      expect(events.at(-1)).toMatchObject({ type: 'finish', reason: 'length' });
+      expect((events.at(-1) as { adaptiveDrops?: unknown }).adaptiveDrops).toEqual(
+        (free.events[i]!.at(-1) as { adaptiveDrops?: unknown }).adaptiveDrops,
+      );
     });
   });
 

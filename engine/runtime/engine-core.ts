@@ -623,7 +623,8 @@ export class EngineCore {
     job.state = 'running';
     job.admittedAt = ++this.#admissions;
     this.#running.set(job.id, job);
-    this.#arenaOf(job)?.addRow(job.id);
+    // An adaptive sequence gets its row in its drop set's arena as its prefill writes it.
+    if (!(job.kind === 'generate' && job.variant.adaptive)) this.#arenaOf(job)!.addRow(job.id);
     if (job.kind === 'score') {
       await this.#advanceScore(job);
       return;
