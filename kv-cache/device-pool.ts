@@ -4,8 +4,9 @@ import { DropserveError } from '../engine/errors.ts';
 import { type DeviceArenaMemory, DeviceKvArena, DeviceKvGraphs } from './device-arena.ts';
 import type { TransferStats } from './device-transfers.ts';
 import type { KvLayout } from './kv-layout.ts';
-import type { KvArenaStats, KvCachePool } from './kv-pool.ts';
-import { checkPoolOptions, type KvPoolOptions } from './pool-options.ts';
+import type { KvCachePool } from './kv-pool.ts';
+import { KvPoolBase } from './pool-base.ts';
+import type { KvPoolOptions } from './pool-options.ts';
 
 export type DeviceKvCachePoolOptions = KvPoolOptions;
 
@@ -16,14 +17,10 @@ export type DeviceKvCachePoolOptions = KvPoolOptions;
  * sequences leave), so a growth that does not fit fails at once with DS_KV_EXHAUSTED, as on the host
  * once spare capacity is given back; the scheduler is expected to have planned within the budget.
  */
-export class DeviceKvCachePool implements KvCachePool<Tensor> {
-  readonly budgetBytes: number;
-  readonly blockTokens: number;
+export class DeviceKvCachePool extends KvPoolBase<DeviceKvArena> implements KvCachePool<Tensor> {
   readonly placement = 'device';
-  readonly #arenas = new Map<string, DeviceKvArena>();
   /** KV graphs per layout (keyed by kept layers), made before serving: creating a session is async. */
   readonly #graphs = new Map<string, DeviceKvGraphs>();
-  #allocatedBytes = 0;
 
   /** A pool whose arenas can take any of `layouts`, with their KV graphs built on `device`. */
   static async create(
@@ -56,22 +53,12 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
 
   /** Releases the KV graph sessions once no arena has a change in flight. */
   async release(): Promise<void> {
-    await Promise.all([...this.#arenas.values()].map((a) => a.settled()));
+    await Promise.all([...this.arenas.values()].map((a) => a.settled()));
     await Promise.all([...this.#graphs.values()].map((g) => g.release()));
   }
 
   constructor(options: DeviceKvCachePoolOptions) {
-    ({ budgetBytes: this.budgetBytes, blockTokens: this.blockTokens } = checkPoolOptions(options));
-  }
-
-  get allocatedBytes(): number {
-    return this.#allocatedBytes;
-  }
-
-  get usedBytes(): number {
-    let bytes = 0;
-    for (const arena of this.#arenas.values()) bytes += arena.usedBytes;
-    return bytes;
+    super(options);
   }
 
   /**
@@ -79,7 +66,7 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
    * that layout).
    */
   addArena(id: string, layoutOrGraphs: KvLayout | DeviceKvGraphs): DeviceKvArena {
-    if (this.#arenas.has(id)) throw new RangeError(`KV arena "${id}" already exists`);
+    this.checkNewArenaId(id);
     const graphs =
       layoutOrGraphs instanceof DeviceKvGraphs ? layoutOrGraphs : this.#graphs.get(layoutKey(layoutOrGraphs));
     if (!graphs) {
@@ -90,7 +77,7 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
     }
     const memory: DeviceArenaMemory = {
       reserve: (arena, nextBytes) => {
-        const others = this.#allocatedBytes - arena.allocatedBytes;
+        const others = this.allocatedBytes - arena.allocatedBytes;
         if (others + nextBytes > this.budgetBytes) {
           throw new DropserveError(
             'DS_KV_EXHAUSTED',
@@ -100,28 +87,12 @@ export class DeviceKvCachePool implements KvCachePool<Tensor> {
         }
       },
       resized: (deltaBytes) => {
-        this.#allocatedBytes += deltaBytes;
+        this.resized(deltaBytes);
       },
     };
     const arena = new DeviceKvArena(graphs, this.blockTokens, memory, id);
-    this.#arenas.set(id, arena);
+    this.arenas.set(id, arena);
     return arena;
-  }
-
-  arena(id: string): DeviceKvArena {
-    const arena = this.#arenas.get(id);
-    if (!arena) throw new DropserveError('DS_NOT_FOUND', `no KV arena "${id}"`);
-    return arena;
-  }
-
-  stats(id: string): KvArenaStats {
-    const arena = this.arena(id);
-    return {
-      bytesPerToken: arena.bytesPerToken,
-      sequences: arena.numRows,
-      usedBytes: arena.usedBytes,
-      allocatedBytes: arena.allocatedBytes,
-    };
   }
 }
 
