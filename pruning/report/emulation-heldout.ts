@@ -11,9 +11,7 @@
  * (sequential-emulation.ts) as an extra column, for the comparison that chose 'block';
  * `--without-refit` keeps the emulations fitted on the fit split only.
  */
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ModelSession } from '../../engine/graph/model-session.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
 import { maskOf } from '../../engine/plan/plan.ts';
 import { CalibrationLoss } from '../calibration-loss.ts';
@@ -25,39 +23,20 @@ import { selectSublayers } from '../select.ts';
 import type { SequentialFit } from '../sequential-emulation.ts';
 import { fitEmulationSequentially } from '../sequential-emulation.ts';
 import { sublayerName } from '../sublayers.ts';
-import { openWorkspace } from '../workspace.ts';
+import { openReport, REPORT_OPTIONS } from './report-setup.ts';
 
 const { values } = parseArgs({
   options: {
-    model: {
-      type: 'string',
-      default: fileURLToPath(new URL('../../models/stories260K/stories260K.bin', import.meta.url)),
-    },
-    data: { type: 'string', default: '../shared/data/tinystories-eval.txt' },
-    samples: { type: 'string', default: '64' },
-    'seq-len': { type: 'string', default: '512' },
-    'skip-docs': { type: 'string', default: '300' },
+    ...REPORT_OPTIONS,
     rank: { type: 'string', default: '8' },
     targets: { type: 'boolean', default: false },
     'without-refit': { type: 'boolean', default: false },
   },
 });
-const skipDocs = Number(values['skip-docs']);
 const refit = !values['without-refit'];
-const log = (message: string): void => {
-  process.stderr.write(`${message}\n`);
-};
-
-const workspace = await openWorkspace({
-  model: values.model,
-  data: values.data!,
-  samples: Number(values.samples),
-  seqLen: Number(values['seq-len']),
-  hiddenStates: true,
-});
+const { workspace, evalSession, skipDocs, log } = await openReport(values);
 const { model, corpus } = workspace;
 const { numLayers } = model.config;
-const evalSession = await ModelSession.create(model.config, model.weights);
 const fmt = (x: number): string => x.toFixed(4);
 
 async function heldOut(spec: DropSpec): Promise<number> {

@@ -8,9 +8,7 @@
  * Uses the same code paths as `dropserve prune plan` / `prune eval` (selectSublayers, fitEmulation,
  * corpusPerplexity), with the CLI's defaults for anything not given here.
  */
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ModelSession } from '../../engine/graph/model-session.ts';
 import type { DropSpec } from '../../engine/plan/plan.ts';
 import { maskOf } from '../../engine/plan/plan.ts';
 import type { MetricName } from '../analyze.ts';
@@ -21,37 +19,18 @@ import { corpusPerplexity } from '../perplexity.ts';
 import type { MethodName } from '../select.ts';
 import { METHODS, selectSublayers } from '../select.ts';
 import type { SublayerKind } from '../sublayers.ts';
-import { openWorkspace } from '../workspace.ts';
+import { openReport, REPORT_OPTIONS } from './report-setup.ts';
 
 const { values } = parseArgs({
   options: {
-    model: {
-      type: 'string',
-      default: fileURLToPath(new URL('../../models/stories260K/stories260K.bin', import.meta.url)),
-    },
-    data: { type: 'string', default: '../shared/data/tinystories-eval.txt' },
-    samples: { type: 'string', default: '64' },
-    'seq-len': { type: 'string', default: '512' },
-    'skip-docs': { type: 'string', default: '300' },
+    ...REPORT_OPTIONS,
     permutations: { type: 'string', default: '16' },
   },
 });
-const skipDocs = Number(values['skip-docs']);
 const permutations = Number(values.permutations);
-const log = (message: string): void => {
-  process.stderr.write(`${message}\n`);
-};
-
-const workspace = await openWorkspace({
-  model: values.model,
-  data: values.data!,
-  samples: Number(values.samples),
-  seqLen: Number(values['seq-len']),
-  hiddenStates: true,
-});
+const { workspace, evalSession, skipDocs, log } = await openReport(values);
 const { model, corpus } = workspace;
 const { numLayers } = model.config;
-const evalSession = await ModelSession.create(model.config, model.weights);
 const heldOutCache = new Map<string, number>();
 
 /** Held-out perplexity of a spec (memoised for plain drops). */
