@@ -13,8 +13,7 @@ import type {
 import type { Device } from './device.ts';
 import { DropserveError } from './errors.ts';
 import type { KvDtype } from './graph/kv-dtype.ts';
-import { ModelSession } from './graph/model-session.ts';
-import { createKvPool, resolveKvPlacement } from './kv-placement.ts';
+import { createEngineRuntime } from './kv-placement.ts';
 import type { BuiltInPlan, LoadedModel } from './model/loaded-model.ts';
 import type { AdaptiveSpec } from './plan/adaptive-mask.ts';
 import { withBuiltInPlan } from './plan/built-in-plan.ts';
@@ -88,11 +87,6 @@ export function variantDefinitions(
       return { id, spec: v.spec, adaptive: v.adaptive };
     }),
   ];
-}
-
-/** Adaptive variants score their prompts from the prefill's hidden states: the graph must output them. */
-export function needsHiddenStates(variants: EngineOptions['variants'] = []): boolean {
-  return variants.some((v) => v.adaptive !== undefined);
 }
 
 /**
@@ -204,25 +198,22 @@ export async function createEngine(options: EngineOptions): Promise<InProcessEng
   const info = servedModelInfo(options);
   const device = options.device ?? 'cpu';
   const variants = variantDefinitions(info.name, options.variants, model.builtInPlan);
-  const placement = resolveKvPlacement(device, options.kvPlacement, variants);
-  const runner = await ModelSession.create(model.config, model.weights, {
-    kvOnDevice: placement === 'device',
-    kvDtype: options.kvDtype,
-    device,
-    threads: options.threads ?? 1,
-    weightFile: model.weightFile,
-    accuracyLevel: options.accuracyLevel,
-    outputHiddenStates: needsHiddenStates(options.variants),
-  });
-  const core = engineCoreOptions(options, info.name, runner);
-  const kvPool = await createKvPool({
-    placement,
-    device,
+  const budgetBytes = options.kvCacheBytes ?? defaultKvCacheBytes();
+  const { runner, kvPool } = await createEngineRuntime({
     config: model.config,
+    weights: model.weights,
+    device,
     variants,
-    budgetBytes: core.kvCacheBytes,
-    blockTokens: options.kvBlockTokens,
+    kvPlacement: options.kvPlacement,
     kvDtype: options.kvDtype,
+    budgetBytes,
+    blockTokens: options.kvBlockTokens,
+    session: {
+      threads: options.threads ?? 1,
+      weightFile: model.weightFile,
+      accuracyLevel: options.accuracyLevel,
+    },
   });
+  const core = engineCoreOptions({ ...options, kvCacheBytes: budgetBytes }, info.name, runner);
   return new InProcessEngine(new EngineCore({ ...core, kvPool }), info, model.tokenizer);
 }

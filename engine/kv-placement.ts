@@ -6,7 +6,9 @@ import type { KvCachePlacement } from './client.ts';
 import type { Device } from './device.ts';
 import { DropserveError } from './errors.ts';
 import type { KvDtype } from './graph/kv-dtype.ts';
+import { ModelSession, type ModelSessionOptions } from './graph/model-session.ts';
 import type { ModelConfig } from './model/config.ts';
+import type { ModelWeights } from './model/weights.ts';
 import { resolveVariant, type VariantDefinition } from './runtime/variant.ts';
 
 /**
@@ -69,4 +71,46 @@ export async function createKvPool(options: {
     device: options.device,
     layouts: options.variants.map((v) => resolveVariant(v, options.config, options.kvDtype).kvLayout),
   });
+}
+
+/** Adaptive variants score their prompts from the prefill's hidden states: the graph must output them. */
+export function needsHiddenStates(variants: readonly { adaptive?: unknown }[] = []): boolean {
+  return variants.some((v) => v.adaptive !== undefined);
+}
+
+/**
+ * The model session and the KV pool an engine runs on, made together because the placement decides
+ * both: a device pool needs a session that leaves K/V on the device (and its dtype), and adaptive
+ * variants need a session with hidden states. Used by the in-process and the worker engine alike.
+ */
+export async function createEngineRuntime(options: {
+  config: ModelConfig;
+  weights: ModelWeights;
+  device: Device;
+  variants: readonly VariantDefinition[];
+  kvPlacement?: KvCachePlacement;
+  kvDtype?: KvDtype;
+  budgetBytes: number;
+  blockTokens?: number;
+  /** The rest of the session's options (threads, start-up clock, weight file, accuracy level). */
+  session?: Omit<ModelSessionOptions, 'device' | 'kvOnDevice' | 'kvDtype' | 'outputHiddenStates'>;
+}): Promise<{ runner: ModelSession; kvPool: KvCachePool }> {
+  const placement = resolveKvPlacement(options.device, options.kvPlacement, options.variants);
+  const runner = await ModelSession.create(options.config, options.weights, {
+    ...options.session,
+    device: options.device,
+    kvOnDevice: placement === 'device',
+    kvDtype: options.kvDtype,
+    outputHiddenStates: needsHiddenStates(options.variants),
+  });
+  const kvPool = await createKvPool({
+    placement,
+    device: options.device,
+    config: options.config,
+    variants: options.variants,
+    budgetBytes: options.budgetBytes,
+    blockTokens: options.blockTokens,
+    kvDtype: options.kvDtype,
+  });
+  return { runner, kvPool };
 }

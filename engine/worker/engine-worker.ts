@@ -1,8 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import type { GenerateEvent } from '../client.ts';
 import { toDropserveError } from '../errors.ts';
-import { ModelSession } from '../graph/model-session.ts';
-import { createKvPool, resolveKvPlacement } from '../kv-placement.ts';
+import { createEngineRuntime } from '../kv-placement.ts';
 import { weightByteTable } from '../quant/weight-bytes.ts';
 import { EngineCore } from '../runtime/engine-core.ts';
 import { epochMs, PhaseClock } from '../startup-phases.ts';
@@ -38,27 +37,22 @@ port.on('message', async (message: ToWorker) => {
       const clock = new PhaseClock();
       try {
         const { kvPlacement, ...kvMemory } = message.kvMemory;
-        const placement = resolveKvPlacement(message.device, kvPlacement, message.variants);
-        const runner = await ModelSession.create(message.config, message.weights, {
-          kvOnDevice: placement === 'device',
-          kvDtype: kvMemory.kvDtype,
-          device: message.device,
-          threads: message.threads,
-          clock,
-          // Adaptive variants score each prompt from its prefill's hidden states.
-          outputHiddenStates: message.variants.some((v) => v.adaptive !== undefined),
-          weightFile: message.weightFilePath
-            ? { path: message.weightFilePath, image: message.weights.tokenEmbedding.buffer as ArrayBuffer }
-            : undefined,
-        });
-        const kvPool = await createKvPool({
-          placement,
-          device: message.device,
+        const { runner, kvPool } = await createEngineRuntime({
           config: message.config,
+          weights: message.weights,
+          device: message.device,
           variants: message.variants,
+          kvPlacement,
+          kvDtype: kvMemory.kvDtype,
           budgetBytes: message.kvCacheBytes,
           blockTokens: kvMemory.kvBlockTokens,
-          kvDtype: kvMemory.kvDtype,
+          session: {
+            threads: message.threads,
+            clock,
+            weightFile: message.weightFilePath
+              ? { path: message.weightFilePath, image: message.weights.tokenEmbedding.buffer as ArrayBuffer }
+              : undefined,
+          },
         });
         core = new EngineCore({
           config: message.config,

@@ -3,11 +3,11 @@ import {
   type EngineOptions,
   engineCoreOptions,
   InProcessEngine,
-  needsHiddenStates,
   servedModelInfo,
 } from '../../engine/engine.ts';
 import type { ForwardInput, ForwardOutput } from '../../engine/graph/io.ts';
 import { ModelSession } from '../../engine/graph/model-session.ts';
+import { needsHiddenStates } from '../../engine/kv-placement.ts';
 import { EngineCore } from '../../engine/runtime/engine-core.ts';
 import type { ForwardRunner } from '../../engine/runtime/forward-runner.ts';
 
