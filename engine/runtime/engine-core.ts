@@ -1,5 +1,5 @@
 import { HostKvCachePool } from '../../kv-cache/host-pool.ts';
-import { DEFAULT_KV_BLOCK_TOKENS, kvShapeBytes } from '../../kv-cache/kv-layout.ts';
+import { kvShapeBytes } from '../../kv-cache/kv-layout.ts';
 import type { KvArena, KvCachePool } from '../../kv-cache/kv-pool.ts';
 import type { GenerateRequest, ScoreRequest, ScoreResult, VariantInfo } from '../client.ts';
 import { DropserveError } from '../errors.ts';
@@ -27,6 +27,7 @@ import {
 import { findSharedPrefix } from './prefix-reuse.ts';
 import {
   type AdmissionPolicy,
+  decodeBatches,
   planRound,
   type RoundPlan,
   type RunningJob,
@@ -152,10 +153,7 @@ export class EngineCore {
     }
     this.#pool =
       options.kvPool ??
-      new HostKvCachePool({
-        budgetBytes: options.kvCacheBytes,
-        blockTokens: options.kvBlockTokens ?? DEFAULT_KV_BLOCK_TOKENS,
-      });
+      new HostKvCachePool({ budgetBytes: options.kvCacheBytes, blockTokens: options.kvBlockTokens });
     this.#executor = new Executor(options.runner, this.#pool.placement, () => this.#pool.transfers);
     this.#admission = options.kvAdmission ?? 'on-demand';
     this.#schedulerConfig = {
@@ -395,15 +393,16 @@ export class EngineCore {
   #enqueue(job: Job, where: 'front' | 'back'): void {
     job.state = 'waiting';
     if (job.kind === 'generate') job.variant.waiting++;
-    const isBackground = (j: Job): boolean => j.priority === 'background';
-    let index: number;
-    if (job.priority === 'background') {
-      const first = this.#waiting.findIndex(isBackground);
-      index = where === 'back' || first < 0 ? this.#waiting.length : first;
-    } else {
-      const first = this.#waiting.findIndex(isBackground);
-      index = where === 'front' ? 0 : first < 0 ? this.#waiting.length : first;
-    }
+    const firstBackground = this.#waiting.findIndex((j) => j.priority === 'background');
+    const endOfInteractive = firstBackground < 0 ? this.#waiting.length : firstBackground;
+    const index =
+      job.priority === 'background'
+        ? where === 'front'
+          ? endOfInteractive
+          : this.#waiting.length
+        : where === 'front'
+          ? 0
+          : endOfInteractive;
     this.#waiting.splice(index, 0, job);
   }
 
@@ -573,21 +572,14 @@ export class EngineCore {
    */
   #steadyDecodePlan(): RoundPlan | null {
     if (this.#waiting.length > 0) return null;
-    const byGroup = new Map<string, string[]>();
+    const decoding: { id: string; group: string }[] = [];
     for (const job of this.#running.values()) {
       if (job.kind !== 'generate') return null;
       const arena = this.#arenaOf(job);
       if (!arena || arena.length(arena.rowOf(job.id)) + 1 > arena.tokenCapacity) return null;
-      const group = this.#groupOf(job);
-      const jobs = byGroup.get(group);
-      if (jobs) jobs.push(job.id);
-      else byGroup.set(group, [job.id]);
+      decoding.push({ id: job.id, group: this.#groupOf(job) });
     }
-    const decode: RoundPlan['decode'] = [];
-    for (const id of this.#variants.keys()) {
-      const jobs = byGroup.get(id);
-      if (jobs) decode.push({ group: id, jobs });
-    }
+    const decode = decodeBatches([...this.#variants.keys()], decoding);
     return { preempt: [], admit: [], decode, scoreChunks: [] };
   }
 

@@ -208,28 +208,37 @@ export function planRound(state: SchedulerState, config: SchedulerConfig): Round
   }
 
   const preempted = new Set(preempt);
-  const decodeGroups = new Map<string, string[]>();
-  const scoreChunks: string[] = [];
-  for (const job of state.running) {
-    if (preempted.has(job.id)) continue;
-    if (job.kind === 'generate') {
-      const jobs = decodeGroups.get(job.group) ?? [];
-      jobs.push(job.id);
-      decodeGroups.set(job.group, jobs);
-    } else if (advances(job)) {
-      scoreChunks.push(job.id);
-    }
-  }
-  for (const job of state.waiting) {
-    if (job.kind !== 'generate' || !admit.includes(job.id)) continue;
-    const jobs = decodeGroups.get(job.group) ?? [];
-    jobs.push(job.id);
-    decodeGroups.set(job.group, jobs);
-  }
-  // Groups decode in the order the engine lists them, so every variant gets a step every round.
-  const decode = state.groups.flatMap((g) => {
-    const jobs = decodeGroups.get(g.id);
-    return jobs ? [{ group: g.id, jobs }] : [];
-  });
+  const admitted = new Set(admit);
+  const decoding = [
+    ...state.running.filter((job) => job.kind === 'generate' && !preempted.has(job.id)),
+    ...state.waiting.filter((job) => job.kind === 'generate' && admitted.has(job.id)),
+  ];
+  const scoreChunks = state.running
+    .filter((job) => job.kind === 'score' && !preempted.has(job.id) && advances(job))
+    .map((job) => job.id);
+  const decode = decodeBatches(
+    state.groups.map((g) => g.id),
+    decoding,
+  );
   return { preempt, admit, decode, scoreChunks };
+}
+
+/**
+ * One decode batch per group, its jobs in the order given; groups in `groupOrder` (the engine's order
+ * of variants), so every variant gets a step every round.
+ */
+export function decodeBatches(
+  groupOrder: readonly string[],
+  jobs: Iterable<{ id: string; group: string }>,
+): RoundPlan['decode'] {
+  const byGroup = new Map<string, string[]>();
+  for (const job of jobs) {
+    const ids = byGroup.get(job.group);
+    if (ids) ids.push(job.id);
+    else byGroup.set(job.group, [job.id]);
+  }
+  return groupOrder.flatMap((group) => {
+    const ids = byGroup.get(group);
+    return ids ? [{ group, jobs: ids }] : [];
+  });
 }
